@@ -1,0 +1,1 @@
+"""Evaluation: metrics, benchmarks (unseen / seen / raie / t2i) and reports."""

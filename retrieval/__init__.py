@@ -1,0 +1,1 @@
+"""RAIE retrieval: text encoders behind one interface and the FAISS instruction store."""

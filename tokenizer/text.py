@@ -1,0 +1,75 @@
+"""Byte-level BPE text tokenizer (HF ``tokenizers``), saved as ``tokenizer.json``.
+
+Design choices
+* Byte-level pre-tokenisation and decoding, so every Unicode string round-trips exactly (no unknown token).
+* The BPE tokenizer holds no model specials: ``<bos>``, ``<eot>`` ... belong to the ``Vocabulary``, which
+  places text ids at an offset. This keeps one owner for every id range.
+* Training reads an iterator of strings (the task suite's instructions, captions and difference texts, plus
+  any text file the user passes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from xprompt.errors import XPromptError
+from xprompt.io_utils import atomic_write_text
+
+
+class TextTokenizer:
+    def __init__(self, tok):
+        self._tok = tok
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    # ------------------------------------------------------------------ training and files
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> TextTokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < 257:
+            raise XPromptError(f"BPE vocab_size must be at least 257 (256 bytes + merges), got {vocab_size}")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, self._tok.to_str(pretty=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextTokenizer:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise XPromptError(f"text tokenizer not found: {path} (train one with `xprompt train bpe`)")
+        try:
+            return cls(Tokenizer.from_str(path.read_text()))
+        except Exception as e:  # tokenizers raises a bare Exception on malformed files
+            raise XPromptError(f"{path} is not a valid tokenizer.json: {str(e).splitlines()[0]}") from None
+
+    def to_json(self) -> dict:
+        return json.loads(self._tok.to_str())

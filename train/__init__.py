@@ -1,0 +1,1 @@
+"""Training: the task suite, dataset building, sequence packing and the DeepSpeed trainer."""

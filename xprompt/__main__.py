@@ -1,0 +1,5 @@
+import sys
+
+from xprompt.cli import main
+
+sys.exit(main())

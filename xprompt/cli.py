@@ -1,0 +1,107 @@
+"""The ``xprompt`` command line.
+
+Each area owns its commands in its own module, which exposes ``register(root, groups)``: ``root`` is the
+top-level subparsers object, ``groups`` maps a group name ("train", "data", "index") to that group's
+subparsers. A command sets ``func(args) -> int``. Command modules keep heavy imports (torch, faiss,
+deepspeed) inside the functions so that ``xprompt --help`` stays fast.
+
+Errors: ``XPromptError`` (bad input) is printed as one line ``xprompt: error: ...`` with exit code 2;
+argparse usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from xprompt.errors import XPromptError
+
+GROUPS = {
+    "train": "train the text tokenizer, the VQ image tokenizer or the model",
+    "data": "build and inspect task-suite datasets",
+    "index": "build and search RAIE instruction stores",
+}
+
+# module -> the commands it provides ((group or None, name, help)); listed even before the module exists.
+COMMAND_MODULES: dict[str, list[tuple[str | None, str, str]]] = {
+    "xprompt.tokenizer.cli": [
+        ("train", "bpe", "train the byte-level BPE text tokenizer"),
+        ("train", "tokenizer", "train the VQ image tokenizer"),
+    ],
+    "xprompt.train.cli": [
+        ("train", "model", "train the X-Prompt model (DeepSpeed)"),
+        ("data", "build", "build a pre-tokenized task-suite dataset"),
+        ("data", "show", "write a PNG grid of decoded samples"),
+    ],
+    "xprompt.cli_generate": [
+        (None, "generate", "in-context generation from example pairs (or a compiled task)"),
+        (None, "describe", "describe the difference between two images"),
+        (None, "t2i", "text-to-image"),
+        (None, "compile-prompt", "compile an example pair into a reusable task prompt (.xpt)"),
+    ],
+    "xprompt.retrieval.cli": [
+        ("index", "build", "build a FAISS instruction store"),
+        ("index", "search", "search a store by instruction"),
+        (None, "edit", "retrieval-augmented image editing"),
+    ],
+    "xprompt.eval.cli": [(None, "eval", "run a benchmark (unseen, seen, raie, t2i)")],
+    "xprompt.demo": [(None, "demo", "run the demo: in-context generation on packaged photos")],
+}
+
+
+def _not_available(name: str, module: str):
+    def run(args) -> int:
+        raise XPromptError(f"`xprompt {name}` is not yet available in this version ({module} is missing)")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xprompt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    root = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups = {}
+    for name, help_ in GROUPS.items():
+        p = root.add_parser(name, help=help_, description=help_)
+        groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+        p.set_defaults(func=lambda args, p=p: (p.print_help(), 2)[1])
+    for module, commands in COMMAND_MODULES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+            for group, name, help_ in commands:
+                sub = groups[group] if group else root
+                p = sub.add_parser(name, help=f"{help_} [not yet available]")
+                p.set_defaults(func=_not_available(f"{group + ' ' if group else ''}{name}", module))
+            continue
+        mod.register(root, groups)
+    return parser
+
+
+def _version() -> str:
+    from xprompt import __version__
+
+    return f"xprompt {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except XPromptError as e:
+        print(f"xprompt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xprompt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+``XPromptError`` carries a one-line message naming the problem and what to do; the CLI prints it and exits
+with code 2. Library code raises it (or a subclass) for bad input; programming errors stay ordinary
+exceptions so that they keep their tracebacks.
+"""
+
+
+class XPromptError(Exception):
+    """Bad input or an unusable file: the message is shown to the user as is."""
+
+
+class ConfigError(XPromptError):
+    """A config file or dict is malformed (unknown key, wrong type, contradictory values)."""
+
+
+class VocabularyError(XPromptError):
+    """An id, code, grid size or special token outside the vocabulary's ranges."""
+
+
+class ImageInputError(XPromptError):
+    """An image file that cannot be read or has an unusable size."""
+
+
+class CheckpointError(XPromptError):
+    """A checkpoint directory that is missing, incomplete, or disagrees with itself or with the model."""
