@@ -29,8 +29,8 @@ COMMAND_MODULES: dict[str, list[tuple[str | None, str, str]]] = {
         ("train", "bpe", "train the byte-level BPE text tokenizer"),
         ("train", "tokenizer", "train the VQ image tokenizer"),
     ],
-    "xprompt.train.cli": [
-        ("train", "model", "train the X-Prompt model (DeepSpeed)"),
+    "xprompt.train.cli": [("train", "model", "train the X-Prompt model (DeepSpeed)")],
+    "xprompt.train.data_cli": [
         ("data", "build", "build a pre-tokenized task-suite dataset"),
         ("data", "show", "write a PNG grid of decoded samples"),
     ],

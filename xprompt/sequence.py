@@ -215,3 +215,17 @@ def build_sample(
         b.item(answer, Seg.TD, loss=True)
         b.add([vocab.eos_id], Seg.TD, loss=True)
     return b.build()
+
+
+def convert_mode(seq: TokenSequence, mode: str) -> TokenSequence:
+    """Re-lay an ``xp``-layout sample for another context mode (pure; datasets are stored in ``xp`` layout).
+
+    ``full`` drops the XP tokens; ``none`` drops IE and XP. ``xp`` returns the sample unchanged.
+    """
+    if mode not in MODES:
+        raise XPromptError(f"unknown context mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "xp":
+        return seq
+    drop = {Seg.XP} if mode == "full" else {Seg.XP, Seg.IE}
+    keep = ~np.isin(seq.segs, [int(s) for s in drop])
+    return TokenSequence(seq.ids[keep], seq.segs[keep], seq.loss[keep])
