@@ -1,0 +1,100 @@
+"""X-Prompt attention masks and position ids: pure functions (numpy in -> numpy out, torch in -> torch out).
+
+Rule (DESIGN.md "Mask rule"): token i may attend token j iff
+    j <= i,  j is in the same packed document as i,  and not (seg[i] = TD and seg[j] = IE and the document
+    contains XP tokens).
+Compression is therefore a property of the *layout*: a document laid out in mode ``xp`` holds XP tokens and
+gets the TD->IE cut; a ``full`` document (IE, no XP) stays plain causal; a ``none`` document has no IE. Packed
+batches can mix modes with no extra metadata. PREFIX and XP stay visible to everything after them.
+
+Position ids restart at 0 at each document start and run on continuously inside a document, so dropping the
+IE entries from a KV cache later changes nothing. Documents must be contiguous runs of equal ``doc_ids``
+(padding should get its own document id).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xprompt.sequence import Seg
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def build_attention_mask(segs, doc_ids=None):
+    """(T,) segment tags [+ (T,) document ids] -> (T, T) bool mask, True = row may attend column."""
+    if _is_torch(segs):
+        import torch
+
+        segs = segs.long()
+        t = segs.shape[0]
+        doc = torch.zeros(t, dtype=torch.long, device=segs.device) if doc_ids is None else torch.as_tensor(
+            doc_ids, device=segs.device).long()
+        causal = torch.ones(t, t, dtype=torch.bool, device=segs.device).tril()
+        same = doc[:, None] == doc[None, :]
+        has_xp = (same & (segs == int(Seg.XP))[None, :]).any(1)  # (T,) token's document contains XP
+        cut = ((segs == int(Seg.TD)) & has_xp)[:, None] & (segs == int(Seg.IE))[None, :]
+        return causal & same & ~cut
+    segs = np.asarray(segs).astype(np.int64)
+    if segs.ndim != 1:
+        raise ValueError(f"segs must be 1-D, got shape {segs.shape}")
+    t = len(segs)
+    doc = np.zeros(t, np.int64) if doc_ids is None else np.asarray(doc_ids).astype(np.int64)
+    if doc.shape != segs.shape:
+        raise ValueError("segs and doc_ids must have one length")
+    causal = np.tri(t, dtype=bool)
+    same = doc[:, None] == doc[None, :]
+    has_xp = (same & (segs == int(Seg.XP))[None, :]).any(1)
+    cut = ((segs == int(Seg.TD)) & has_xp)[:, None] & (segs == int(Seg.IE))[None, :]
+    return causal & same & ~cut
+
+
+def position_ids(doc_ids):
+    """(T,) document ids -> (T,) positions restarting at 0 at every change of document id."""
+    if _is_torch(doc_ids):
+        import torch
+
+        doc = doc_ids.long()
+        t = doc.shape[0]
+        idx = torch.arange(t, device=doc.device)
+        start = torch.ones(t, dtype=torch.bool, device=doc.device)
+        start[1:] = doc[1:] != doc[:-1]
+        run_start = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), 0).values
+        return idx - run_start
+    doc = np.asarray(doc_ids).astype(np.int64)
+    t = len(doc)
+    idx = np.arange(t)
+    start = np.ones(t, bool)
+    start[1:] = doc[1:] != doc[:-1]
+    return idx - np.maximum.accumulate(np.where(start, idx, 0))
+
+
+def build_attention_mask_batch(segs, doc_ids=None):
+    """(B, T) segs [+ (B, T) doc ids] -> (B, T, T) bool masks."""
+    if _is_torch(segs):
+        import torch
+
+        return torch.stack([build_attention_mask(segs[i], None if doc_ids is None else doc_ids[i])
+                            for i in range(segs.shape[0])])
+    segs = np.asarray(segs)
+    return np.stack([build_attention_mask(segs[i], None if doc_ids is None else np.asarray(doc_ids)[i])
+                     for i in range(segs.shape[0])])
+
+
+def position_ids_batch(doc_ids):
+    """(B, T) doc ids -> (B, T) positions."""
+    if _is_torch(doc_ids):
+        import torch
+
+        return torch.stack([position_ids(d) for d in doc_ids])
+    return np.stack([position_ids(d) for d in np.asarray(doc_ids)])
+
+
+def kept_entries(segs):
+    """Indices of the cache entries kept after compression: everything except IE when XP tokens are present."""
+    segs = np.asarray(segs.cpu() if _is_torch(segs) else segs).astype(np.int64)
+    if (segs == int(Seg.XP)).any():
+        return np.nonzero(segs != int(Seg.IE))[0]
+    return np.arange(len(segs))
