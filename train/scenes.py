@@ -21,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,7 +98,11 @@ class Background:
     color2: str = ""  # gradient end
     direction: str = ""  # gradient: "vertical" | "horizontal"
     texture: str = ""  # TEXTURES name
-    crop: tuple[float, float, float] = (0.0, 0.0, 1.0)  # texture crop (y, x, side) as fractions of the short side
+    crop: tuple[float, float, float] = (
+        0.0,
+        0.0,
+        1.0,
+    )  # texture crop (y, x, side) as fractions of the short side
 
     def phrase(self) -> str:
         if self.kind == "flat":
@@ -112,14 +117,14 @@ class Scene:
     background: Background
     objects: tuple[Obj, ...] = field(default_factory=tuple)  # back to front
 
-    def replace(self, **kw) -> "Scene":
+    def replace(self, **kw) -> Scene:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "Scene":
+    def from_dict(d: dict) -> Scene:
         bg = dict(d["background"])
         bg["crop"] = tuple(bg["crop"])
         objs = tuple(Obj(**{**o, "cell": tuple(o["cell"])}) for o in d["objects"])
@@ -154,7 +159,9 @@ def random_obj(
     )  # fmt: skip
 
 
-def random_background(rng: np.random.Generator, kinds: tuple[str, ...] = ("flat", "gradient", "texture")) -> Background:
+def random_background(
+    rng: np.random.Generator, kinds: tuple[str, ...] = ("flat", "gradient", "texture")
+) -> Background:
     names = list(BG_COLORS)
     kind = kinds[int(rng.integers(len(kinds)))]
     color = names[int(rng.integers(len(names)))]
@@ -167,7 +174,9 @@ def random_background(rng: np.random.Generator, kinds: tuple[str, ...] = ("flat"
         return Background("gradient", color, color2, ("vertical", "horizontal")[int(rng.integers(2))])
     side = float(rng.uniform(0.2, 0.5))
     y, x = (round(float(v), 4) for v in rng.uniform(0, 1 - side, size=2))
-    return Background("texture", color, texture=TEXTURES[int(rng.integers(len(TEXTURES)))], crop=(y, x, round(side, 4)))
+    return Background(
+        "texture", color, texture=TEXTURES[int(rng.integers(len(TEXTURES)))], crop=(y, x, round(side, 4))
+    )
 
 
 def random_scene(rng: np.random.Generator, n_objects: int | None = None, max_objects: int = 4) -> Scene:
@@ -225,7 +234,7 @@ def _background(bg: Background, size: int) -> np.ndarray:
 
     tex = _load_rgb(str(_resolve("skimage", f"{bg.texture}.png")))[..., 0]  # (H, W)
     short = min(tex.shape)
-    cy, cx, cs = (int(round(f * short)) for f in bg.crop)
+    cy, cx, cs = (round(f * short) for f in bg.crop)
     crop = tex[cy : cy + cs, cx : cx + cs]
     crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), np.float32) / 255.0
     t = (crop - crop.mean()) / (crop.std() + 1e-6)  # normalise contrast across textures
@@ -239,11 +248,13 @@ def render_maps(scene: Scene, size: int) -> dict[str, np.ndarray]:
     img = _background(scene.background, size)  # (size, size, 3)
     cov_front = np.zeros((size, size), np.float32)  # coverage of the object that owns each pixel so far
     label = np.full((size, size), -1, np.int16)
-    x, y = _grid(size)
+    _x, y = _grid(size)
     depth = (0.95 - 0.25 * y).astype(np.float32)  # ground plane: bottom of the image is nearer
     k = len(scene.objects)
     for i, obj in enumerate(scene.objects):
-        m = shape_mask(obj, n).reshape(size, SS, size, SS).mean(axis=(1, 3)).astype(np.float32)  # (size, size)
+        m = (
+            shape_mask(obj, n).reshape(size, SS, size, SS).mean(axis=(1, 3)).astype(np.float32)
+        )  # (size, size)
         col = np.asarray(OBJ_COLORS[obj.color], np.float32)
         img = img * (1 - m[..., None]) + col * m[..., None]
         own = m > 0.5
@@ -273,7 +284,7 @@ def caption(scene: Scene) -> str:
     """Exact English description: objects front to back, then the background."""
     objs = list(reversed(scene.objects))  # front first
     parts = [objs[0].phrase()] if objs else []
-    for prev, o in zip(objs, objs[1:]):
+    for prev, o in itertools.pairwise(objs):
         parts.append((" in front of " if _overlap(prev, o) else ", ") + o.phrase())
     body = "".join(parts)
     return f"{body}, on {scene.background.phrase()}" if body else f"{scene.background.phrase()}"
