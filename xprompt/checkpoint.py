@@ -129,7 +129,8 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     """Load ``(XPromptModel in eval mode, Vocabulary)`` from a checkpoint directory, strictly.
 
     ``dtype`` casts the weights (default: as stored, bf16 files stay bf16); ``attn_impl`` overrides the saved
-    attention implementation (e.g. load a GPU-trained 'flex' model on the CPU with 'sdpa').
+    attention implementation (e.g. load a GPU-trained 'flex' model on the CPU with 'sdpa'). A directory in HF
+    Chameleon format (config.json without meta.json) is imported with ``load_hf_checkpoint``.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -137,6 +138,9 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     from xprompt.model import XPromptModel
 
     path = Path(path)
+    if is_hf_checkpoint(path):
+        model, vocab = load_hf_checkpoint(path, dtype=dtype)
+        return model.to(device), vocab
     cfg, vocab, _ = load_config_and_vocab(path)
     if attn_impl is not None:
         cfg = cfg.replace(attn_impl=attn_impl)
@@ -152,3 +156,184 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     if dtype is not None:
         model = model.to(dtype)
     return model.eval(), vocab
+
+
+# ====================================================================== transformers / Chameleon HF format
+# Our parameter names are HF Chameleon's without the "model." prefix, so conversion is a rename plus checks.
+_HF_UNSUPPORTED = ("attention_bias", "mlp_bias")
+
+
+def model_config_from_hf(hf_cfg, *, name: str = "hf-chameleon") -> ModelConfig:
+    """transformers ``ChameleonConfig`` -> ``ModelConfig`` (refuses variants our decoder does not implement)."""
+    for flag in _HF_UNSUPPORTED:
+        if getattr(hf_cfg, flag, False):
+            raise CheckpointError(f"Chameleon config has {flag}=True, which this decoder does not implement")
+    act = getattr(hf_cfg, "hidden_act", "silu")
+    if act != "silu":
+        raise CheckpointError(f"Chameleon config has hidden_act={act!r}; only 'silu' (SwiGLU) is implemented")
+    rope = getattr(hf_cfg, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise CheckpointError(f"RoPE type {rope.get('rope_type')!r} is not implemented (only 'default')")
+    theta = float(rope.get("rope_theta", getattr(hf_cfg, "rope_theta", 10000.0)))
+    return ModelConfig(
+        vocab_size=int(hf_cfg.vocab_size), dim=int(hf_cfg.hidden_size), n_layers=int(hf_cfg.num_hidden_layers),
+        n_heads=int(hf_cfg.num_attention_heads),
+        n_kv_heads=int(hf_cfg.num_key_value_heads or hf_cfg.num_attention_heads),
+        ffn_dim=int(hf_cfg.intermediate_size), max_seq_len=int(hf_cfg.max_position_embeddings),
+        rope_theta=theta, norm_eps=float(hf_cfg.rms_norm_eps), qk_norm=True, qk_norm_eps=1e-5,
+        swin_norm=bool(getattr(hf_cfg, "swin_norm", False)), init_std=float(hf_cfg.initializer_range), name=name,
+    )
+
+
+def hf_config_kwargs(cfg: ModelConfig) -> dict:
+    """``ModelConfig`` -> keyword arguments of transformers' ``ChameleonConfig`` (the inverse of the above)."""
+    if not cfg.qk_norm:
+        raise CheckpointError("HF Chameleon always has q/k norms; this model was built with qk_norm=False")
+    return {
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps, "swin_norm": cfg.swin_norm,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "initializer_range": cfg.init_std, "hidden_act": "silu", "tie_word_embeddings": False,
+    }
+
+
+def chameleon_vocabulary_map(vocab) -> dict[str, int]:
+    """A Chameleon-style ``vocabulary_map`` for any Vocabulary: image ids named ``IMGIMG...Z`` by code (what HF
+    needs to find image tokens), every other id by its display name, ``<image>`` on the pad id."""
+    from xprompt.tokenizer.vocab import chameleon_image_name
+
+    vmap = {}
+    image = {int(t): c for c, t in enumerate(vocab.image_ids)}
+    for i in range(vocab.size):
+        vmap[chameleon_image_name(image[i]) if i in image else vocab.token_name(i)] = i
+    vmap.setdefault("<image>", vocab.pad_id)
+    return vmap
+
+
+def state_dict_from_hf(sd: dict, where: str = "HF checkpoint") -> dict:
+    """Rename an HF Chameleon state dict (``model.`` prefix, with or without ``lm_head``) to ours; the VQ-VAE
+    weights (``model.vqmodel.*``) are dropped: the image tokenizer is a separate component here."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(("model.vqmodel.", "vqmodel.")) or k.endswith("rotary_emb.inv_freq"):
+            continue
+        k = k.removeprefix("model.")
+        out[k] = v
+    if not out:
+        raise CheckpointError(f"{where} holds no Chameleon decoder weights")
+    return out
+
+
+def from_hf_model(hf_model, *, vocab=None, num_xp: int = 32, allow_missing_head: bool = False):
+    """Convert an in-memory transformers ``ChameleonModel`` / ``ChameleonForConditionalGeneration`` to
+    ``(XPromptModel, Vocabulary)``. A bare ``ChameleonModel`` has no LM head: pass ``allow_missing_head=True``
+    to keep a freshly initialised head (hidden states are still exact)."""
+    from xprompt.model import XPromptModel
+
+    cfg = model_config_from_hf(hf_model.config)
+    sd = state_dict_from_hf({k: v.detach() for k, v in hf_model.state_dict().items()}, "the HF model")
+    model = XPromptModel(cfg)
+    if "lm_head.weight" not in sd:
+        if not allow_missing_head:
+            raise CheckpointError("the HF model has no lm_head (a bare ChameleonModel); convert "
+                                  "ChameleonForConditionalGeneration, or pass allow_missing_head=True")
+        sd["lm_head.weight"] = model.lm_head.weight.detach().clone()
+    load_state_strict(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()},
+                      "the HF model")
+    if vocab is None:
+        vocab = vocab_from_hf_config(hf_model.config, num_xp=num_xp)
+    return model.eval(), vocab
+
+
+def vocab_from_hf_config(hf_cfg, *, num_xp: int = 32, **kwargs):
+    from xprompt.tokenizer.vocab import Vocabulary
+
+    vmap = getattr(hf_cfg, "vocabulary_map", None)
+    if not vmap:
+        raise CheckpointError("the Chameleon config has no vocabulary_map; cannot locate image tokens")
+    try:
+        return Vocabulary.from_chameleon(vmap, num_xp=num_xp, **kwargs)
+    except XPromptError as e:
+        raise CheckpointError(f"Chameleon vocabulary: {e}") from None
+
+
+def to_hf_model(model, vocab, *, attn_implementation: str = "sdpa", vq_config: dict | None = None):
+    """Build transformers' ``ChameleonForConditionalGeneration`` holding ``model``'s weights (for parity tests
+    and benchmarks). Its VQ-VAE is a small random one unless ``vq_config`` is given; HF blanks image logits."""
+    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+
+    vq = vq_config or {"embed_dim": 8, "num_embeddings": max(2, vocab.num_image_codes), "latent_channels": 32,
+                       "base_channels": 32, "channel_multiplier": [1, 1], "num_res_blocks": 1, "resolution": 32}
+    hf_cfg = ChameleonConfig(**hf_config_kwargs(model.cfg), vocabulary_map=chameleon_vocabulary_map(vocab),
+                             vq_config=vq, bos_token_id=vocab.bos_id, eos_token_id=vocab.eos_id,
+                             pad_token_id=vocab.pad_id, attn_implementation=attn_implementation)
+    hf = ChameleonForConditionalGeneration(hf_cfg)
+    ours = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
+    missing, unexpected = hf.load_state_dict(ours, strict=False)
+    bad = [k for k in missing if ".vqmodel." not in k and not k.startswith("model.vqmodel.")]
+    if bad or unexpected:
+        raise CheckpointError(f"HF export mismatch: missing {bad[:3]}, unexpected {list(unexpected)[:3]}")
+    return hf.to(next(model.parameters()).dtype).eval()
+
+
+def _read_hf_weights(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    elif list(path.glob("*.bin")):
+        raise CheckpointError(f"{path} holds pickled *.bin weights; convert them to safetensors first "
+                              "(this project never loads pickles)")
+    else:
+        raise CheckpointError(f"{path} holds no model.safetensors (or index) file")
+    sd = {}
+    for f in files:
+        try:
+            sd.update(load_file(str(path / f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path / f} is unreadable ({str(e).splitlines()[0]})") from None
+    return sd
+
+
+def load_hf_checkpoint(path, *, num_xp: int = 32, dtype: torch.dtype | None = None, **vocab_kwargs):
+    """Load a Chameleon / Lumina-mGPT checkpoint in HF format from a local directory (``config.json`` with a
+    ``vocabulary_map`` + safetensors, single or sharded) -> ``(XPromptModel, Vocabulary)``.
+
+    XP tokens take reserved ids (``Vocabulary.from_chameleon``; their embedding rows are whatever the checkpoint
+    holds there and are trained by fine-tuning). ``load_pretrained`` dispatches here for HF directories.
+    """
+    from transformers import AutoConfig
+
+    from xprompt.model import XPromptModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not an HF checkpoint directory (no config.json)")
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (ValueError, OSError, KeyError, TypeError) as e:  # what transformers raises for foreign configs
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path / 'config.json'}: not a readable Chameleon config ({msg})") from None
+    if "chameleon" not in str(getattr(hf_cfg, "model_type", "")):
+        raise CheckpointError(f"{path} holds a {hf_cfg.model_type!r} model, not Chameleon")
+    cfg = model_config_from_hf(hf_cfg)
+    vocab = vocab_from_hf_config(hf_cfg, num_xp=num_xp, **vocab_kwargs)
+    sd = state_dict_from_hf(_read_hf_weights(path), str(path))
+    if "lm_head.weight" not in sd:
+        raise CheckpointError(f"{path} has no lm_head.weight (a bare ChameleonModel cannot generate)")
+    with torch.device("meta"):
+        model = XPromptModel(cfg)
+    load_state_strict(model, sd, str(path))
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval(), vocab
+
+
+def is_hf_checkpoint(path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and not (path / "meta.json").is_file()
