@@ -1,0 +1,419 @@
+"""Building pre-tokenized task-suite datasets (``xprompt data build``) and loading them back.
+
+Design choices:
+- Reproducible from the seed: sample i is drawn from ``SeedSequence([seed, 0, i])`` (eval instances use
+  stream 1), so a build is the same whatever the chunking or number of worker processes.
+- Sampling: a family by the mixture weights (``configs/data_mix.json`` -> ``DataMix``), then a task uniformly
+  among the family's tasks that the split allows (``train/heldout.py``); the eval split draws every task
+  uniformly from the evaluation photographs.
+- Images are VQ-encoded in batches (encoding dominates the cost); samples are laid out with
+  ``xprompt.sequence.build_sample`` in ``xp`` mode (the trainer derives ``full`` / ``none`` with
+  ``convert_mode``). Columns: ``input_ids`` (int32), ``segs`` (int8), ``loss`` (int8), ``task``, ``family``,
+  ``kind``, ``example_task``, ``instruction``, ``params`` (JSON), ``seed``, ``index``, ``n_tokens``; the eval
+  split also keeps the raw images (PNG) and texts of example, query and target, and the scene graphs.
+- Output directory (written atomically: temp dir + rename): ``data/`` (``datasets.save_to_disk`` in shards),
+  ``vocab.json``, ``tokenizers.json`` (paths + fingerprints of the VQ and BPE tokenizers), ``build_config.json``,
+  ``dataset_card.json`` + ``README.md`` (counts per task and family, held-out list, seeds, mixture). An
+  existing directory is only replaced with ``overwrite`` and only if it holds a ``dataset_card.json``.
+- Generation of raw samples (numpy/PIL) can run in worker processes; encoding stays in the parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xprompt.configs import config_from_dict, load_config, save_config
+from xprompt.errors import XPromptError
+from xprompt.io_utils import atomic_dir, atomic_write_text
+from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
+from xprompt.train.pairing import RawSample, draw_sample, raie_pair
+from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
+
+CARD = "dataset_card.json"
+
+
+@dataclass
+class DataMix:
+    """Sampling weight of each task family (relative; 0 = never) and the instruction drop probability."""
+
+    dense: float = 1.0
+    controllable: float = 0.6
+    lowlevel: float = 1.0
+    degrade: float = 0.6
+    edit: float = 1.5
+    style: float = 1.2
+    geometric: float = 0.5
+    t2i: float = 0.4
+    caption: float = 0.4
+    difference: float = 0.6
+    unseen: float = 0.0  # inpainting / colorization: only used when a split includes them
+    instruction_drop: float = 0.3
+
+    def __post_init__(self):
+        for k, v in asdict(self).items():
+            if v < 0 or (k == "instruction_drop" and v > 1):
+                raise ValueError(f"{k} must be >= 0 (and a probability for instruction_drop), got {v}")
+
+    def weight(self, family: str) -> float:
+        return float(getattr(self, family))
+
+
+@dataclass
+class BuildConfig:
+    split: str = "train"
+    n: int = 1000
+    size: int = 64
+    seed: int = 0
+    num_xp: int = 16
+    shard_size: int = 5000
+    chunk: int = 256  # samples generated, RAIE-paired and encoded together
+    workers: int = 1
+    keep_heldout_reverses: bool = False
+    include_unseen: bool = False
+    raie_pairing: bool = False
+    tasks: list = field(default_factory=list)  # restrict to these task names (default: all the split allows)
+    mix: dict = field(default_factory=dict)  # DataMix fields
+
+    def data_mix(self) -> DataMix:
+        return config_from_dict(DataMix, self.mix, where="data mix")
+
+
+def load_mix(path: str | Path | None) -> dict:
+    if path is None:
+        return {}
+    return asdict(load_config(DataMix, path))
+
+
+# ----------------------------------------------------------------------------------------- sampling
+
+
+def task_table(cfg: BuildConfig) -> tuple[list[str], list[str], np.ndarray]:
+    """(allowed task names, candidate tasks, their sampling probabilities) for a config."""
+    check_split(cfg.split)
+    allowed = split_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen)
+    tasks = all_tasks()
+    if cfg.tasks:
+        for name in cfg.tasks:
+            get_task(name)  # unknown name -> XPromptError
+        bad = sorted(set(cfg.tasks) - set(allowed))
+        if bad:
+            raise XPromptError(f"task(s) {bad} are held out of split {cfg.split!r}; choose another split")
+        cands = sorted(set(cfg.tasks))
+    else:
+        cands = allowed
+    if cfg.split == "eval" or cfg.tasks:
+        probs = np.ones(len(cands))
+    else:
+        mix = cfg.data_mix()
+        fam_n = Counter(tasks[t].family for t in cands)
+        probs = np.array([mix.weight(tasks[t].family) / fam_n[tasks[t].family] for t in cands])
+    if not cands or probs.sum() <= 0:
+        raise XPromptError(f"split {cfg.split!r} with this mixture has no task to sample")
+    return allowed, cands, probs / probs.sum()
+
+
+def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
+
+
+def draw_indexed(cfg: BuildConfig, index: int, table=None) -> RawSample:
+    """Raw sample ``index`` of a build (deterministic from ``cfg.seed`` and ``index``)."""
+    allowed, cands, probs = table or task_table(cfg)
+    rng = sample_rng(cfg.seed, index)
+    task = get_task(cands[int(rng.choice(len(cands), p=probs))])
+    photo_split = "eval" if cfg.split == "eval" else "train"
+    drop = 0.0 if cfg.split == "eval" else cfg.data_mix().instruction_drop
+    return draw_sample(task, rng, cfg.size, photo_split, index=index, allowed=allowed, instruction_drop=drop)
+
+
+def _draw_range(args) -> list[RawSample]:
+    cfg, lo, hi = args
+    table = task_table(cfg)
+    return [draw_indexed(cfg, i, table) for i in range(lo, hi)]
+
+
+# ------------------------------------------------------------------------------------- tokenization
+
+
+class GridTokenizer:
+    """A parameter-free image tokenizer for tests and benchmarks without a trained VQ: ``factor`` x ``factor``
+    block means quantised to 8 levels per channel (512 codes). Not a substitute for the VQ in real builds."""
+
+    codebook_size = 512
+
+    def __init__(self, factor: int = 8):
+        self.factor = factor
+
+    def encode(self, images) -> np.ndarray:
+        x = np.asarray(images, np.float32)  # (B, H, W, 3)
+        b, h, w, _ = x.shape
+        f = self.factor
+        if h % f or w % f:
+            raise XPromptError(f"image size {h}x{w} is not a multiple of the tokenizer factor {f}")
+        m = x.reshape(b, h // f, f, w // f, f, 3).mean(axis=(2, 4))  # (B, h, w, 3)
+        q = np.clip((m / 32).astype(np.int64), 0, 7)
+        return q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]  # (B, h, w)
+
+    def decode(self, codes) -> np.ndarray:
+        c = np.asarray(codes, np.int64)
+        rgb = np.stack([c // 64, (c // 8) % 8, c % 8], -1) * 32 + 16  # (B, h, w, 3)
+        return np.repeat(np.repeat(rgb, self.factor, 1), self.factor, 2).astype(np.uint8)
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def load_image_tokenizer(spec: str | Path):
+    """A VQ checkpoint directory, or ``grid:F`` for the parameter-free ``GridTokenizer`` (tests/benchmarks)."""
+    s = str(spec)
+    if s.startswith("grid:"):
+        return GridTokenizer(int(s.split(":", 1)[1])), {"path": s, "fingerprint": s}
+    from xprompt.tokenizer.vq import VQTokenizer
+
+    p = Path(s)
+    if not p.is_dir():
+        raise XPromptError(f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer")
+    tok = VQTokenizer.from_pretrained(p)
+    files = [f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")]
+    return tok, {"path": str(p.resolve()), "fingerprint": file_fingerprint(files)}
+
+
+def load_text_tokenizer(spec: str | Path):
+    from xprompt.tokenizer.text import TextTokenizer
+
+    p = Path(spec)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    if not p.is_file():
+        raise XPromptError(f"BPE tokenizer {p} not found; train it with `xprompt train bpe` or pass --bpe")
+    return TextTokenizer.load(p), {"path": str(p.resolve()), "fingerprint": file_fingerprint([p])}
+
+
+def _image_slots(s: RawSample) -> list[np.ndarray]:
+    items = [*s.example.inputs, s.example.output, *s.query.inputs, s.query.output]
+    return [x for x in items if not isinstance(x, str)]
+
+
+def tokenize_chunk(samples: list[RawSample], vq, vocab, bpe) -> list:
+    """Encode every image of the chunk in one batch and lay each sample out in ``xp`` mode."""
+    from xprompt.sequence import build_sample
+
+    imgs = [im for s in samples for im in _image_slots(s)]
+    codes = vq.encode(np.stack(imgs)) if imgs else np.zeros((0, 1, 1), np.int64)  # (N, h, w)
+    it = iter(codes)
+
+    def conv(x):
+        return x if isinstance(x, str) else next(it)
+
+    seqs = []
+    for s in samples:
+        ex_in = [conv(x) for x in s.example.inputs]
+        ex_out = conv(s.example.output)
+        q_in = [conv(x) for x in s.query.inputs]
+        ans = conv(s.query.output)
+        seqs.append(build_sample(vocab, bpe, mode="xp", instruction=s.instruction or None,
+                                 examples=[(ex_in, ex_out)], query=q_in, answer=ans))  # fmt: skip
+    return seqs
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _features(eval_split: bool):
+    from datasets import Features, Image, Sequence, Value
+
+    f = {
+        "input_ids": Sequence(Value("int32")), "segs": Sequence(Value("int8")), "loss": Sequence(Value("int8")),
+        "task": Value("string"), "family": Value("string"), "kind": Value("string"),
+        "example_task": Value("string"), "instruction": Value("string"), "params": Value("string"),
+        "seed": Value("int64"), "index": Value("int64"), "n_tokens": Value("int32"),
+    }  # fmt: skip
+    if eval_split:
+        f.update({
+            "true_instruction": Value("string"),
+            "example_inputs": Sequence(Image()), "example_output": Image(), "query_inputs": Sequence(Image()),
+            "target": Image(), "example_inputs_text": Sequence(Value("string")), "example_output_text": Value("string"),
+            "query_inputs_text": Sequence(Value("string")), "target_text": Value("string"),
+            "scene_before": Value("string"), "scene_after": Value("string"),
+        })  # fmt: skip
+    return Features(f)
+
+
+def _png(x):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _row(s: RawSample, seq, seed: int, eval_split: bool) -> dict:
+    row = {
+        "input_ids": seq.ids.astype(np.int32), "segs": seq.segs.astype(np.int8), "loss": seq.loss.astype(np.int8),
+        "task": s.task, "family": s.family, "kind": s.kind, "example_task": s.example_task,
+        "instruction": s.instruction, "params": params_json(s.params), "seed": seed, "index": s.index,
+        "n_tokens": len(seq),
+    }  # fmt: skip
+    if eval_split:
+
+        def imgs(xs):
+            return [_png(x) for x in xs if not isinstance(x, str)]
+
+        def txts(xs):
+            return [x for x in xs if isinstance(x, str)]
+
+        def one(x):
+            return (None, x) if isinstance(x, str) else (_png(x), "")
+
+        row.update({
+            "true_instruction": s.true_instruction,
+            "example_inputs": imgs(s.example.inputs), "example_inputs_text": txts(s.example.inputs),
+            "query_inputs": imgs(s.query.inputs), "query_inputs_text": txts(s.query.inputs),
+            "scene_before": json.dumps(s.query.scene_before), "scene_after": json.dumps(s.query.scene_after),
+        })  # fmt: skip
+        row["example_output"], row["example_output_text"] = one(s.example.output)
+        row["target"], row["target_text"] = one(s.query.output)
+    return row
+
+
+def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/vq-64", bpe="checkpoints/bpe",
+                  overwrite: bool = False, progress: bool = True, encoder=None) -> dict:  # fmt: skip
+    """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict)."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    from xprompt.tokenizer.vocab import Vocabulary
+
+    if cfg.n < 1:
+        raise XPromptError(f"--n must be >= 1, got {cfg.n}")
+    check_size(cfg.size)
+    table = task_table(cfg)  # validates split, tasks and mixture before anything is loaded or written
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CARD).exists())):
+        raise XPromptError(f"{out} exists and is not an xprompt dataset; refusing to write into it")
+    vq, vq_ref = load_image_tokenizer(tokenizer)
+    if cfg.size % vq.factor:
+        raise XPromptError(f"--size {cfg.size} is not a multiple of the image tokenizer factor {vq.factor}")
+    if cfg.size // vq.factor > 64:
+        raise XPromptError(f"--size {cfg.size} gives a {cfg.size // vq.factor}-token grid; the maximum is 64")
+    text_tok, bpe_ref = load_text_tokenizer(bpe)
+    vocab = Vocabulary.build(text_size=text_tok.vocab_size, num_image_codes=vq.codebook_size, num_xp=cfg.num_xp,
+                             max_grid=64)  # fmt: skip
+    eval_split = cfg.split == "eval"
+    features = _features(eval_split)
+    t0 = time.time()
+    counts, fam_counts, n_tok, raie_n = Counter(), Counter(), [], 0
+    ranges = [(cfg, lo, min(lo + cfg.chunk, cfg.n)) for lo in range(0, cfg.n, cfg.chunk)]
+    with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp:
+        shards, rows = [], []
+        bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
+        pool = None
+        if cfg.workers > 1:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(cfg.workers - 1)
+            chunks = pool.imap(_draw_range, ranges)
+        else:
+            chunks = (_draw_range(r) for r in ranges)
+        try:
+            for raw in chunks:
+                if cfg.raie_pairing:
+                    raie_n += raie_pair(raw, encoder, seed=cfg.seed)
+                for s, seq in zip(raw, tokenize_chunk(raw, vq, vocab, text_tok)):
+                    rows.append(_row(s, seq, cfg.seed, eval_split))
+                    counts[s.task] += 1
+                    fam_counts[s.family] += 1
+                    n_tok.append(len(seq))
+                if len(rows) >= cfg.shard_size:
+                    shards.append(datasets.Dataset.from_list(rows, features=features))
+                    rows = []
+                bar.update(len(raw))
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()
+        if rows:
+            shards.append(datasets.Dataset.from_list(rows, features=features))
+        ds = datasets.concatenate_datasets(shards)
+        num_shards = max(1, math.ceil(cfg.n / cfg.shard_size))
+        ds.save_to_disk(str(tmp / "data"), num_shards=num_shards)
+        vocab.save(tmp / "vocab.json")
+        refs = {"image_tokenizer": vq_ref, "bpe": bpe_ref, "vocab_fingerprint": vocab.fingerprint()}
+        atomic_write_text(tmp / "tokenizers.json", json.dumps(refs, indent=2) + "\n")
+        save_config(cfg, tmp / "build_config.json")
+        n_tok = np.asarray(n_tok)
+        card = {
+            "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "SeedSequence([seed, 0, index])",
+            "num_xp": cfg.num_xp, "layout": "xp", "num_shards": num_shards,
+            "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
+            "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
+            "raie_pairing": cfg.raie_pairing, "raie_repaired": raie_n, "tasks": dict(sorted(counts.items())),
+            "families": dict(sorted(fam_counts.items())), "sampled_tasks": table[1],
+            "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",
+            "tokens": {"mean": float(n_tok.mean()), "min": int(n_tok.min()), "max": int(n_tok.max()),
+                       "total": int(n_tok.sum())},
+            "image_grid": cfg.size // vq.factor, "tokenizers": refs, "build_seconds": round(time.time() - t0, 2),
+        }  # fmt: skip
+        atomic_write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
+        atomic_write_text(tmp / "README.md", card_markdown(card))
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    lines = [
+        f"# xprompt task-suite dataset: split `{card['split']}`", "",
+        f"{card['n']} samples at {card['size']} px ({card['image_grid']}x{card['image_grid']} image tokens), "
+        f"seed {card['seed']} ({card['seed_scheme']}), layout `{card['layout']}` with {card['num_xp']} XP tokens, "
+        f"{card['num_shards']} shard(s). Tokens per sample: mean {card['tokens']['mean']:.0f}, "
+        f"max {card['tokens']['max']}.", "",
+        f"Held out of this split: {', '.join(card['held_out']) or 'nothing'} "
+        f"(keep_heldout_reverses={card['keep_heldout_reverses']}). RAIE pairing: {card['raie_pairing']}.", "",
+        "Load: `datasets.load_from_disk(DIR + '/data')`; vocabulary: `Vocabulary.load(DIR + '/vocab.json')`.", "",
+        "| task | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["tasks"].items()], "",
+        "| family | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["families"].items()], "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_built(path: str | Path):
+    """(datasets.Dataset, Vocabulary, card dict) of a built dataset directory."""
+    import datasets
+
+    from xprompt.tokenizer.vocab import Vocabulary
+
+    p = Path(path)
+    if not (p / CARD).is_file() or not (p / "data").is_dir():
+        raise XPromptError(f"{p} is not an xprompt dataset (no {CARD} or data/); build one with `xprompt data build`")
+    card = json.loads((p / CARD).read_text())
+    return datasets.load_from_disk(str(p / "data")), Vocabulary.load(p / "vocab.json"), card
+
+
+def row_to_sequence(row: dict):
+    """A dataset row -> ``xprompt.sequence.TokenSequence`` (xp layout)."""
+    from xprompt.sequence import TokenSequence
+
+    return TokenSequence(np.asarray(row["input_ids"], np.int64), np.asarray(row["segs"], np.int8),
+                         np.asarray(row["loss"], bool))  # fmt: skip
+
+
+__all__ = ["FAMILIES", "BuildConfig", "DataMix", "GridTokenizer", "build_dataset", "load_built", "row_to_sequence"]

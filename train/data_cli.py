@@ -1,0 +1,172 @@
+"""``xprompt data build`` and ``xprompt data show``.
+
+``build`` writes a pre-tokenized dataset (see ``xprompt.train.build``); ``show`` decodes the first (or random)
+samples of a built dataset back to images and text and writes one PNG grid, one sample per row:
+example input(s) | example output | query input(s) | answer, with the task and instruction written above.
+Heavy imports stay inside the functions so that ``xprompt --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from xprompt.errors import XPromptError
+
+
+def register(root, groups) -> None:
+    from xprompt.paths import REPO_ROOT, shipped
+
+    g = groups["data"]
+    b = g.add_parser("build", help="build a pre-tokenized task-suite dataset",
+                     description="Build a pre-tokenized task-suite dataset (datasets.save_to_disk, xp layout).")  # fmt: skip
+    b.add_argument("--split", default="train", help="train | full | eval | no_<task> (see docs/tasks.md)")
+    b.add_argument("--n", type=int, required=True, help="number of samples")
+    b.add_argument("--size", type=int, default=64, help="image side in pixels (a multiple of the tokenizer factor)")
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--tokenizer", default=str(shipped("vq-64")), help="VQ checkpoint dir (or grid:F for tests)")
+    b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
+    b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
+    b.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
+    b.add_argument("--workers", type=int, default=1, help="processes (1 = no pool; generation runs in workers)")
+    b.add_argument("--mix", default=str(REPO_ROOT / "configs" / "data_mix.json"), help="DataMix JSON")
+    b.add_argument("--tasks", default="", help="comma-separated task names to restrict to")
+    b.add_argument("--keep-heldout-reverses", action="store_true",
+                   help="keep the reverses of held-out tasks in training (default: removed too)")  # fmt: skip
+    b.add_argument("--include-unseen", action="store_true", help="also train on inpainting / colorization")
+    b.add_argument("--raie-pairing", action="store_true", help="pair edit samples by nearest instruction (RAIE)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_build)
+
+    s = g.add_parser("show", help="write a PNG grid of decoded samples",
+                     description="Decode samples of a built dataset into a PNG grid a person can look at.")  # fmt: skip
+    s.add_argument("dir", help="dataset directory")
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("-o", "--out", default="grid.png", help="output PNG")
+    s.add_argument("--tokenizer", default=None, help="VQ checkpoint (default: the one the dataset was built with)")
+    s.add_argument("--bpe", default=None, help="BPE tokenizer (default: the one the dataset was built with)")
+    s.add_argument("--random", type=int, default=None, metavar="SEED", help="pick random rows with this seed")
+    s.add_argument("--scale", type=int, default=2, help="pixel upscaling of the grid")
+    s.set_defaults(func=cmd_show)
+
+
+def cmd_build(args) -> int:
+    from xprompt.train.build import BuildConfig, build_dataset, load_mix
+
+    mix_path = Path(args.mix)
+    # the shipped mixture may be absent in an installed copy: then the DataMix defaults apply
+    mix = {} if args.split == "eval" or (args.mix == _default_mix() and not mix_path.exists()) else load_mix(mix_path)
+    if args.shard_size < 1 or args.workers < 1 or args.num_xp < 0:
+        raise XPromptError("--shard-size and --workers must be >= 1 and --num-xp >= 0")
+    cfg = BuildConfig(
+        split=args.split, n=args.n, size=args.size, seed=args.seed, num_xp=args.num_xp, shard_size=args.shard_size,
+        workers=args.workers, keep_heldout_reverses=args.keep_heldout_reverses, include_unseen=args.include_unseen,
+        raie_pairing=args.raie_pairing, tasks=[t for t in args.tasks.split(",") if t.strip()], mix=mix,
+    )  # fmt: skip
+    card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
+                         progress=not args.quiet)  # fmt: skip
+    summary = {k: card[k] for k in ("split", "n", "size", "num_shards", "tokens", "build_seconds")}
+    print(json.dumps({"out": str(args.out), **summary}))
+    return 0
+
+
+def _default_mix() -> str:
+    from xprompt.paths import REPO_ROOT
+
+    return str(REPO_ROOT / "configs" / "data_mix.json")
+
+
+def _text_tile(text: str, width: int, height: int):
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    words, lines, cur = text.split(), [], ""
+    max_chars = max(8, width // 6)
+    for w in words:
+        if len(cur) + len(w) + 1 > max_chars:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    lines.append(cur)
+    for i, line in enumerate(lines[: height // 11]):
+        d.text((3, 2 + 11 * i), line, fill=(0, 0, 0))
+    return im
+
+
+def render_grid(rows: list[dict], vocab, bpe, vq, scale: int = 2):
+    """PIL image: one row per dataset row: header text, then every decoded item as a tile."""
+    import numpy as np
+    from PIL import Image
+
+    from xprompt.sequence import split_items
+
+    tiles_rows, headers = [], []
+    tile = None
+    for row in rows:
+        items = split_items(vocab, bpe, row["input_ids"])
+        if row["instruction"] and items and items[0] == row["instruction"]:
+            items = items[1:]  # the instruction goes into the header
+        imgs = []
+        for it in items:
+            if isinstance(it, str):
+                imgs.append(("text", it))
+            else:
+                imgs.append(("img", vq.decode(np.asarray(it)[None])[0]))
+        tiles_rows.append(imgs)
+        headers.append(f"{row['task']} (example: {row['example_task']}) | {row['instruction'] or '<no instruction>'}")
+        for kind, x in imgs:
+            if kind == "img":
+                tile = x.shape[0] * scale
+    tile = tile or 128
+    ncol = max(len(r) for r in tiles_rows)
+    head_h = 14
+    grid = Image.new("RGB", (ncol * (tile + 4) + 4, len(rows) * (tile + head_h + 6) + 4), (230, 230, 230))
+    for r, (imgs, head) in enumerate(zip(tiles_rows, headers)):
+        y = 4 + r * (tile + head_h + 6)
+        grid.paste(_text_tile(head, ncol * (tile + 4), head_h), (4, y))
+        for c, (kind, x) in enumerate(imgs):
+            if kind == "img":
+                im = Image.fromarray(x).resize((tile, tile), Image.NEAREST)
+            else:
+                im = _text_tile(x, tile, tile)
+            grid.paste(im, (4 + c * (tile + 4), y + head_h + 2))
+    return grid
+
+
+def cmd_show(args) -> int:
+    import io
+
+    import numpy as np
+
+    from xprompt.io_utils import atomic_write_bytes
+    from xprompt.train.build import load_built, load_image_tokenizer, load_text_tokenizer
+
+    ds, vocab, card = load_built(args.dir)
+    refs = card["tokenizers"]
+    vq, _ = load_image_tokenizer(args.tokenizer or refs["image_tokenizer"]["path"])
+    bpe, _ = load_text_tokenizer(args.bpe or refs["bpe"]["path"])
+    if vq.codebook_size != vocab.num_image_codes:
+        raise XPromptError(f"tokenizer has {vq.codebook_size} codes but the dataset vocabulary {vocab.num_image_codes}")
+    if args.n < 1:
+        raise XPromptError(f"--n must be >= 1, got {args.n}")
+    n = min(args.n, len(ds))
+    idx = (np.random.default_rng(args.random).choice(len(ds), n, replace=False) if args.random is not None
+           else np.arange(n))  # fmt: skip
+    rows = [ds[int(i)] for i in idx]
+    grid = render_grid(rows, vocab, bpe, vq, scale=max(1, args.scale))
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(json.dumps({"out": str(args.out), "samples": n}))
+    return 0
+
+
+def main(argv=None) -> int:  # pragma: no cover - `python -m xprompt.train.data_cli`
+    from xprompt.cli import main as cli_main
+
+    return cli_main(["data", *(argv or [])])
+

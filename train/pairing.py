@@ -1,0 +1,99 @@
+"""In-context pairing: turn a task into one raw training sample (example pair + query pair), and the optional
+RAIE pairing of edit samples by instruction similarity.
+
+Design choices:
+- ``draw_sample`` draws the instance parameters ONCE and two pairs with them: the example and the query use
+  the same task instance on different content (the rng stream moves on between them). So only the example
+  reveals a random palette map, a noise level or the object to add.
+- The instruction is dropped with probability ``instruction_drop``: half of the dropped samples say
+  ``"Do the same to this image."``, the other half have no instruction at all. The true instruction is kept
+  (``true_instruction``) for RAIE retrieval and for the eval split.
+- RAIE (X-Prompt Sec. 3.3 / 4.3): with ``raie_pairing`` an edit sample's example becomes the query pair of the
+  sample whose instruction is its nearest neighbour (cosine of text embeddings, excluding itself and exact
+  duplicates; ``xprompt.retrieval.pairing.nearest_neighbours``). The search runs within one build chunk (a few
+  hundred samples of the same split), so it can never pair across splits; samples with no neighbour keep
+  their same-instance example. The hook is optional: builds without it need no retrieval code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xprompt.errors import XPromptError
+from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
+
+RAIE_FAMILIES = ("edit",)
+
+
+@dataclass
+class RawSample:
+    """One sample before tokenization."""
+
+    index: int
+    task: str
+    family: str
+    kind: str
+    instruction: str  # what goes into the sequence ("" = none)
+    true_instruction: str
+    params: dict
+    example: Pair
+    query: Pair
+    example_task: str = ""
+    example_instruction: str = ""
+    described: list[str] = field(default_factory=list)  # tasks shown inside the pairs (difference sources)
+
+    def __post_init__(self):
+        self.example_task = self.example_task or self.task
+        self.example_instruction = self.example_instruction or self.true_instruction
+        self.described = [p.source for p in (self.example, self.query) if self.kind == "ii2t"]
+
+
+def draw_sample(
+    task: Task,
+    rng: np.random.Generator,
+    size: int,
+    split: str,
+    *,
+    index: int = 0,
+    allowed: list[str] | None = None,
+    instruction_drop: float = 0.0,
+) -> RawSample:
+    """Draw one instance of ``task`` and an (example, query) pair of it on different content."""
+    params = task.sample_params(rng, allowed)
+    example = task.make_pair(rng, params, size, split)
+    query = task.make_pair(rng, params, size, split)
+    true = task.instruction(params, rng)
+    instr = true
+    if instruction_drop > 0 and rng.random() < instruction_drop:
+        instr = SAME_AS_EXAMPLE if rng.random() < 0.5 else ""
+    return RawSample(index, task.name, task.family, task.kind, instr, true, params, example, query)
+
+
+def raie_pair(samples: list[RawSample], encoder=None, seed: int = 0) -> int:
+    """Re-pair the edit samples of ``samples`` (in place) with their nearest neighbour by instruction.
+
+    Returns how many samples were re-paired. ``encoder`` is passed to
+    ``xprompt.retrieval.pairing.nearest_neighbours`` (None = its default, the embedded MiniLM encoder).
+    """
+    try:
+        from xprompt.retrieval.pairing import nearest_neighbours
+    except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed version
+        raise XPromptError("RAIE pairing needs xprompt.retrieval.pairing, which is not available") from e
+    idx = [i for i, s in enumerate(samples) if s.family in RAIE_FAMILIES and s.kind == "i2i"]
+    if len(idx) < 2:
+        return 0
+    nn = np.asarray(nearest_neighbours([samples[i].true_instruction for i in idx], encoder, seed=seed))  # (M,)
+    queries = [samples[i].query for i in idx]  # neighbours' pairs, read before any sample is changed
+    n = 0
+    for j, i in enumerate(idx):
+        k = int(nn[j])
+        if k < 0 or k == j:
+            continue
+        s, other = samples[i], samples[idx[k]]
+        s.example = queries[k]
+        s.example_task = other.task
+        s.example_instruction = other.true_instruction
+        n += 1
+    return n
