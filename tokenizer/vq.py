@@ -275,7 +275,7 @@ def images_to_array(images: Any) -> np.ndarray:
         raise ImageInputError(f"expected images of shape (B,H,W,3), got {arr.shape}")
     if arr.dtype != np.uint8:
         raise ImageInputError(f"expected uint8 images (0..255), got dtype {arr.dtype}")
-    return arr
+    return np.ascontiguousarray(arr)  # torch.from_numpy refuses negative strides (flipped views)
 
 
 class VQTokenizer:
