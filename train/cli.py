@@ -1,0 +1,100 @@
+"""``xprompt train model``: the command-line front of ``xprompt.train.trainer.train``.
+
+The same arguments work under the launchers (``deepspeed --num_gpus N -m xprompt.train ...``,
+``torchrun --nproc_per_node N -m xprompt.train ...``), see ``xprompt/train/__main__.py``. ``--set key=value``
+overrides a training-config field (value parsed as JSON, else taken as a string), so a sweep needs no file
+edits. Heavy imports stay inside ``run`` so ``xprompt --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from xprompt.errors import ConfigError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", required=True, help="training config JSON (TrainConfig), e.g. configs/tiny.json"
+    )
+    p.add_argument("--data", required=True, help="dataset dir written by `xprompt data build`")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, exported model)")
+    p.add_argument(
+        "--deepspeed",
+        metavar="DS_CONFIG",
+        default=None,
+        help="DeepSpeed engine config (default: ds_config.json of the repository)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    p.add_argument("--val-data", default=None, help="held-out dataset dir for validation loss")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training-config field (repeatable), e.g. --set steps=200",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop this session after N optimizer steps (checkpointed; continue with --resume)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)"
+    )
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, val = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip()] = val
+    return out
+
+
+def run(args) -> int:
+    from xprompt.train.train_config import load_train_config
+    from xprompt.train.trainer import train
+
+    cfg = load_train_config(args.config, parse_overrides(args.overrides))
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError("--stop-after must be >= 1")
+    summary = train(
+        cfg,
+        args.data,
+        args.out,
+        ds_config=args.deepspeed,
+        resume=args.resume,
+        val_data=args.val_data,
+        stop_after=args.stop_after,
+        local_rank=args.local_rank,
+        progress=not args.no_progress,
+    )
+    if summary.get("is_main", True):
+        print(
+            f"trained to step {summary['steps']}/{summary['target_steps']} "
+            f"({summary['tokens_seen']:,} tokens); model: {summary['model']}"
+        )
+    return 0
+
+
+def register(root, groups) -> None:
+    p = groups["train"].add_parser(
+        "model",
+        help="train the X-Prompt model (DeepSpeed)",
+        description="Train the X-Prompt model with DeepSpeed ZeRO on packed sequences.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,480 @@
+"""The DeepSpeed ZeRO trainer: engine setup, the packed training loop, validation, checkpoints and resume.
+
+Design choices
+* One function, ``train(...)``, used by the CLI (``xprompt train model``), by ``python -m xprompt.train`` under
+  the ``deepspeed`` / ``torchrun`` launchers, and by the tests. Every input is validated (data dir, configs,
+  resume compatibility) on every process *before* anything is written; errors are one-line ``XPromptError``s.
+* Engine: ``deepspeed.initialize`` with a client ``torch.optim.AdamW`` (no decay on norms) and a client
+  ``LambdaLR`` (warmup + cosine, ``TrainConfig.lr_factor``); ZeRO stage and comm settings from the resolved
+  ds config (see ``train_config.resolve_ds_config``). bf16 = DeepSpeed's ``torch_autocast`` (fp32 master
+  weights); the loss is computed in fp32 by ``xprompt.loss.next_token_loss``.
+* Run directory::
+
+      train_config.json  ds_config.json (resolved)  run.json (model config, data, world size, precision)
+      metrics.jsonl  loss_curve.png  summary.json
+      checkpoints/step_0000200/{DeepSpeed files, model/}   checkpoints/latest
+      model/             the last exported model (config.json, model.safetensors, vocab.json, meta.json)
+
+  A checkpoint is written under a temporary tag and renamed when complete; ``latest`` is then replaced
+  atomically, and only the newest ``keep_last`` step dirs are kept. So an interrupted save never damages the
+  previous checkpoint. The DeepSpeed part holds model, optimizer, scheduler and (as client state) the step,
+  tokens seen and the RNG states; the data position is the step itself (``packing.SequencePlan``).
+* Resume: the model config must equal the run's; DeepSpeed restores the engine, the loop continues at the
+  saved step with the same data order; metrics after that step are dropped. In fp32 on one process the
+  losses equal an uninterrupted run's (tested).
+* Ctrl-C: the loop catches ``KeyboardInterrupt``, saves a checkpoint at the last completed step, exports the
+  model and the loss curve, then re-raises (the CLI exits 130).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from xprompt.train import dist
+from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve
+from xprompt.train.packing import Loader, SequencePlan, load_training_data
+from xprompt.train.train_config import (
+    DEFAULT_DS_CONFIG,
+    TrainConfig,
+    load_ds_config,
+    resolve_ds_config,
+    resolve_precision,
+    zero_stage,
+)
+
+from xprompt.configs import config_to_dict
+from xprompt.errors import CheckpointError, XPromptError
+from xprompt.io_utils import atomic_write_text
+from xprompt.paths import REPO_ROOT
+
+RUN_MARKER = "run.json"
+TAG_PREFIX = "step_"
+
+
+# ---------------------------------------------------------------------- run directory helpers
+def latest_tag(run_dir: Path) -> str | None:
+    f = Path(run_dir) / "checkpoints" / "latest"
+    if not f.is_file():
+        return None
+    tag = f.read_text().strip()
+    return tag if (Path(run_dir) / "checkpoints" / tag).is_dir() else None
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / RUN_MARKER).is_file():
+            raise XPromptError(f"--resume: {out} is not a training run directory (no {RUN_MARKER})")
+        if latest_tag(out) is None:
+            raise XPromptError(f"--resume: {out} has no complete checkpoint to resume from")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise XPromptError(
+            f"{out} already exists and is not empty; pass --resume to continue that run or choose "
+            "another --out"
+        )
+
+
+def _check_resume_compatible(out: Path, model_cfg: dict, cfg: TrainConfig) -> list[str]:
+    """Raise when the model config differs from the run's; return the changed training fields (warnings)."""
+    run = json.loads((out / RUN_MARKER).read_text())
+    old = run.get("model_config", {})
+    if old != model_cfg:
+        diff = sorted(k for k in set(old) | set(model_cfg) if old.get(k) != model_cfg.get(k))
+        raise XPromptError(
+            f"--resume: the model config differs from the run's in {', '.join(diff)}; resume with "
+            "the run's own train_config.json or start a new --out"
+        )
+    old_tc = json.loads((out / "train_config.json").read_text())
+    new_tc = config_to_dict(cfg)
+    hard = ("mode", "max_len", "global_batch", "pack", "seed")
+    changed = sorted(k for k in new_tc if old_tc.get(k) != new_tc[k])
+    bad = [k for k in changed if k in hard]
+    if bad:
+        raise XPromptError(
+            f"--resume: {', '.join(bad)} changed since the run started; the data order would not "
+            "continue (use the run's train_config.json)"
+        )
+    return changed
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on norms (incl. the 2-D per-head q/k norm affines) or biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _rng_state() -> dict:
+    import torch
+
+    np_state = np.random.get_state()
+    st = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    import torch
+
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    n = st["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# ---------------------------------------------------------------------- the trainer
+def train(
+    cfg: TrainConfig,
+    data: str | Path,
+    out: str | Path,
+    *,
+    ds_config: str | Path | dict | None = None,
+    resume: bool = False,
+    val_data: str | Path | None = None,
+    stop_after: int | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+    local_rank: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a model; returns the run summary (also written to ``summary.json``).
+
+    ``stop_after`` ends this invocation after that many optimizer steps (a checkpoint is saved), e.g. to split
+    a long run into sessions; ``on_step(step, record)`` is called after every step (tests use it to interrupt).
+    """
+    info = dist.setup_env(local_rank)
+    out = Path(out)
+    # ---- validate everything before writing anything
+    _check_out_dir(out, resume)
+    td = load_training_data(
+        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )
+    vocab = td.vocab
+    from xprompt.config import get_preset
+
+    mcfg = get_preset(cfg.preset, vocab.size, **cfg.model)
+    if cfg.grad_checkpointing:
+        mcfg = mcfg.replace(gradient_checkpointing=True)
+    if mcfg.max_seq_len < cfg.max_len:
+        raise XPromptError(f"max_len={cfg.max_len} exceeds the model's max_seq_len={mcfg.max_seq_len}")
+    model_cfg = config_to_dict(mcfg)
+    changed = _check_resume_compatible(out, model_cfg, cfg) if resume else []
+    if isinstance(ds_config, dict):
+        ds_raw, ds_where = ds_config, "ds_config"
+    elif ds_config is not None:
+        ds_raw, ds_where = load_ds_config(ds_config), str(ds_config)
+    elif (REPO_ROOT / "ds_config.json").is_file():
+        ds_raw, ds_where = load_ds_config(REPO_ROOT / "ds_config.json"), str(REPO_ROOT / "ds_config.json")
+    else:
+        ds_raw, ds_where = DEFAULT_DS_CONFIG, "default ds config"
+    precision = resolve_precision(cfg.precision, dist.device_type())
+    ds = resolve_ds_config(ds_raw, cfg, info.world_size, precision, where=ds_where)
+    accum = ds["gradient_accumulation_steps"]
+
+    plan = SequencePlan(td.train.lengths, cfg.max_len, cfg.seed, pack=cfg.pack)
+    if len(plan.fits) == 0:
+        raise XPromptError(
+            f"no training sample fits in max_len={cfg.max_len} tokens (longest: "
+            f"{int(td.train.lengths.max())}); raise max_len"
+        )
+    loader = Loader(
+        td.train, plan, vocab, micro=cfg.micro_batch, world=info.world_size, global_batch=cfg.global_batch
+    )
+    val_loader = None
+    if td.val is not None and len(td.val):
+        vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
+        if len(vplan.fits):
+            val_loader = Loader(
+                td.val,
+                vplan,
+                vocab,
+                micro=cfg.micro_batch,
+                world=info.world_size,
+                global_batch=cfg.global_batch,
+            )
+
+    # ---- process group, threads, run directory
+    import deepspeed
+    import torch
+
+    from xprompt.loss import next_token_loss
+    from xprompt.model import XPromptModel
+
+    device = dist.init_process_group(info)
+    threads = dist.set_threads(info, cfg.num_threads)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            out / "train_config.json", json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n"
+        )
+        atomic_write_text(out / "ds_config.json", json.dumps(ds, indent=2, sort_keys=True) + "\n")
+        if not resume:
+            run = {
+                "format": "xprompt-run/1",
+                "model_config": model_cfg,
+                "data": td.describe(),
+                "world_size": info.world_size,
+                "precision": precision,
+                "zero_stage": zero_stage(ds),
+                "gradient_accumulation_steps": accum,
+                "threads_per_process": threads,
+                "skipped_too_long": plan.skipped,
+                "epoch_sequences": plan.epoch_size(0),
+                "torch": torch.__version__,
+                "deepspeed": deepspeed.__version__,
+            }
+            atomic_write_text(out / RUN_MARKER, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    dist.barrier()
+
+    # ---- model and engine
+    torch.manual_seed(cfg.seed)
+    model = XPromptModel(mcfg)
+    model.set_gradient_checkpointing(cfg.grad_checkpointing)
+    n_params = model.num_params()
+    opt = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=opt, lr_scheduler=sched, config=ds, dist_init_required=False
+    )
+    ckpt_dir = out / "checkpoints"
+    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
+    start, tokens_seen, samples_seen = 0, 0, 0
+    if resume:
+        tag = latest_tag(out)
+        try:
+            _, client = engine.load_checkpoint(
+                str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+        except Exception as e:  # noqa: BLE001 (DeepSpeed raises assorted errors for bad checkpoints)
+            raise CheckpointError(
+                f"--resume: cannot load {ckpt_dir / tag}: {type(e).__name__}: {e}"
+            ) from None
+        if client is None or "step" not in client:
+            raise CheckpointError(f"--resume: {ckpt_dir / tag} has no trainer state")
+        start, tokens_seen, samples_seen = client["step"], client["tokens_seen"], client["samples_seen"]
+        _set_rng_state(client["rng"])
+        log.truncate_after(start)
+        log.write(
+            {
+                "kind": "event",
+                "step": start,
+                "event": "resume",
+                "tag": tag,
+                "changed": changed,
+                "world_size": info.world_size,
+            }
+        )
+    else:
+        log.write(
+            {
+                "kind": "event",
+                "step": 0,
+                "event": "start",
+                "params": n_params,
+                "world_size": info.world_size,
+                "precision": precision,
+                "zero_stage": zero_stage(ds),
+            }
+        )
+
+    state = {"step": start, "tokens_seen": tokens_seen, "samples_seen": samples_seen}
+    export_extra = {
+        "training": {
+            "run_dir": str(out),
+            "data": td.describe(),
+            "train_config": config_to_dict(cfg),
+            "precision": precision,
+            "world_size": info.world_size,
+        }
+    }
+
+    def save(step: int) -> None:
+        _save_checkpoint(engine, ckpt_dir, step, state, vocab, cfg.keep_last, info, export_extra, out)
+
+    def run_val() -> float | None:
+        if val_loader is None or cfg.val_batches == 0:
+            return None
+        engine.eval()
+        tot = [0.0, 0.0]
+        with torch.no_grad():
+            for i in range(cfg.val_batches):
+                b = val_loader.eval_batch(i, info.rank).to(device)
+                o = next_token_loss(
+                    engine(b.input_ids, b.position_ids, b.attn_mask), b.input_ids, b.loss_mask
+                )
+                tot[0] += float(o["ce"]) * int(o["n_tokens"])
+                tot[1] += int(o["n_tokens"])
+        engine.train()
+        s, n = dist.all_reduce_sum(tot)
+        return s / max(n, 1)
+
+    bar = Progress(cfg.steps, start, enabled=info.is_main and progress)
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    t_start = time.time()
+    last_loss = float("nan")
+    interrupted = False
+    engine.train()
+    try:
+        for step in range(start, end):
+            t0 = time.perf_counter()
+            acc = np.zeros(8)  # ce*n, n, text*nt, nt, image*ni, ni, real tokens, samples
+            for a in range(accum):
+                batch, epoch = loader.micro_batch(step, a, info.rank)
+                batch = batch.to(device)
+                logits = engine(batch.input_ids, batch.position_ids, batch.attn_mask)  # (B, T, V)
+                o = next_token_loss(
+                    logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask
+                )
+                engine.backward(o["loss"])
+                engine.step()
+                n, nt, ni = int(o["n_tokens"]), int(o["text_tokens"]), int(o["image_tokens"])
+                acc += [
+                    float(o["ce"].detach()) * n,
+                    n,
+                    float(o["text_loss"]) * nt,
+                    nt,
+                    float(o["image_loss"]) * ni,
+                    ni,
+                    batch.n_real,
+                    batch.n_samples,
+                ]
+            acc = np.asarray(dist.all_reduce_sum(acc.tolist()))
+            dt = time.perf_counter() - t0
+            state["step"] = step + 1
+            state["tokens_seen"] += int(acc[6])
+            state["samples_seen"] += int(acc[7])
+            gn = engine.get_global_grad_norm()
+            rec = {
+                "kind": "train",
+                "step": step + 1,
+                "loss": acc[0] / max(acc[1], 1),
+                "text_loss": acc[2] / acc[3] if acc[3] else None,
+                "image_loss": acc[4] / acc[5] if acc[5] else None,
+                "lr": cfg.lr * cfg.lr_factor(step),
+                "grad_norm": float(gn) if gn is not None else None,
+                "tokens_per_s": acc[6] / dt,
+                "targets": int(acc[1]),
+                "tokens": int(acc[6]),
+                "tokens_seen": state["tokens_seen"],
+                "epoch": epoch,
+                "step_time": dt,
+            }
+            last_loss = rec["loss"]
+            bar.update(rec["loss"], rec["tokens_per_s"], rec["lr"])
+            if (step + 1) % cfg.log_every == 0 or step + 1 == end:
+                log.write(rec)
+            if not math.isfinite(rec["loss"]):
+                raise XPromptError(f"loss became {rec['loss']} at step {step + 1}; lower lr or enable z_loss")
+            if val_loader is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                vl = run_val()
+                if vl is not None:
+                    log.write({"kind": "val", "step": step + 1, "loss": vl})
+                    bar.write(f"step {step + 1}: val loss {vl:.4f}")
+            if (step + 1) % cfg.save_every == 0 and step + 1 != end:
+                save(step + 1)
+            if on_step is not None:
+                on_step(step + 1, rec)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    final = state["step"]
+    if latest_tag(out) != f"{TAG_PREFIX}{final:07d}":
+        save(final)
+    log.write(
+        {
+            "kind": "event",
+            "step": final,
+            "event": "interrupted" if interrupted else "stop",
+            "wall_time": time.time() - t_start,
+        }
+    )
+    log.close()
+    summary = {
+        "steps": final,
+        "target_steps": cfg.steps,
+        "tokens_seen": state["tokens_seen"],
+        "samples_seen": state["samples_seen"],
+        "last_train_loss": last_loss,
+        "wall_time_this_session": time.time() - t_start,
+        "interrupted": interrupted,
+        "checkpoint": str(ckpt_dir / (latest_tag(out) or "")),
+        "model": str(out / "model"),
+        "params": n_params,
+        "is_main": info.is_main,
+    }
+    if info.is_main:
+        from xprompt.train.logging_utils import read_metrics
+
+        vals = read_metrics(out / "metrics.jsonl", "val")
+        summary["last_val_loss"] = vals[-1]["loss"] if vals else None
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"{mcfg.name} ({cfg.mode})")
+    dist.barrier()
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _save_checkpoint(
+    engine, ckpt_dir: Path, step: int, state: dict, vocab, keep_last: int, info, extra: dict, out: Path
+) -> None:
+    """DeepSpeed checkpoint + exported model under a temporary tag, renamed when complete (see module doc)."""
+    from xprompt.checkpoint import save_pretrained
+
+    tag = f"{TAG_PREFIX}{step:07d}"
+    tmp_tag = f".tmp-{tag}"
+    if info.is_main:
+        shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    client = dict(state, rng=_rng_state())
+    engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, client_state=client, save_latest=False)
+    model = engine.module
+    meta = dict(extra, step=step, tokens_seen=state["tokens_seen"])
+    if engine.zero_optimization_stage() == 3:  # parameters are partitioned: gather them for the export
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            if info.is_main:
+                save_pretrained(ckpt_dir / tmp_tag / "model", model, vocab, extra=meta)
+    elif info.is_main:
+        save_pretrained(ckpt_dir / tmp_tag / "model", model, vocab, extra=meta)
+    dist.barrier()
+    if info.is_main:
+        final = ckpt_dir / tag
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(ckpt_dir / tmp_tag, final)
+        atomic_write_text(ckpt_dir / "latest", tag + "\n")
+        # the run's top-level export: a copy of the newest checkpoint's model
+        tmp_model = out / f".model.tmp-{os.getpid()}"
+        shutil.rmtree(tmp_model, ignore_errors=True)
+        shutil.copytree(final / "model", tmp_model)
+        from xprompt.io_utils import replace_path
+
+        replace_path(tmp_model, out / "model")
+        tags = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(TAG_PREFIX))
+        for old in tags[:-keep_last]:
+            if old != tag:
+                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+    dist.barrier()
