@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from xprompt.errors import CheckpointError, ConfigError, ImageInputError
 from xprompt.tokenizer.vq import VQConfig, VQModel, VQTokenizer
 
-TINY = dict(codebook_size=32, code_dim=4, base_channels=8, max_channels=16, mid_blocks=1)
+from xprompt.errors import CheckpointError, ConfigError, ImageInputError
+
+TINY = {"codebook_size": 32, "code_dim": 4, "base_channels": 8, "max_channels": 16, "mid_blocks": 1}
 
 
 def _tok(factor: int = 8, patch: int = 2, **kw) -> VQTokenizer:
@@ -125,12 +125,20 @@ def test_train_smoke_improves_psnr(tmp_path, monkeypatch):
     from xprompt.tokenizer import vq_train
 
     rng = np.random.default_rng(0)
-    fixed = np.repeat(np.repeat(rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8), 4, 1), 4, 2)  # (4,16,16,3)
+    fixed = np.repeat(
+        np.repeat(rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8), 4, 1), 4, 2
+    )  # (4,16,16,3)
     monkeypatch.setattr(vq_train, "sample_batch", lambda rng, n, size, frac, split="train": fixed[:n])
-    monkeypatch.setattr(vq_train, "heldout_batches", lambda seed, n, size: {"scenes": fixed, "photos": fixed[::-1]})
+    monkeypatch.setattr(
+        vq_train, "heldout_batches", lambda seed, n, size: {"scenes": fixed, "photos": fixed[::-1]}
+    )
     vq = VQConfig(factor=4, patch=2, image_size=16, **TINY)
-    first = vq_train.train_vq(vq_train.VQTrainConfig(steps=1, batch_size=4, eval_every=1, vq=vq), tmp_path / "a", progress=False)
-    cfg = vq_train.VQTrainConfig(steps=60, batch_size=4, lr=3e-3, warmup=5, eval_every=30, restart_every=10, vq=vq)
+    first = vq_train.train_vq(
+        vq_train.VQTrainConfig(steps=1, batch_size=4, eval_every=1, vq=vq), tmp_path / "a", progress=False
+    )
+    cfg = vq_train.VQTrainConfig(
+        steps=60, batch_size=4, lr=3e-3, warmup=5, eval_every=30, restart_every=10, vq=vq
+    )
     res = vq_train.train_vq(cfg, tmp_path / "b", progress=False)
     assert res["psnr_scenes"] > first["psnr_scenes"] + 2.0
     log = json.loads((tmp_path / "b" / "train_log.json").read_text())

@@ -7,23 +7,23 @@ import json
 import numpy as np
 import pytest
 import torch
+from xprompt.tokenizer.vq import VQTokenizer
 
 from xprompt.errors import CheckpointError
-from xprompt.tokenizer.vq import VQTokenizer
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(
-    embed_dim=4,
-    num_embeddings=64,
-    latent_channels=32,
-    base_channels=32,
-    channel_multiplier=[1, 1, 2],  # factor 4
-    num_res_blocks=1,
-    num_patches=4,
-    projection_dim=16,
-    image_token_embed_dim=16,
-)
+TINY = {
+    "embed_dim": 4,
+    "num_embeddings": 64,
+    "latent_channels": 32,
+    "base_channels": 32,
+    "channel_multiplier": [1, 1, 2],  # factor 4
+    "num_res_blocks": 1,
+    "num_patches": 4,
+    "projection_dim": 16,
+    "image_token_embed_dim": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +77,13 @@ def test_full_janus_checkpoint_prefix(janus_dir, tmp_path):
     cfg = {"model_type": "janus", "vq_config": json.loads((d / "config.json").read_text())}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     imgs = np.random.default_rng(1).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(VQTokenizer.from_pretrained(tmp_path).encode(imgs), VQTokenizer.from_pretrained(d).encode(imgs))
+    np.testing.assert_array_equal(
+        VQTokenizer.from_pretrained(tmp_path).encode(imgs), VQTokenizer.from_pretrained(d).encode(imgs)
+    )
 
 
 def test_bad_published_checkpoints(janus_dir, tmp_path):
-    d, ref = janus_dir
+    d, _ref = janus_dir
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CheckpointError, match="unsupported model_type"):
         VQTokenizer.from_pretrained(tmp_path)

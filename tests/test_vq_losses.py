@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from xprompt.tokenizer.vq import VectorQuantizer, VQConfig, VQModel
 from xprompt.tokenizer.vq_losses import codebook_loss, commitment_loss, reconstruction_loss, vq_loss
 
@@ -19,7 +18,7 @@ def _setup(l2_norm: bool):
 
 @pytest.mark.parametrize("l2_norm", [True, False])
 def test_codebook_loss_reaches_codebook_only(l2_norm):
-    q, z, z_q, z_e, e, codes = _setup(l2_norm)
+    q, z, _z_q, z_e, e, codes = _setup(l2_norm)
     codebook_loss(z_e, e).backward()
     assert z.grad is None or torch.count_nonzero(z.grad) == 0  # encoder gets nothing
     g = q.embedding.weight.grad
@@ -32,7 +31,7 @@ def test_codebook_loss_reaches_codebook_only(l2_norm):
 
 @pytest.mark.parametrize("l2_norm", [True, False])
 def test_commitment_loss_reaches_encoder_only(l2_norm):
-    q, z, z_q, z_e, e, codes = _setup(l2_norm)
+    q, z, _z_q, z_e, e, _codes = _setup(l2_norm)
     commitment_loss(z_e, e, beta=0.25).backward()
     assert q.embedding.weight.grad is None or torch.count_nonzero(q.embedding.weight.grad) == 0
     assert torch.count_nonzero(z.grad) > 0
@@ -47,7 +46,9 @@ def test_beta_scales_commitment_not_codebook():
     assert torch.allclose(commitment_loss(z_e, e, beta=1.0), d)
     x, r = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
     total, parts = vq_loss(x, {"recon": r, "z_e": z_e, "e": e}, beta=0.5)
-    assert parts["recon"] == pytest.approx(0.25) and parts["commit"] == pytest.approx(0.5 * float(d), rel=1e-5)
+    assert parts["recon"] == pytest.approx(0.25) and parts["commit"] == pytest.approx(
+        0.5 * float(d), rel=1e-5
+    )
     assert float(total) == pytest.approx(0.25 + 1.5 * float(d), rel=1e-5)
 
 
@@ -58,7 +59,7 @@ def test_reconstruction_loss_definition():
 
 
 def test_straight_through_estimator():
-    q, z, z_q, z_e, e, codes = _setup(l2_norm=False)
+    q, z, z_q, _z_e, e, _codes = _setup(l2_norm=False)
     # forward value is the code vector ...
     assert torch.allclose(z_q.permute(0, 2, 3, 1).reshape(-1, 4), e.detach())
     # ... and the gradient of the quantised output passes unchanged to the encoder output

@@ -27,7 +27,9 @@ def register(root, groups) -> None:
     p.add_argument("--code-dim", type=int, default=8)
     p.add_argument("--base-channels", type=int, default=48)
     p.add_argument("--max-channels", type=int, default=128)
-    p.add_argument("--res-blocks", type=int, default=1, help="residual blocks per level (decoder gets one more)")
+    p.add_argument(
+        "--res-blocks", type=int, default=1, help="residual blocks per level (decoder gets one more)"
+    )
     p.add_argument("--patch", type=int, default=2, help="pixel-unshuffle patch at input/output (1, 2 or 4)")
     p.add_argument("--no-l2-norm", action="store_true", help="plain (not l2-normalised) codes")
     p.add_argument("--beta", type=float, default=0.25, help="commitment weight")
@@ -37,12 +39,18 @@ def register(root, groups) -> None:
     p.add_argument("--l1-weight", type=float, default=0.0)
     p.add_argument("--photo-frac", type=float, default=0.5, help="share of real photo crops per batch")
     p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-images", type=int, default=64, help="held-out images per source for the monitor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the machine is shared)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this wall time")
     p.add_argument("--init", help="continue from this checkpoint (same architecture)")
-    p.add_argument("--check-image", action="append", default=[], metavar="PATH",
-                   help="validate an image file with the tokenizer's loader and exit (repeatable)")
+    p.add_argument(
+        "--check-image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="validate an image file with the tokenizer's loader and exit (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_tokenizer)
 
@@ -52,7 +60,7 @@ def register(root, groups) -> None:
         description="Train the byte-level BPE text tokenizer on the task-suite corpus plus text files.",
     )
     b.add_argument("--out", required=True, help="output tokenizer.json path (or a directory)")
-    b.add_argument("--vocab-size", type=int, default=4096)
+    b.add_argument("--vocab-size", type=int, default=2048)
     b.add_argument("--min-frequency", type=int, default=2)
     b.add_argument("--text", action="append", default=[], metavar="FILE", help="extra UTF-8 text file(s)")
     b.add_argument("--no-corpus", action="store_true", help="train only on --text files")
@@ -96,6 +104,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
         photo_frac=args.photo_frac,
         seed=args.seed,
         eval_every=args.eval_every,
+        eval_images=args.eval_images,
         threads=args.threads,
         max_minutes=args.max_minutes,
         vq=vq,

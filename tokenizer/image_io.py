@@ -18,8 +18,8 @@ Design choices
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -139,7 +139,9 @@ def crop_size_list(max_tokens: int, factor: int, max_ratio: float = 4.0) -> list
     """All pixel sizes (H, W) with an (H/factor) x (W/factor) code grid of at most ``max_tokens`` positions,
     aspect ratio <= ``max_ratio``, maximal in the sense of Lumina-mGPT's ``generate_crop_size_list``."""
     if max_tokens < 1 or factor < 1 or max_ratio < 1.0:
-        raise ImageInputError(f"need max_tokens >= 1, factor >= 1, max_ratio >= 1 (got {max_tokens}, {factor}, {max_ratio})")
+        raise ImageInputError(
+            f"need max_tokens >= 1, factor >= 1, max_ratio >= 1 (got {max_tokens}, {factor}, {max_ratio})"
+        )
     sizes = []
     wp, hp = max_tokens, 1
     while wp > 0:  # walk the hyperbola hp * wp <= max_tokens from wide to tall

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,9 @@ class VQConfig:
         if self.patch not in (1, 2, 4) or self.patch > self.factor:
             raise ConfigError(f"VQConfig.patch must be 1, 2 or 4 and <= factor, got {self.patch}")
         if self.code_dim < 1 or self.base_channels < 8 or self.max_channels < self.base_channels:
-            raise ConfigError("VQConfig: need code_dim >= 1, base_channels >= 8, max_channels >= base_channels")
+            raise ConfigError(
+                "VQConfig: need code_dim >= 1, base_channels >= 8, max_channels >= base_channels"
+            )
         if self.base_channels % 8 or self.max_channels % 8:
             raise ConfigError("VQConfig: base_channels and max_channels must be multiples of 8 (GroupNorm)")
 
@@ -254,7 +257,9 @@ class VQModel(nn.Module):
             )
         for k, v in model.state_dict().items():
             if state[k].shape != v.shape:
-                raise CheckpointError(f"{w_path}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}")
+                raise CheckpointError(
+                    f"{w_path}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}"
+                )
         model.load_state_dict(state, strict=True)
         return model.eval()
 

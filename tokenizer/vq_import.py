@@ -71,12 +71,14 @@ def _read_safetensors(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     elif (path / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
-        raise CheckpointError(f"{path}: no model.safetensors (or index) found; only safetensors weights are loaded")
+        raise CheckpointError(
+            f"{path}: no model.safetensors (or index) found; only safetensors weights are loaded"
+        )
     out: dict[str, torch.Tensor] = {}
     for name in files:
         try:
             with safe_open(str(path / name), framework="pt") as f:
-                for k in f.keys():
+                for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if k.startswith(prefix):
                         out[k[len(prefix) :]] = f.get_tensor(k)
         except (SafetensorError, OSError) as e:
@@ -101,8 +103,12 @@ def load_janus_vq(path: str | Path, l2_norm: bool = True) -> JanusVQBackend:
             raise CheckpointError(f"{path}/config.json: a janus config without vq_config")
         vq_cfg, prefix = cfg["vq_config"], JANUS_PREFIX
     else:
-        raise CheckpointError(f"{path}: unsupported model_type {model_type!r} (supported: janus_vqgan, janus)")
-    vq_cfg = {k: v for k, v in vq_cfg.items() if k not in ("model_type", "transformers_version", "architectures")}
+        raise CheckpointError(
+            f"{path}: unsupported model_type {model_type!r} (supported: janus_vqgan, janus)"
+        )
+    vq_cfg = {
+        k: v for k, v in vq_cfg.items() if k not in ("model_type", "transformers_version", "architectures")
+    }
     try:
         model = JanusVQVAE(JanusVQVAEConfig(**vq_cfg))
     except (TypeError, ValueError) as e:
@@ -111,10 +117,14 @@ def load_janus_vq(path: str | Path, l2_norm: bool = True) -> JanusVQBackend:
     want = model.state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the Janus VQ config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(
+            f"{path}: weights do not match the Janus VQ config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     for k, v in want.items():
         if state[k].shape != v.shape:
-            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}")
+            raise CheckpointError(
+                f"{path}: {k} has shape {tuple(state[k].shape)}, config expects {tuple(v.shape)}"
+            )
     model.load_state_dict(state, strict=True)
     return JanusVQBackend(model.float().eval(), l2_norm=l2_norm)
 

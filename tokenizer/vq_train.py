@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from xprompt.errors import XPromptError
 from xprompt.tokenizer.vq import VQConfig, VQModel
 from xprompt.tokenizer.vq_losses import vq_loss
+
+from xprompt.errors import XPromptError
 
 
 @dataclass
@@ -54,7 +54,9 @@ class VQTrainConfig:
     vq: VQConfig = field(default_factory=VQConfig)
 
 
-def sample_batch(rng: np.random.Generator, n: int, size: int, photo_frac: float, split: str = "train") -> np.ndarray:
+def sample_batch(
+    rng: np.random.Generator, n: int, size: int, photo_frac: float, split: str = "train"
+) -> np.ndarray:
     """uint8 (n,size,size,3): a shuffled mix of photo crops and procedural scenes."""
     from xprompt.train.sources import photo_crop, scene_image
 
@@ -134,7 +136,9 @@ def save_checkpoint(model: VQModel, out: Path, cfg: VQTrainConfig, log: list[dic
                 (tmp / extra).write_bytes((out / extra).read_bytes())
 
 
-def train_vq(cfg: VQTrainConfig, out: str | Path, init: str | Path | None = None, progress: bool = True) -> dict:
+def train_vq(
+    cfg: VQTrainConfig, out: str | Path, init: str | Path | None = None, progress: bool = True
+) -> dict:
     """Train a VQ tokenizer per ``cfg``; writes the checkpoint to ``out``; returns the final held-out metrics."""
     from tqdm import tqdm
 
@@ -183,7 +187,11 @@ def train_vq(cfg: VQTrainConfig, out: str | Path, init: str | Path | None = None
         last = step == cfg.steps - 1 or bool(cfg.max_minutes and elapsed >= cfg.max_minutes)
         if (step + 1) % cfg.eval_every == 0 or last:
             metrics = evaluate(model, heldout)
-            entry = {"step": step + 1, "minutes": round(elapsed, 2), **{k: round(v, 5) for k, v in parts.items()}}
+            entry = {
+                "step": step + 1,
+                "minutes": round(elapsed, 2),
+                **{k: round(v, 5) for k, v in parts.items()},
+            }
             entry.update(metrics)
             log.append(entry)
             save_checkpoint(model, out, cfg, log)
