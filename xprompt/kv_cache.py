@@ -85,19 +85,36 @@ class KVCache:
         self.next_pos = position_ids[:, -1] + 1
 
     # ------------------------------------------------------------------ compression and reuse
-    def keep(self, index: torch.Tensor) -> KVCache:
-        """Keep only entries ``index (S',)`` (in place; returns self). ``next_pos`` is unchanged."""
+    def keep(self, index: torch.Tensor, valid: torch.Tensor | None = None) -> KVCache:
+        """Keep only some entries (in place; returns self); ``next_pos`` is unchanged.
+
+        ``index (S',)`` keeps the same entries in every row; ``index (B, S')`` keeps per-row entries, with
+        ``valid (B, S')`` marking which of them are real (rows keeping fewer entries are padded).
+        """
         index = torch.as_tensor(index, dtype=torch.long)
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.length):
             raise IndexError(f"keep index outside the cache [0, {self.length})")
         for i in range(self.n_layers):
-            if self.k[i] is not None:
-                idx = index.to(self.k[i].device)
+            if self.k[i] is None:
+                continue
+            idx = index.to(self.k[i].device)
+            if idx.dim() == 1:
                 self.k[i] = self.k[i].index_select(2, idx).contiguous()
                 self.v[i] = self.v[i].index_select(2, idx).contiguous()
+            else:  # (B, S') -> (B, Hkv, S', hd)
+                b, h, _, d = self.k[i].shape
+                g = idx[:, None, :, None].expand(b, h, idx.shape[1], d)
+                self.k[i] = self.k[i][:, :, : self.length].gather(2, g)
+                self.v[i] = self.v[i][:, :, : self.length].gather(2, g)
         if self.key_mask is not None:
-            self.key_mask = self.key_mask.index_select(1, index.to(self.key_mask.device))
-        self.length = int(index.numel())
+            dev = self.key_mask.device
+            if index.dim() == 1:
+                self.key_mask = self.key_mask.index_select(1, index.to(dev))
+            else:
+                self.key_mask = self.key_mask.gather(1, index.to(dev))
+            if valid is not None:
+                self.key_mask = self.key_mask & valid.to(dev)
+        self.length = int(index.shape[-1])
         return self
 
     def expand(self, batch: int) -> KVCache:

@@ -1,0 +1,248 @@
+"""KV-cached generation with X-Prompt's compressed context, batched over several prompts.
+
+Design choices
+* Prefill in (at most) two stages per batch. Stage A runs PREFIX + IE + XP (the prompt up to its last XP
+  token); then ``KVCache.keep`` drops every IE entry; stage B runs the rest (the TD query) against the kept
+  PREFIX + XP entries. Neither stage needs an X-Prompt mask: stage A has no TD token and after the drop TD can
+  only see what the mask would have let it see. Positions run on from the full sequence, so the logits equal
+  those of the masked full forward (tested). Prompts without XP tokens (modes ``full``/``none``) run in one
+  stage; ``compress=False`` keeps the IE entries and applies the explicit mask instead (for comparisons).
+* Batching: each stage's rows are left-padded; padded entries are marked invalid in the cache's
+  ``key_mask`` and get explicit positions, so rows of different lengths decode together. Rows keep a
+  different number of entries after compression (instructions differ in length): ``keep`` takes a per-row
+  index with a validity mask.
+* ``<boi> <h_H> <w_W>`` are forced, so they join the prompt (one prefill instead of three steps). After that
+  every step is one token per row through the cache; forced ``<eol>``/``<eoi>`` still go through the model.
+* Classifier-free guidance: the unconditional rows (``<bos> <boi> <h> <w>``, then the same sampled tokens: the
+  image so far without any text or example) are extra rows of the same batch; with a compiled context their
+  copy of the context is hidden through ``key_mask``.
+* The image tokenizer and the text tokenizer are not used here: inputs are ``TokenSequence``s, outputs are
+  codes (h, w) or token ids. ``xprompt.pipeline`` does the pixels and strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from xprompt.errors import XPromptError
+from xprompt.kv_cache import KVCache
+from xprompt.masks import build_attention_mask
+from xprompt.sampling import ImageGrid, SamplingConfig, TextOnly, cfg_combine, sample
+from xprompt.sequence import Seg, TokenSequence
+
+PAD_SEG = -1
+
+
+@dataclass
+class Prefill:
+    cache: KVCache
+    logits: torch.Tensor  # (B, V) logits of the last prompt token of each row
+    segs: torch.Tensor  # (B, S) segment of every cache entry (PAD_SEG for padding)
+
+
+def _left_pad(rows: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), t), fill, dtype=torch.long)
+    valid = torch.zeros(len(rows), t, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        if len(r):
+            out[b, t - len(r):] = torch.as_tensor(np.asarray(r), dtype=torch.long)
+            valid[b, t - len(r):] = True
+    return out, valid  # (B, T), (B, T)
+
+
+@torch.no_grad()
+def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inner_mask=None) -> torch.Tensor:
+    """Run one left-padded block of new tokens through ``model`` into ``cache``; return last-token logits (B, V).
+
+    ``inner_mask (B, T, T)`` optionally restricts attention among the new tokens (default causal).
+    """
+    dev = next(model.parameters()).device
+    ids, valid = _left_pad(rows, pad_id)
+    ids, valid = ids.to(dev), valid.to(dev)
+    b, t = ids.shape
+    npad = (~valid).sum(1)  # (B,)
+    start = cache.next_pos if cache.next_pos is not None else torch.zeros(b, dtype=torch.long, device=dev)
+    pos = start[:, None] + torch.arange(t, device=dev)[None, :] - npad[:, None]  # (B, T)
+    new = torch.ones(t, t, dtype=torch.bool, device=dev).tril()[None] & valid[:, None, :]  # (B, T, T)
+    if inner_mask is not None:
+        new = new & inner_mask.to(dev)
+    mask = new if cache.length == 0 else torch.cat(
+        [cache.key_mask[:, None, :].expand(b, t, cache.length), new], dim=2)  # (B, T, L+T)
+    h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=valid, return_hidden=True)
+    return model.lm_head(h[:, -1])  # (B, V)
+
+
+@torch.no_grad()
+def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = True,
+            cache: KVCache | None = None, cache_segs: torch.Tensor | None = None) -> Prefill:
+    """Prefill ``seqs`` (one per row). With ``cache`` (e.g. a compiled, expanded context) the seqs continue it.
+
+    ``compress=False`` runs whole prompts in one masked block and keeps the IE entries (the uncompressed
+    reference); it needs an empty cache.
+    """
+    dev = next(model.parameters()).device
+    b = len(seqs)
+    if cache is None:
+        cache, segs = model.new_cache(), torch.zeros(b, 0, dtype=torch.long, device=dev)
+    else:
+        if cache.batch_size != b:
+            raise ValueError(f"cache has batch {cache.batch_size}, got {b} sequences")
+        segs = cache_segs if cache_segs is not None else torch.full((b, cache.length), int(Seg.XP), device=dev)
+    if not compress:
+        logits = _masked_full(model, cache, seqs, pad_id)
+        segs = _left_pad([s.segs for s in seqs], PAD_SEG)[0].to(dev)  # (B, L)
+        has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
+        cache.key_mask &= ~((segs == int(Seg.IE)) & has_xp)  # later (TD) tokens must not see IE either
+        return Prefill(cache, logits, segs)
+    splits = []
+    for s in seqs:
+        xp = np.nonzero(s.segs == int(Seg.XP))[0]
+        splits.append(int(xp[-1]) + 1 if len(xp) else 0)
+    if any(len(s) - a == 0 for s, a in zip(seqs, splits)):
+        raise XPromptError("every prompt needs at least one token after its context (the query)")
+
+    def run(parts: list[TokenSequence]) -> torch.Tensor:
+        nonlocal segs
+        logits = append_block(model, cache, [p.ids for p in parts], pad_id)
+        segs = torch.cat([segs, _left_pad([p.segs for p in parts], PAD_SEG)[0].to(dev)], dim=1)
+        return logits
+
+    if any(splits):  # stage A: PREFIX + IE + XP, then drop IE
+        run([_slice(s, 0, a) for s, a in zip(seqs, splits)])
+        keep = cache.key_mask & (segs != int(Seg.IE)) & (segs != PAD_SEG)  # (B, L)
+        n = keep.sum(1)  # (B,) entries kept per row
+        idx = torch.zeros(b, int(n.max()), dtype=torch.long, device=dev)  # (B, K) left-aligned, padded after
+        for r in range(b):
+            k = keep[r].nonzero().squeeze(1)
+            idx[r, : len(k)] = k
+        valid = torch.arange(idx.shape[1], device=dev)[None, :] < n[:, None]  # (B, K)
+        cache.keep(idx, valid)
+        segs = torch.where(valid, segs.gather(1, idx), torch.full_like(idx, PAD_SEG))
+    logits = run([_slice(s, a, len(s)) for s, a in zip(seqs, splits)])  # stage B: the TD part
+    return Prefill(cache, logits, segs)
+
+
+def _slice(s: TokenSequence, a: int, b: int) -> TokenSequence:
+    return TokenSequence(s.ids[a:b], s.segs[a:b], s.loss[a:b])
+
+
+@torch.no_grad()
+def _masked_full(model, cache: KVCache, seqs: list[TokenSequence], pad_id: int) -> torch.Tensor:
+    """Uncompressed prefill of whole prompts with the X-Prompt mask (TD cannot see IE, IE stays cached)."""
+    if cache.length:
+        raise ValueError("uncompressed prefill starts from an empty cache")
+    segs, _ = _left_pad([s.segs for s in seqs], PAD_SEG)
+    inner = torch.stack([torch.as_tensor(build_attention_mask(sg.numpy())) for sg in segs])  # (B, T, T)
+    return append_block(model, cache, [s.ids for s in seqs], pad_id, inner)
+
+
+@torch.no_grad()
+def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n_cond: int | None = None,
+           fill_id: int, progress: bool = False, on_step=None) -> torch.Tensor:
+    """Sample up to ``steps`` tokens per row -> (B, n) ids. With CFG, rows ``n_cond:`` are the unconditional
+    copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step."""
+    cache, logits = pre.cache, pre.logits
+    b = n_cond if n_cond is not None else logits.shape[0]
+    dev = logits.device
+    gen = sampling.generator(dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    out = []
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="generating", unit="tok", leave=False)
+    for s in it:
+        lg = logits[:b]
+        if n_cond is not None:
+            lg = cfg_combine(lg, logits[b:], sampling.cfg_scale)
+        lg = proc(s, lg.float())
+        tok = sample(lg, sampling, proc.is_image(s, b, dev), gen)
+        tok = torch.where(done, torch.full_like(tok, fill_id), tok)
+        out.append(tok)
+        done |= proc.finished(s, tok)
+        if on_step is not None:
+            on_step(s, cache)
+        if bool(done.all()) or s == steps - 1:
+            break
+        feed = tok if n_cond is None else torch.cat([tok, tok])
+        logits = model(feed[:, None], kv_cache=cache)[:, -1]
+    return torch.stack(out, dim=1) if out else torch.zeros(b, 0, dtype=torch.long, device=dev)
+
+
+def image_head(vocab, h: int, w: int) -> np.ndarray:
+    return np.array([vocab.boi_id, vocab.h_token(int(h)), vocab.w_token(int(w))], dtype=np.int64)
+
+
+def _with_tail(seq: TokenSequence, tail: np.ndarray) -> TokenSequence:
+    return TokenSequence.concat([seq, TokenSequence(tail, np.full(len(tail), int(Seg.TD), np.int8),
+                                                    np.zeros(len(tail), bool))])
+
+
+def td_only(seq: TokenSequence) -> TokenSequence:
+    """The TD part of a sample (used to continue a compiled context)."""
+    keep = seq.segs == int(Seg.TD)
+    return TokenSequence(seq.ids[keep], seq.segs[keep], seq.loss[keep])
+
+
+@torch.no_grad()
+def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tuple[int, int]],
+                    sampling: SamplingConfig | None = None, *, compress: bool = True,
+                    context: KVCache | None = None, context_segs: torch.Tensor | None = None,
+                    progress: bool = False, on_step=None) -> list[np.ndarray]:
+    """Generate one image per prompt; ``sizes[b] = (h, w)`` in codes. Returns codes (h, w) int64 per row.
+
+    ``context`` is a batch-1 cache of a compiled task prompt; ``prompts`` are then TD-only continuations.
+    """
+    sampling = sampling or SamplingConfig()
+    if len(prompts) != len(sizes) or not prompts:
+        raise XPromptError("generate_images needs one (h, w) size per prompt and at least one prompt")
+    b = len(prompts)
+    seqs = [_with_tail(p, image_head(vocab, h, w)) for p, (h, w) in zip(prompts, sizes)]
+    use_cfg = sampling.cfg_scale != 1.0
+    cache = None if context is None else context.expand(2 * b if use_cfg else b)
+    csegs = None if context_segs is None else context_segs.expand(cache.batch_size, -1)
+    if use_cfg:
+        unc = [TokenSequence(np.concatenate([[vocab.bos_id], image_head(vocab, h, w)]),
+                             np.array([int(Seg.PREFIX)] + [int(Seg.TD)] * 3, np.int8), np.zeros(4, bool))
+               for h, w in sizes]
+        if cache is not None:  # the unconditional rows must not see the compiled context
+            cache.key_mask[b:] = False
+        seqs = seqs + unc
+    pre = prefill(model, seqs, vocab.pad_id, compress=compress, cache=cache, cache_segs=csegs)
+    proc = ImageGrid(vocab, [h for h, _ in sizes], [w for _, w in sizes], device=pre.logits.device)
+    toks = decode(model, pre, proc, sampling, proc.steps, n_cond=b if use_cfg else None, fill_id=vocab.eos_id,
+                  progress=progress, on_step=on_step).cpu().numpy()
+    out = []
+    for row, (h, w) in zip(toks, sizes):
+        body = row[: h * (w + 1)].reshape(h, w + 1)
+        out.append(vocab.ids_to_codes(body[:, :w]))
+    return out
+
+
+@torch.no_grad()
+def generate_text(model, vocab, prompts: list[TokenSequence], sampling: SamplingConfig | None = None, *,
+                  max_new_tokens: int = 64, compress: bool = True, context: KVCache | None = None,
+                  progress: bool = False) -> list[list[int]]:
+    """Generate text after each prompt until ``<eot>``/``<eos>`` (not included) or ``max_new_tokens``."""
+    sampling = sampling or SamplingConfig()
+    if not prompts:
+        raise XPromptError("generate_text needs at least one prompt")
+    cache = None if context is None else context.expand(len(prompts))
+    pre = prefill(model, prompts, vocab.pad_id, compress=compress, cache=cache)
+    proc = TextOnly(vocab, device=pre.logits.device)
+    toks = decode(model, pre, proc, sampling, max_new_tokens, fill_id=vocab.eos_id, progress=progress)
+    out = []
+    stops = {vocab.eot_id, vocab.eos_id}
+    for row in toks.cpu().tolist():
+        text = []
+        for t in row:
+            if t in stops:
+                break
+            text.append(t)
+        out.append(text)
+    return out

@@ -1,0 +1,144 @@
+"""Logits processors and token sampling (no model code here).
+
+Design choices
+* Structure is enforced by masking, not by model code: ``ImageGrid`` knows, for every row of a batch, the
+  requested grid (H, W) and the step inside the image body, and allows only image codes inside a row, forces
+  ``<eol>`` at row ends, ``<eoi>`` after the last row and then ``<eos>``. ``<boi> <h_H> <w_W>`` are not
+  sampled at all: they are forced, so generation appends them to the prompt (one prefill instead of three
+  decoding steps). ``TextOnly`` allows text tokens plus ``<eot>``/``<eos>``.
+* Separate top-k for image and text positions (Lumina-mGPT: image top-k 2000 for text-to-image, 200 for dense
+  / low-level tasks; temperature 1.0). Greedy = argmax after the constraint, for evaluation.
+* Classifier-free guidance combines log-probabilities, ``uncond + scale * (cond - uncond)`` (as transformers'
+  CFG processor does); the two branches are rows of one batch, so one forward pass serves both.
+* Sampling uses an explicit ``torch.Generator`` so a seed reproduces an output exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xprompt.errors import XPromptError
+
+NEG = float("-inf")
+
+
+@dataclass
+class SamplingConfig:
+    greedy: bool = False
+    temperature: float = 1.0
+    image_top_k: int = 200  # Lumina-mGPT: 200 for dense/low-level tasks, 2000 for text-to-image
+    text_top_k: int = 10
+    cfg_scale: float = 1.0  # classifier-free guidance; 1.0 = off
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise XPromptError(f"temperature must be > 0, got {self.temperature} (use greedy for argmax)")
+        if self.image_top_k < 0 or self.text_top_k < 0:
+            raise XPromptError("top-k values must be >= 0 (0 = no top-k)")
+        if self.cfg_scale < 0:
+            raise XPromptError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+
+    def generator(self, device="cpu") -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        g = torch.Generator(device=device)
+        g.manual_seed(int(self.seed))
+        return g
+
+
+class TextOnly:
+    """Allow text tokens, ``<eot>`` and ``<eos>``; everything else (image codes, structure, XP) is masked."""
+
+    def __init__(self, vocab, device="cpu"):
+        allow = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+        for i in range(vocab.size):
+            allow[i] = vocab.is_text(i)
+        allow[[vocab.boi_id, vocab.eoi_id, vocab.eol_id, vocab.pad_id, vocab.bos_id]] = False
+        allow[torch.as_tensor(vocab.xp_ids, dtype=torch.long)] = False
+        allow[torch.as_tensor(vocab.image_ids, dtype=torch.long)] = False
+        allow[[vocab.eot_id, vocab.eos_id]] = True
+        self.allow = allow  # (V,)
+        self.stop = torch.tensor([vocab.eot_id, vocab.eos_id], device=device)
+
+    def __call__(self, step: int, logits: torch.Tensor) -> torch.Tensor:  # logits (B, V)
+        return logits.masked_fill(~self.allow, NEG)
+
+    def is_image(self, step: int, batch: int, device) -> torch.Tensor:
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+
+    def finished(self, step: int, tokens: torch.Tensor) -> torch.Tensor:
+        """(B,) True where the token just produced ends the text."""
+        return torch.isin(tokens, self.stop.to(tokens.device))
+
+
+class ImageGrid:
+    """Image-body constraint for rows with (possibly different) grids ``heights[b] x widths[b]``.
+
+    Step s (0-based, counted from the first token after ``<boi> <h> <w>``) of row b is: an image code when
+    ``s < H*(W+1)`` and ``s % (W+1) < W``; ``<eol>`` when ``s % (W+1) == W``; ``<eoi>`` at ``s == H*(W+1)``;
+    ``<eos>`` after that (a finished row keeps producing ``<eos>``, which is ignored).
+    """
+
+    def __init__(self, vocab, heights, widths, device="cpu"):
+        self.h = torch.as_tensor(heights, dtype=torch.long, device=device)  # (B,)
+        self.w = torch.as_tensor(widths, dtype=torch.long, device=device)
+        for n in list(self.h.tolist()) + list(self.w.tolist()):
+            vocab.h_token(int(n))  # validates the grid size against the vocabulary
+        self.image_mask = vocab.image_token_mask(device)  # (V,)
+        self.eol, self.eoi, self.eos = vocab.eol_id, vocab.eoi_id, vocab.eos_id
+        self.body = self.h * (self.w + 1)  # (B,) tokens in rows incl. <eol>
+
+    @property
+    def steps(self) -> int:
+        """Decoding steps until every row has produced its ``<eoi>``."""
+        return int(self.body.max()) + 1
+
+    def is_image(self, step: int, batch: int | None = None, device=None) -> torch.Tensor:
+        return (step < self.body) & (step % (self.w + 1) < self.w)  # (B,)
+
+    def forced(self, step: int) -> torch.Tensor:
+        """(B,) forced token id, or -1 where an image code is to be sampled."""
+        out = torch.full_like(self.h, self.eos)
+        out = torch.where(step < self.body, torch.full_like(self.h, self.eol), out)
+        out = torch.where(step == self.body, torch.full_like(self.h, self.eoi), out)
+        return torch.where(self.is_image(step), torch.full_like(self.h, -1), out)
+
+    def __call__(self, step: int, logits: torch.Tensor) -> torch.Tensor:  # logits (B, V)
+        forced = self.forced(step).to(logits.device)
+        img = forced < 0
+        allow = torch.zeros_like(logits, dtype=torch.bool)
+        allow[img] = self.image_mask.to(logits.device)
+        rows = (~img).nonzero().squeeze(1)
+        allow[rows, forced[rows]] = True
+        return logits.masked_fill(~allow, NEG)
+
+    def finished(self, step: int, tokens: torch.Tensor) -> torch.Tensor:
+        return (step >= self.body).to(tokens.device)
+
+
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on log-probabilities; (B, V) each."""
+    lc, lu = torch.log_softmax(cond.float(), -1), torch.log_softmax(uncond.float(), -1)
+    return lu + scale * (lc - lu)
+
+
+def sample(logits: torch.Tensor, cfg: SamplingConfig, is_image: torch.Tensor,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) already constrained (-inf = forbidden); is_image (B,) selects the top-k -> tokens (B,)."""
+    logits = logits.float()
+    if cfg.greedy:
+        return logits.argmax(-1)
+    logits = logits / cfg.temperature
+    k = torch.where(is_image.to(logits.device), cfg.image_top_k, cfg.text_top_k)  # (B,)
+    kmax = int(k.max())
+    if kmax > 0 and kmax < logits.shape[-1]:
+        top = logits.topk(kmax, dim=-1).values  # (B, kmax), sorted descending
+        kk = torch.where(k > 0, k, logits.shape[-1]).clamp(max=kmax)
+        thresh = top.gather(1, (kk - 1)[:, None])  # (B, 1) the k-th largest
+        thresh = torch.where((k > 0)[:, None], thresh, torch.full_like(thresh, NEG))
+        logits = logits.masked_fill(logits < thresh, NEG)
+    probs = torch.softmax(logits, -1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
