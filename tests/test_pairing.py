@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_store import HashEncoder
+from xprompt.retrieval.pairing import nearest_neighbours
 
 from xprompt.errors import XPromptError
-from xprompt.retrieval.pairing import nearest_neighbours
 
 
 def _brute(instructions, enc):
@@ -41,7 +41,7 @@ def test_matches_brute_force_and_batching():
     ins = [" ".join(rng.choice(words, int(rng.integers(2, 6)))) for _ in range(300)]
     ins += ins[:40]  # exact duplicates
     enc = HashEncoder(dim=64)
-    want_s, want_txt = _brute(ins, enc)
+    want_s, _want_txt = _brute(ins, enc)
     for batch in (7, 4096):
         nb, sc = nearest_neighbours(ins, enc, batch=batch, return_scores=True)
         norm = np.array([" ".join(s.split()) for s in ins], dtype=object)
@@ -62,7 +62,7 @@ def test_duplicate_groups_spread_and_deterministic():
     b = nearest_neighbours(ins, enc, seed=1)
     np.testing.assert_array_equal(a, b)
     assert np.all(a[1:] == 0)  # the only other distinct instruction
-    assert a[0] >= 1 and len(set(nearest_neighbours(ins, enc, seed=s)[0] for s in range(20))) > 3
+    assert a[0] >= 1 and len({nearest_neighbours(ins, enc, seed=s)[0] for s in range(20)}) > 3
 
 
 def test_edge_cases():
