@@ -169,7 +169,7 @@ def test_decode_peak_cache_smaller_when_compressed():
         p = build_sample(vocab, TOK, mode=mode, examples=ex, query=codes(rng, 4, 4))
         peak = []
         generate_images(model, vocab, [p], [(4, 4)], SamplingConfig(greedy=True),
-                        on_step=lambda s, c: peak.append(c.nbytes()))
+                        on_step=lambda s, c, peak=peak: peak.append(c.nbytes()))
         sizes[mode] = max(peak)
     assert sizes["xp"] < 0.5 * sizes["full"]
 
