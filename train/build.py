@@ -1,8 +1,10 @@
 """Building pre-tokenized task-suite datasets (``xprompt data build``) and loading them back.
 
 Design choices:
-- Reproducible from the seed: sample i is drawn from ``SeedSequence([seed, 0, i])`` (eval instances use
-  stream 1), so a build is the same whatever the chunking or number of worker processes.
+- Reproducible from the seed: group g of ``group_size`` samples (one task instance, pairs shared in rotated
+  roles, see ``pairing.draw_group``) is drawn from ``SeedSequence([seed, 0, g])``, sample i's instruction
+  from ``SeedSequence([seed, 2, i])`` (eval instances use stream 1), so a build is the same whatever the
+  chunking or number of worker processes.
 - Sampling: a family by the mixture weights (``configs/data_mix.json`` -> ``DataMix``), then a task uniformly
   among the family's tasks that the split allows (``train/heldout.py``); the eval split draws every task
   uniformly from the evaluation photographs.
@@ -29,13 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
+from xprompt.train.pairing import RawSample, draw_group, raie_pair
+from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 from xprompt.configs import config_from_dict, load_config, save_config
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_dir, atomic_write_text
-from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
-from xprompt.train.pairing import RawSample, draw_sample, raie_pair
-from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 CARD = "dataset_card.json"
 
@@ -74,7 +76,10 @@ class BuildConfig:
     seed: int = 0
     num_xp: int = 16
     shard_size: int = 5000
-    chunk: int = 256  # samples generated, RAIE-paired and encoded together
+    chunk: int = 256  # samples generated, RAIE-paired and encoded together (rounded to whole groups)
+    group_size: int = (
+        2  # samples per task instance sharing their pairs (see pairing.draw_group); 1 = no sharing
+    )
     workers: int = 1
     keep_heldout_reverses: bool = False
     include_unseen: bool = False
@@ -124,20 +129,36 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
 
 
-def draw_indexed(cfg: BuildConfig, index: int, table=None) -> RawSample:
-    """Raw sample ``index`` of a build (deterministic from ``cfg.seed`` and ``index``)."""
+def _instruction_drop(cfg: BuildConfig) -> float:
+    key = json.dumps(cfg.mix, sort_keys=True)
+    if key not in _DROP_CACHE:
+        _DROP_CACHE[key] = cfg.data_mix().instruction_drop
+    return _DROP_CACHE[key]
+
+
+_DROP_CACHE: dict[str, float] = {}
+
+
+def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
+    """The raw samples of group ``group`` (indices ``group*K .. group*K+K-1``, K = ``cfg.group_size``),
+    deterministic from ``cfg.seed``: the group's task, instance and pairs come from ``SeedSequence([seed, 0,
+    group])``, each sample's instruction (and drop) from ``SeedSequence([seed, 2, index])``."""
     allowed, cands, probs = table or task_table(cfg)
-    rng = sample_rng(cfg.seed, index)
+    k = cfg.group_size
+    lo, hi = group * k, min(group * k + k, cfg.n)
+    rng = sample_rng(cfg.seed, group)
     task = get_task(cands[int(rng.choice(len(cands), p=probs))])
     photo_split = "eval" if cfg.split == "eval" else "train"
-    drop = 0.0 if cfg.split == "eval" else cfg.data_mix().instruction_drop
-    return draw_sample(task, rng, cfg.size, photo_split, index=index, allowed=allowed, instruction_drop=drop)
+    drop = 0.0 if cfg.split == "eval" else _instruction_drop(cfg)
+    rngs = [sample_rng(cfg.seed, i, stream=2) for i in range(lo, hi)]
+    return draw_group(task, rng, cfg.size, photo_split, k=hi - lo, first_index=lo, allowed=allowed,
+                      instruction_drop=drop, sample_rngs=rngs)  # fmt: skip
 
 
 def _draw_range(args) -> list[RawSample]:
-    cfg, lo, hi = args
+    cfg, lo, hi = args  # group indices
     table = task_table(cfg)
-    return [draw_indexed(cfg, i, table) for i in range(lo, hi)]
+    return [s for g in range(lo, hi) for s in draw_group_at(cfg, g, table)]
 
 
 # ------------------------------------------------------------------------------------- tokenization
@@ -187,7 +208,9 @@ def load_image_tokenizer(spec: str | Path):
 
     p = Path(s)
     if not p.is_dir():
-        raise XPromptError(f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer")
+        raise XPromptError(
+            f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer"
+        )
     tok = VQTokenizer.from_pretrained(p)
     files = [f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")]
     return tok, {"path": str(p.resolve()), "fingerprint": file_fingerprint(files)}
@@ -210,15 +233,21 @@ def _image_slots(s: RawSample) -> list[np.ndarray]:
 
 
 def tokenize_chunk(samples: list[RawSample], vq, vocab, bpe) -> list:
-    """Encode every image of the chunk in one batch and lay each sample out in ``xp`` mode."""
+    """Encode every distinct image of the chunk in one batch (pairs shared by several samples are encoded
+    once) and lay each sample out in ``xp`` mode."""
     from xprompt.sequence import build_sample
 
-    imgs = [im for s in samples for im in _image_slots(s)]
+    slot: dict[int, int] = {}  # id(image array) -> row in the batch
+    imgs: list[np.ndarray] = []
+    for s in samples:
+        for im in _image_slots(s):
+            if id(im) not in slot:
+                slot[id(im)] = len(imgs)
+                imgs.append(im)
     codes = vq.encode(np.stack(imgs)) if imgs else np.zeros((0, 1, 1), np.int64)  # (N, h, w)
-    it = iter(codes)
 
     def conv(x):
-        return x if isinstance(x, str) else next(it)
+        return x if isinstance(x, str) else codes[slot[id(x)]]
 
     seqs = []
     for s in samples:
@@ -228,7 +257,7 @@ def tokenize_chunk(samples: list[RawSample], vq, vocab, bpe) -> list:
         ans = conv(s.query.output)
         seqs.append(build_sample(vocab, bpe, mode="xp", instruction=s.instruction or None,
                                  examples=[(ex_in, ex_out)], query=q_in, answer=ans))  # fmt: skip
-    return seqs
+    return seqs, len(imgs)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -298,7 +327,6 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict)."""
     import datasets
     from tqdm.auto import tqdm
-
     from xprompt.tokenizer.vocab import Vocabulary
 
     if cfg.n < 1:
@@ -319,8 +347,12 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     eval_split = cfg.split == "eval"
     features = _features(eval_split)
     t0 = time.time()
-    counts, fam_counts, n_tok, raie_n = Counter(), Counter(), [], 0
-    ranges = [(cfg, lo, min(lo + cfg.chunk, cfg.n)) for lo in range(0, cfg.n, cfg.chunk)]
+    counts, fam_counts, n_tok, raie_n, n_images = Counter(), Counter(), [], 0, 0
+    if cfg.group_size < 1:
+        raise XPromptError(f"group_size must be >= 1, got {cfg.group_size}")
+    n_groups = math.ceil(cfg.n / cfg.group_size)
+    per = max(1, cfg.chunk // cfg.group_size)  # groups per chunk
+    ranges = [(cfg, lo, min(lo + per, n_groups)) for lo in range(0, n_groups, per)]
     with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp:
         shards, rows = [], []
         bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
@@ -336,7 +368,9 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
             for raw in chunks:
                 if cfg.raie_pairing:
                     raie_n += raie_pair(raw, encoder, seed=cfg.seed)
-                for s, seq in zip(raw, tokenize_chunk(raw, vq, vocab, text_tok)):
+                seqs, n_enc = tokenize_chunk(raw, vq, vocab, text_tok)
+                n_images += n_enc
+                for s, seq in zip(raw, seqs):
                     rows.append(_row(s, seq, cfg.seed, eval_split))
                     counts[s.task] += 1
                     fam_counts[s.family] += 1
@@ -360,11 +394,12 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
         save_config(cfg, tmp / "build_config.json")
         n_tok = np.asarray(n_tok)
         card = {
-            "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "SeedSequence([seed, 0, index])",
+            "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "group g: SeedSequence([seed, 0, g]); instruction of sample i: SeedSequence([seed, 2, i])",
             "num_xp": cfg.num_xp, "layout": "xp", "num_shards": num_shards,
             "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
             "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
-            "raie_pairing": cfg.raie_pairing, "raie_repaired": raie_n, "tasks": dict(sorted(counts.items())),
+            "raie_pairing": cfg.raie_pairing, "raie_repaired": raie_n, "group_size": cfg.group_size,
+            "images_encoded": n_images, "tasks": dict(sorted(counts.items())),
             "families": dict(sorted(fam_counts.items())), "sampled_tasks": table[1],
             "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",
             "tokens": {"mean": float(n_tok.mean()), "min": int(n_tok.min()), "max": int(n_tok.max()),
@@ -379,12 +414,12 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
 def card_markdown(card: dict) -> str:
     lines = [
         f"# xprompt task-suite dataset: split `{card['split']}`", "",
-        f"{card['n']} samples at {card['size']} px ({card['image_grid']}x{card['image_grid']} image tokens), "
+        (f"{card['n']} samples at {card['size']} px ({card['image_grid']}x{card['image_grid']} image tokens), "
         f"seed {card['seed']} ({card['seed_scheme']}), layout `{card['layout']}` with {card['num_xp']} XP tokens, "
         f"{card['num_shards']} shard(s). Tokens per sample: mean {card['tokens']['mean']:.0f}, "
-        f"max {card['tokens']['max']}.", "",
-        f"Held out of this split: {', '.join(card['held_out']) or 'nothing'} "
-        f"(keep_heldout_reverses={card['keep_heldout_reverses']}). RAIE pairing: {card['raie_pairing']}.", "",
+        f"max {card['tokens']['max']}."), "",
+        (f"Held out of this split: {', '.join(card['held_out']) or 'nothing'} "
+        f"(keep_heldout_reverses={card['keep_heldout_reverses']}). RAIE pairing: {card['raie_pairing']}."), "",
         "Load: `datasets.load_from_disk(DIR + '/data')`; vocabulary: `Vocabulary.load(DIR + '/vocab.json')`.", "",
         "| task | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["tasks"].items()], "",
         "| family | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["families"].items()], "",
@@ -398,12 +433,13 @@ def card_markdown(card: dict) -> str:
 def load_built(path: str | Path):
     """(datasets.Dataset, Vocabulary, card dict) of a built dataset directory."""
     import datasets
-
     from xprompt.tokenizer.vocab import Vocabulary
 
     p = Path(path)
     if not (p / CARD).is_file() or not (p / "data").is_dir():
-        raise XPromptError(f"{p} is not an xprompt dataset (no {CARD} or data/); build one with `xprompt data build`")
+        raise XPromptError(
+            f"{p} is not an xprompt dataset (no {CARD} or data/); build one with `xprompt data build`"
+        )
     card = json.loads((p / CARD).read_text())
     return datasets.load_from_disk(str(p / "data")), Vocabulary.load(p / "vocab.json"), card
 
@@ -416,4 +452,12 @@ def row_to_sequence(row: dict):
                          np.asarray(row["loss"], bool))  # fmt: skip
 
 
-__all__ = ["FAMILIES", "BuildConfig", "DataMix", "GridTokenizer", "build_dataset", "load_built", "row_to_sequence"]
+__all__ = [
+    "FAMILIES",
+    "BuildConfig",
+    "DataMix",
+    "GridTokenizer",
+    "build_dataset",
+    "load_built",
+    "row_to_sequence",
+]

@@ -22,20 +22,30 @@ def register(root, groups) -> None:
                      description="Build a pre-tokenized task-suite dataset (datasets.save_to_disk, xp layout).")  # fmt: skip
     b.add_argument("--split", default="train", help="train | full | eval | no_<task> (see docs/tasks.md)")
     b.add_argument("--n", type=int, required=True, help="number of samples")
-    b.add_argument("--size", type=int, default=64, help="image side in pixels (a multiple of the tokenizer factor)")
+    b.add_argument(
+        "--size", type=int, default=64, help="image side in pixels (a multiple of the tokenizer factor)"
+    )
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--tokenizer", default=str(shipped("vq-64")), help="VQ checkpoint dir (or grid:F for tests)")
+    b.add_argument(
+        "--tokenizer", default=str(shipped("vq-64")), help="VQ checkpoint dir (or grid:F for tests)"
+    )
     b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
     b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
     b.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
-    b.add_argument("--workers", type=int, default=1, help="processes (1 = no pool; generation runs in workers)")
+    b.add_argument("--group-size", type=int, default=2,
+                   help="samples per task instance sharing their pairs in rotated roles (1 = independent)")  # fmt: skip
+    b.add_argument(
+        "--workers", type=int, default=1, help="processes (1 = no pool; generation runs in workers)"
+    )
     b.add_argument("--mix", default=str(REPO_ROOT / "configs" / "data_mix.json"), help="DataMix JSON")
     b.add_argument("--tasks", default="", help="comma-separated task names to restrict to")
     b.add_argument("--keep-heldout-reverses", action="store_true",
                    help="keep the reverses of held-out tasks in training (default: removed too)")  # fmt: skip
     b.add_argument("--include-unseen", action="store_true", help="also train on inpainting / colorization")
-    b.add_argument("--raie-pairing", action="store_true", help="pair edit samples by nearest instruction (RAIE)")
+    b.add_argument(
+        "--raie-pairing", action="store_true", help="pair edit samples by nearest instruction (RAIE)"
+    )
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)
@@ -45,7 +55,9 @@ def register(root, groups) -> None:
     s.add_argument("dir", help="dataset directory")
     s.add_argument("--n", type=int, default=8)
     s.add_argument("-o", "--out", default="grid.png", help="output PNG")
-    s.add_argument("--tokenizer", default=None, help="VQ checkpoint (default: the one the dataset was built with)")
+    s.add_argument(
+        "--tokenizer", default=None, help="VQ checkpoint (default: the one the dataset was built with)"
+    )
     s.add_argument("--bpe", default=None, help="BPE tokenizer (default: the one the dataset was built with)")
     s.add_argument("--random", type=int, default=None, metavar="SEED", help="pick random rows with this seed")
     s.add_argument("--scale", type=int, default=2, help="pixel upscaling of the grid")
@@ -57,12 +69,20 @@ def cmd_build(args) -> int:
 
     mix_path = Path(args.mix)
     # the shipped mixture may be absent in an installed copy: then the DataMix defaults apply
-    mix = {} if args.split == "eval" or (args.mix == _default_mix() and not mix_path.exists()) else load_mix(mix_path)
-    if args.shard_size < 1 or args.workers < 1 or args.num_xp < 0:
-        raise XPromptError("--shard-size and --workers must be >= 1 and --num-xp >= 0")
+    mix = (
+        {}
+        if args.split == "eval" or (args.mix == _default_mix() and not mix_path.exists())
+        else load_mix(mix_path)
+    )
+    if args.shard_size < 1 or args.workers < 1 or args.group_size < 1 or args.num_xp < 0:
+        raise XPromptError("--shard-size, --workers and --group-size must be >= 1 and --num-xp >= 0")
+    if args.quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
     cfg = BuildConfig(
         split=args.split, n=args.n, size=args.size, seed=args.seed, num_xp=args.num_xp, shard_size=args.shard_size,
-        workers=args.workers, keep_heldout_reverses=args.keep_heldout_reverses, include_unseen=args.include_unseen,
+        workers=args.workers, group_size=args.group_size, keep_heldout_reverses=args.keep_heldout_reverses, include_unseen=args.include_unseen,
         raie_pairing=args.raie_pairing, tasks=[t for t in args.tasks.split(",") if t.strip()], mix=mix,
     )  # fmt: skip
     card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
@@ -117,7 +137,9 @@ def render_grid(rows: list[dict], vocab, bpe, vq, scale: int = 2):
             else:
                 imgs.append(("img", vq.decode(np.asarray(it)[None])[0]))
         tiles_rows.append(imgs)
-        headers.append(f"{row['task']} (example: {row['example_task']}) | {row['instruction'] or '<no instruction>'}")
+        headers.append(
+            f"{row['task']} (example: {row['example_task']}) | {row['instruction'] or '<no instruction>'}"
+        )
         for kind, x in imgs:
             if kind == "img":
                 tile = x.shape[0] * scale
@@ -141,16 +163,18 @@ def cmd_show(args) -> int:
     import io
 
     import numpy as np
+    from xprompt.train.build import load_built, load_image_tokenizer, load_text_tokenizer
 
     from xprompt.io_utils import atomic_write_bytes
-    from xprompt.train.build import load_built, load_image_tokenizer, load_text_tokenizer
 
     ds, vocab, card = load_built(args.dir)
     refs = card["tokenizers"]
     vq, _ = load_image_tokenizer(args.tokenizer or refs["image_tokenizer"]["path"])
     bpe, _ = load_text_tokenizer(args.bpe or refs["bpe"]["path"])
     if vq.codebook_size != vocab.num_image_codes:
-        raise XPromptError(f"tokenizer has {vq.codebook_size} codes but the dataset vocabulary {vocab.num_image_codes}")
+        raise XPromptError(
+            f"tokenizer has {vq.codebook_size} codes but the dataset vocabulary {vocab.num_image_codes}"
+        )
     if args.n < 1:
         raise XPromptError(f"--n must be >= 1, got {args.n}")
     n = min(args.n, len(ds))
@@ -169,4 +193,3 @@ def main(argv=None) -> int:  # pragma: no cover - `python -m xprompt.train.data_
     from xprompt.cli import main as cli_main
 
     return cli_main(["data", *(argv or [])])
-

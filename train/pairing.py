@@ -5,6 +5,9 @@ Design choices:
 - ``draw_sample`` draws the instance parameters ONCE and two pairs with them: the example and the query use
   the same task instance on different content (the rng stream moves on between them). So only the example
   reveals a random palette map, a noise level or the object to add.
+- ``draw_group`` makes k samples of one instance from k pairs, rotating roles (sample j: query pair j,
+  example pair j+1). Every pair is a loss target exactly once and an example once, and image encoding --
+  the dominant build cost -- halves, because each pair is encoded once for two samples.
 - The instruction is dropped with probability ``instruction_drop``: half of the dropped samples say
   ``"Do the same to this image."``, the other half have no instruction at all. The true instruction is kept
   (``true_instruction``) for RAIE retrieval and for the eval split.
@@ -20,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
 
 from xprompt.errors import XPromptError
-from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
 
 RAIE_FAMILIES = ("edit",)
 
@@ -50,6 +53,14 @@ class RawSample:
         self.described = [p.source for p in (self.example, self.query) if self.kind == "ii2t"]
 
 
+def _instruction(task: Task, params: dict, rng: np.random.Generator, drop: float) -> tuple[str, str]:
+    """(instruction used in the sequence, true instruction)."""
+    true = task.instruction(params, rng)
+    if drop > 0 and rng.random() < drop:
+        return (SAME_AS_EXAMPLE if rng.random() < 0.5 else ""), true
+    return true, true
+
+
 def draw_sample(
     task: Task,
     rng: np.random.Generator,
@@ -61,14 +72,35 @@ def draw_sample(
     instruction_drop: float = 0.0,
 ) -> RawSample:
     """Draw one instance of ``task`` and an (example, query) pair of it on different content."""
+    return draw_group(task, rng, size, split, k=1, first_index=index, allowed=allowed,
+                      instruction_drop=instruction_drop)[0]  # fmt: skip
+
+
+def draw_group(
+    task: Task,
+    rng: np.random.Generator,
+    size: int,
+    split: str,
+    *,
+    k: int = 2,
+    first_index: int = 0,
+    allowed: list[str] | None = None,
+    instruction_drop: float = 0.0,
+    sample_rngs: list[np.random.Generator] | None = None,
+) -> list[RawSample]:
+    """``k`` samples of ONE task instance from max(k, 2) pairs on different content: sample j queries pair j
+    with pair (j + 1) mod n as its example. Each pair is the query (with the loss) of exactly one sample and
+    the example of another, so a group of k costs k pairs (and k pairs of image encodings) instead of 2k.
+    ``sample_rngs[j]`` (default: ``rng``) draws sample j's instruction paraphrase and instruction drop."""
     params = task.sample_params(rng, allowed)
-    example = task.make_pair(rng, params, size, split)
-    query = task.make_pair(rng, params, size, split)
-    true = task.instruction(params, rng)
-    instr = true
-    if instruction_drop > 0 and rng.random() < instruction_drop:
-        instr = SAME_AS_EXAMPLE if rng.random() < 0.5 else ""
-    return RawSample(index, task.name, task.family, task.kind, instr, true, params, example, query)
+    pairs = [task.make_pair(rng, params, size, split) for _ in range(max(k, 2))]
+    out = []
+    for j in range(k):
+        r = sample_rngs[j] if sample_rngs is not None else rng
+        instr, true = _instruction(task, params, r, instruction_drop)
+        out.append(RawSample(first_index + j, task.name, task.family, task.kind, instr, true, params,
+                             example=pairs[(j + 1) % len(pairs)], query=pairs[j]))  # fmt: skip
+    return out
 
 
 def raie_pair(samples: list[RawSample], encoder=None, seed: int = 0) -> int:
@@ -84,7 +116,9 @@ def raie_pair(samples: list[RawSample], encoder=None, seed: int = 0) -> int:
     idx = [i for i, s in enumerate(samples) if s.family in RAIE_FAMILIES and s.kind == "i2i"]
     if len(idx) < 2:
         return 0
-    nn = np.asarray(nearest_neighbours([samples[i].true_instruction for i in idx], encoder, seed=seed))  # (M,)
+    nn = np.asarray(
+        nearest_neighbours([samples[i].true_instruction for i in idx], encoder, seed=seed)
+    )  # (M,)
     queries = [samples[i].query for i in idx]  # neighbours' pairs, read before any sample is changed
     n = 0
     for j, i in enumerate(idx):

@@ -21,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -193,15 +194,20 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None, max_obj
 # --------------------------------------------------------------------------------------------- rendering
 
 
+@functools.lru_cache(maxsize=16)
 def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates of an n x n grid in [0, 1]: (x, y), each (n, n)."""
     t = (np.arange(n, dtype=np.float32) + 0.5) / n
     return np.meshgrid(t, t)
 
 
-def shape_mask(obj: Obj, n: int) -> np.ndarray:
-    """Binary coverage of ``obj`` on an n x n grid: bool (n, n)."""
+def shape_mask(obj: Obj, n: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Binary coverage of ``obj`` on an n x n grid: bool (n, n), or only on the grid rows/cols
+    ``window = (y0, y1, x0, x1)`` (bool (y1 - y0, x1 - x0))."""
     x, y = _grid(n)
+    if window is not None:
+        y0, y1, x0, x1 = window
+        x, y = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
     cx, cy = obj.center
     r = obj.radius
     ca, sa = np.cos(obj.angle), np.sin(obj.angle)
@@ -246,23 +252,27 @@ def render_maps(scene: Scene, size: int) -> dict[str, np.ndarray]:
     covering > half the pixel, -1 = background), ``depth`` float32 (size, size) in (0, 1] (1 = far)."""
     n = size * SS
     img = _background(scene.background, size)  # (size, size, 3)
-    cov_front = np.zeros((size, size), np.float32)  # coverage of the object that owns each pixel so far
     label = np.full((size, size), -1, np.int16)
     _x, y = _grid(size)
     depth = (0.95 - 0.25 * y).astype(np.float32)  # ground plane: bottom of the image is nearer
     k = len(scene.objects)
     for i, obj in enumerate(scene.objects):
-        m = (
-            shape_mask(obj, n).reshape(size, SS, size, SS).mean(axis=(1, 3)).astype(np.float32)
-        )  # (size, size)
+        # evaluate the supersampled mask only inside the object's bounding box (in output pixels)
+        (cx, cy), r = obj.center, obj.radius * 1.2
+        px0, px1 = max(0, int((cx - r) * size)), min(size, int(np.ceil((cx + r) * size)) + 1)
+        py0, py1 = max(0, int((cy - r) * size)), min(size, int(np.ceil((cy + r) * size)) + 1)
+        if px1 <= px0 or py1 <= py0:
+            continue
+        hh, ww = py1 - py0, px1 - px0
+        sub = shape_mask(obj, n, (py0 * SS, py1 * SS, px0 * SS, px1 * SS))  # (hh*SS, ww*SS)
+        m = sub.reshape(hh, SS, ww, SS).mean(axis=(1, 3), dtype=np.float32)  # (hh, ww) coverage
         col = np.asarray(OBJ_COLORS[obj.color], np.float32)
-        img = img * (1 - m[..., None]) + col * m[..., None]
+        win = img[py0:py1, px0:px1]
+        img[py0:py1, px0:px1] = win * (1 - m[..., None]) + col * m[..., None]
         own = m > 0.5
-        label[own] = i
+        label[py0:py1, px0:px1][own] = i
         # objects nearer than the background; later (front) objects nearer still; bigger objects slightly nearer
-        z = 0.6 - 0.4 * (i + 1) / (k + 1) - 0.3 * (obj.radius - 0.11)
-        depth[own] = z
-        cov_front = np.where(own, m, cov_front)
+        depth[py0:py1, px0:px1][own] = 0.6 - 0.4 * (i + 1) / (k + 1) - 0.3 * (obj.radius - 0.11)
     rgb = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return {"rgb": rgb, "label": label, "depth": depth}
 
