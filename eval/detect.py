@@ -14,13 +14,14 @@ generated image, not guessed:
    least ``min_area`` of the image (default 0.4 %, a small circle at 64 px covers ~3.8 %).
 3. **Shape, size, position by template matching.** For each component, the scene renderer's own
    ``shape_mask`` is drawn at the component's centroid for every shape x size x rotation (rotations in the
-   renderer's range, +-0.35 rad), and the best IoU wins; below ``min_iou`` (0.5) the blob is not an object
+   renderer's range, +-0.35 rad; the best few re-centred on a small grid), and the best IoU wins; below ``min_iou`` (0.5) the blob is not an object
    (noise, texture, a half-drawn shape). The cell is the 3x3 cell of the centroid.
 
 Checks built on it
-* ``edit_success(pred, edit)``: did an add / remove / recolour happen? (added object detected at its cell;
-  removed object no longer detected; recoloured object detected in its new colour and not the old one at its
-  cell). ``edit`` is a small dict (see :func:`edit_success`).
+* ``edit_success(pred, edit)``: did an add / remove / recolour / move / resize happen? (added object detected
+  at its cell; removed object no longer detected; recoloured object in its new colour and not the old one at
+  its cell; moved object at its new cell only; resized object with the new size class). ``edit`` is a small
+  dict; ``edit_from_instance`` builds it from a task-suite instance (params + the query's scene graph).
 * ``geneval_checks(pred, scene)``: for a caption's scene -- *object* (each captioned shape present),
   *colour* (each captioned colour+shape present), *count* (number of detected objects equals the caption's),
   *position* (each colour+shape found in its captioned cell), and *overall* = all four true. Scores are the
@@ -40,6 +41,7 @@ from xprompt.errors import XPromptError
 
 ANGLES = (-0.35, -0.175, 0.0, 0.175, 0.35)
 CENTER_STEP = 0.03  # template centre search around the component centroid (normalised units)
+REFINE_TOP = 6  # templates re-centred in the second matching stage
 
 
 @dataclass(frozen=True)
@@ -94,26 +96,37 @@ def _template(shape: str, size: str, angle: float, cx: float, cy: float, n: int)
 def _classify(mask: np.ndarray, free: np.ndarray) -> tuple[str, str, float]:
     """Best (shape, size, IoU) for a bool (n, n) component mask.
 
-    Templates are placed at the centroid and at +-``CENTER_STEP`` around it (an occluded or image-clipped
-    object's centroid is off its true centre); template pixels that another object covers (``free`` false)
-    are not counted against it.
+    All templates are tried at the centroid, then the ``REFINE_TOP`` best also at +-``CENTER_STEP`` around it
+    (an occluded or image-clipped object's centroid is off its true centre); template pixels that another
+    object covers (``free`` false) are not counted against it.
     """
     sc = _scenes()
     n = mask.shape[0]
     ys, xs = np.nonzero(mask)
     cx0, cy0 = (xs.mean() + 0.5) / n, (ys.mean() + 0.5) / n
     area = mask.sum()
-    best = ("", "", 0.0)
-    for ox in (-CENTER_STEP, 0.0, CENTER_STEP):
-        for oy in (-CENTER_STEP, 0.0, CENTER_STEP):
-            for shape in sc.SHAPES:
-                for size in sc.SIZES:
-                    for angle in (0.0,) if shape == "circle" else ANGLES:
-                        t = _template(shape, size, angle, cx0 + ox, cy0 + oy, n) & free  # (n, n)
-                        inter = np.logical_and(t, mask).sum()
-                        iou = inter / (area + t.sum() - inter)
-                        if iou > best[2]:
-                            best = (shape, size, float(iou))
+
+    def iou(shape, size, angle, cx, cy) -> float:
+        t = _template(shape, size, angle, cx, cy, n) & free  # (n, n)
+        inter = np.logical_and(t, mask).sum()
+        return float(inter / (area + t.sum() - inter))
+
+    # stage 1: every shape x size x angle at the centroid; stage 2: the best few, re-centred
+    cands = [
+        (iou(shape, size, angle, cx0, cy0), shape, size, angle)
+        for shape in sc.SHAPES
+        for size in sc.SIZES
+        for angle in ((0.0,) if shape == "circle" else ANGLES)
+    ]
+    cands.sort(key=lambda c: -c[0])
+    best = (cands[0][1], cands[0][2], cands[0][0])
+    for _, shape, size, angle in cands[:REFINE_TOP]:
+        for ox in (-CENTER_STEP, 0.0, CENTER_STEP):
+            for oy in (-CENTER_STEP, 0.0, CENTER_STEP):
+                if ox or oy:
+                    v = iou(shape, size, angle, cx0 + ox, cy0 + oy)
+                    if v > best[2]:
+                        best = (shape, size, v)
     return best
 
 
@@ -161,33 +174,66 @@ def detect_objects(
 
 
 # ---------------------------------------------------------------------- edit success
-EDIT_KINDS = ("add", "remove", "recolor")
+EDIT_KINDS = ("add", "remove", "recolor", "move", "resize")
 
 
 def edit_success(pred, edit: dict, detections: list[Detection] | None = None) -> bool:
     """Was the edit visible in ``pred``?
 
-    ``edit``: ``{"kind": "add"|"remove"|"recolor", "color": str, "shape": str, "cell": (row, col),
-    "old_color": str (recolor only)}`` -- the edited object, in the vocabulary of ``train.scenes``.
+    ``edit`` names the edited object in the vocabulary of ``train.scenes``: ``{"kind", "color", "shape",
+    "cell"}`` plus ``"old_color"`` (recolor), ``"to"`` (move: the new cell; ``cell`` is the old one) or
+    ``"new_size"`` (resize). Success: add -- the object is detected at its cell; remove -- it is detected
+    nowhere; recolor -- the new colour is at the cell and the old one is not; move -- the object is at ``to``
+    and not at ``cell``; resize -- the object at its cell has the new size class.
     """
     kind = edit.get("kind")
     if kind not in EDIT_KINDS:
         raise XPromptError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
-    for k in ("color", "shape", "cell"):
+    extra = {"recolor": "old_color", "move": "to", "resize": "new_size"}.get(kind)
+    for k in ("color", "shape", "cell") + ((extra,) if extra else ()):
         if k not in edit:
-            raise XPromptError(f"edit description is missing {k!r}: {edit}")
+            raise XPromptError(f"edit description ({kind}) is missing {k!r}: {edit}")
     dets = detect_objects(pred) if detections is None else detections
+    key = (edit["color"], edit["shape"])
     cell = tuple(edit["cell"])
-    here = [d for d in dets if d.cell == cell]
+    at = lambda c, k=key: [d for d in dets if d.cell == tuple(c) and d.key() == k]
     if kind == "add":
-        return any(d.key() == (edit["color"], edit["shape"]) for d in here)
+        return bool(at(cell))
     if kind == "remove":
-        return not any(d.key() == (edit["color"], edit["shape"]) for d in dets)
-    if "old_color" not in edit:
-        raise XPromptError("a recolor edit needs 'old_color'")
-    new = any(d.key() == (edit["color"], edit["shape"]) for d in here)
-    old = any(d.key() == (edit["old_color"], edit["shape"]) for d in here)
-    return new and not old
+        return not any(d.key() == key for d in dets)
+    if kind == "recolor":
+        return bool(at(cell)) and not at(cell, (edit["old_color"], edit["shape"]))
+    if kind == "move":
+        return bool(at(edit["to"])) and not at(cell)
+    return any(d.size == edit["new_size"] for d in at(cell))
+
+
+def edit_from_instance(task: str, params: dict, scene_before: dict | None) -> dict | None:
+    """The ``edit_success`` description of a task-suite edit instance (None for tasks it cannot judge)."""
+    p = params
+    if task in ("add_object", "remove_object"):
+        kind = "add" if task == "add_object" else "remove"
+        return {"kind": kind, "color": p["color"], "shape": p["shape"], "cell": tuple(p["cell"])}
+    if task not in ("recolor", "move", "resize") or scene_before is None:
+        return None
+    obj = next(
+        (o for o in scene_before["objects"] if o["color"] == p["color"] and o["shape"] == p["shape"]), None
+    )
+    if obj is None:
+        return None
+    cell = tuple(obj["cell"])
+    if task == "recolor":
+        return {"kind": "recolor", "color": p["new_color"], "old_color": p["color"], "shape": p["shape"],
+                "cell": cell}  # fmt: skip
+    if task == "move":
+        return {"kind": "move", "color": p["color"], "shape": p["shape"], "cell": cell, "to": tuple(p["to"])}
+    return {
+        "kind": "resize",
+        "color": p["color"],
+        "shape": p["shape"],
+        "cell": cell,
+        "new_size": p["new_size"],
+    }
 
 
 # ---------------------------------------------------------------------- GenEval-style checks

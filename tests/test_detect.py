@@ -68,6 +68,27 @@ def test_edit_success_add_remove_recolor():
     assert not D.edit_success(sc.render(before, SIZE), rec)
 
 
+def test_edit_success_move_resize_and_instances():
+    from xprompt.train.tasks import make_eval_instances
+
+    before = _flat_scene([RED_CIRCLE, BLUE_SQUARE])
+    moved = _flat_scene([dataclasses.replace(RED_CIRCLE, cell=(2, 0)), BLUE_SQUARE])
+    mv = {"kind": "move", "color": "red", "shape": "circle", "cell": (0, 0), "to": (2, 0)}
+    assert D.edit_success(sc.render(moved, SIZE), mv) and not D.edit_success(sc.render(before, SIZE), mv)
+    bigger = _flat_scene([dataclasses.replace(RED_CIRCLE, size="large"), BLUE_SQUARE])
+    rs = {"kind": "resize", "color": "red", "shape": "circle", "cell": (0, 0), "new_size": "large"}
+    assert D.edit_success(sc.render(bigger, SIZE), rs) and not D.edit_success(sc.render(before, SIZE), rs)
+    # on the task suite's own instances, the ground truth passes and the copy baseline fails
+    for task in ("add_object", "remove_object", "recolor", "move", "resize"):
+        passed_gt = passed_copy = 0
+        insts = make_eval_instances(task, 6, SIZE, seed=7)
+        for inst in insts:
+            edit = D.edit_from_instance(task, inst.params, inst.scene_before)
+            passed_gt += D.edit_success(inst.target, edit)
+            passed_copy += D.edit_success(inst.query, edit)
+        assert passed_gt >= 5 and passed_copy <= 1, (task, passed_gt, passed_copy)
+
+
 def test_edit_description_errors():
     img = sc.render(_flat_scene([RED_CIRCLE]), SIZE)
     with pytest.raises(XPromptError, match="kind"):
