@@ -1,0 +1,177 @@
+"""`xprompt index build/search` and `xprompt edit`: sources, output, and bad input -> exit 2, store untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from xprompt.cli import main
+
+
+def _digest(path):
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def suite_store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "suite-store"
+    assert main(["index", "build", "--pairs", "suite:edit:36", "--out", str(out), "--size", "32"]) == 0
+    return out
+
+
+def test_build_from_suite_and_search(suite_store, capsys):
+    man = json.loads((suite_store / "manifest.json").read_text())
+    assert man["count"] == 36 and man["encoder"]["name"] == "all-MiniLM-L6-v2"
+    assert set(man["tasks"]) == {"add_object", "remove_object", "recolor", "move", "resize", "replace_background"}
+    capsys.readouterr()
+    assert main(["index", "search", "--store", str(suite_store), "--instruction", "Delete the red square", "-k",
+                 "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert hits[0]["task"] == "remove_object"
+    assert main(["index", "search", "--store", str(suite_store), "--instruction", "Swap the backdrop"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["rank", "score", "task"] and len(lines) == 6
+    assert "replace_background" in lines[1]
+
+
+def test_build_from_magicbrush_style_datasets_dir(tmp_path, capsys):
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(4)]
+    feats = Features({"img_id": Value("string"), "source_img": Image(), "target_img": Image(),
+                      "instruction": Value("string")})
+    ds = Dataset.from_dict({"img_id": list("abcd"), "source_img": imgs, "target_img": imgs[::-1],
+                            "instruction": ["let the cat wear a hat", "make the sky pink", "remove the boat",
+                                            "add fireworks in the sky"]}, features=feats)
+    DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "mb"))
+    out = tmp_path / "mb-store"
+    assert main(["index", "build", "--pairs", str(tmp_path / "mb"), "--out", str(out)]) == 0
+    from xprompt.retrieval.store import InstructionStore
+
+    st = InstructionStore.load(out)
+    ((score, rec),) = st.search(["put a hat on the cat"], k=1)[0:1][0]
+    assert rec.instruction == "let the cat wear a hat" and rec.task == "mb" and score > 0.5
+    np.testing.assert_array_equal(rec.source_image(), imgs[0])
+    np.testing.assert_array_equal(rec.target_image(), imgs[3])
+    capsys.readouterr()
+    assert main(["index", "build", "--pairs", str(tmp_path / "mb"), "--out", str(tmp_path / "x"),
+                 "--instruction-column", "edit"]) == 2
+    assert "lacks column(s) ['edit']" in capsys.readouterr().err
+
+
+def _damage(store, tmp_path, how):
+    import shutil
+
+    bad = tmp_path / how
+    shutil.copytree(store, bad)
+    if how == "truncated":
+        data = (bad / "index.faiss").read_bytes()
+        (bad / "index.faiss").write_bytes(data[: len(data) - 100])
+    elif how == "encoder":
+        man = json.loads((bad / "manifest.json").read_text())
+        # as if built by another 384-d encoder whose weights are not on this machine
+        man["encoder"].update(name="paraphrase-MiniLM-L3-v2", version="0123456789abcdef",
+                              spec="openclip:ViT-B-32:/nowhere.bin")
+        (bad / "manifest.json").write_text(json.dumps(man))
+    elif how == "count":
+        man = json.loads((bad / "manifest.json").read_text())
+        man["count"] += 1
+        (bad / "manifest.json").write_text(json.dumps(man))
+    return bad
+
+
+@pytest.mark.parametrize(("how", "args", "msg"), [
+    ("truncated", [], "truncated or corrupted"),
+    ("encoder", ["--encoder", "minilm"], "was built with encoder paraphrase-MiniLM-L3-v2"),
+    ("encoder", [], "CLIP weights file not found"),
+    ("count", [], "holds 36 vectors"),
+])
+def test_search_refuses_damaged_store(suite_store, tmp_path, capsys, how, args, msg):
+    bad = _damage(suite_store, tmp_path, how)
+    before = _digest(bad)
+    assert main(["index", "search", "--store", str(bad), "--instruction", "remove it", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xprompt: error: ") and msg in err and len(err.strip().splitlines()) == 1
+    assert _digest(bad) == before
+
+
+def test_store_built_with_openclip_refuses_minilm_queries(tmp_path, capsys):
+    """A real store built with a (tiny, random) CLIP text tower; querying it with MiniLM is refused."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from test_encoders import TINY_CLIP
+
+    (tmp_path / "xp-tiny-clip-cli.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp_path / "xp-tiny-clip-cli.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("xp-tiny-clip-cli", pretrained=None, load_weights=False)
+    save_file(model.state_dict(), str(tmp_path / "clip.safetensors"))
+    spec = f"openclip:xp-tiny-clip-cli:{tmp_path / 'clip.safetensors'}"
+    out = tmp_path / "clip-store"
+    assert main(["index", "build", "--pairs", "suite:recolor:6", "--size", "16", "--out", str(out),
+                 "--encoder", spec]) == 0
+    assert json.loads((out / "manifest.json").read_text())["encoder"]["dim"] == 32
+    assert main(["index", "search", "--store", str(out), "--instruction", "paint it red", "-k", "2"]) == 0
+    before = _digest(out)
+    capsys.readouterr()
+    assert main(["index", "search", "--store", str(out), "--instruction", "paint it red",
+                 "--encoder", "minilm"]) == 2
+    assert "was built with encoder openclip:xp-tiny-clip-cli" in capsys.readouterr().err
+    assert _digest(out) == before
+
+
+def test_bad_input_exit_2_store_untouched(suite_store, tmp_path, capsys):
+    before = _digest(suite_store)
+    for argv, msg in [
+        (["index", "search", "--store", str(suite_store), "--instruction", "   "], "empty or whitespace"),
+        (["index", "search", "--store", str(suite_store), "--instruction", "x", "-k", "0"], "k must be"),
+        (["index", "search", "--store", str(tmp_path / "none"), "--instruction", "x"], "store not found"),
+        (["index", "build", "--pairs", "suite:edit:4", "--out", str(suite_store)], "pass --overwrite"),
+        (["index", "build", "--pairs", "suite:nosuchfamily:4", "--out", str(tmp_path / "o")], "no suite task"),
+        (["index", "build", "--pairs", "suite:edit:zero", "--out", str(tmp_path / "o")], "not an integer"),
+        (["index", "build", "--pairs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "not a directory"),
+        (["index", "build", "--pairs", "suite:edit:4", "--out", str(tmp_path / "o"), "--factory", "IVF64,Flat"],
+         "cannot train"),
+        (["edit", "--image", str(tmp_path / "no.png"), "--instruction", "x", "-o", str(tmp_path / "o.png")],
+         "image not found"),
+        (["edit", "--image", str(tmp_path / "no.png"), "--instruction", " ", "-o", str(tmp_path / "o.png")],
+         "empty or whitespace"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err, (argv, err)
+    assert _digest(suite_store) == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
+    """End to end with a tiny random model checkpoint through the pipeline API."""
+    pipeline = pytest.importorskip("xprompt.pipeline")
+    ckpt = _tiny_checkpoint(pipeline, tmp_path)
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
+                 "--store", str(suite_store), "-k", "2", "--show-retrieved", "--checkpoint", str(ckpt),
+                 "-o", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("retrieved ") == 2 and "mode xp, 2 retrieved" in cap.out
+    assert np.asarray(Image.open(out)).ndim == 3 and (tmp_path / "out.retrieved.png").is_file()
+    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
+                 "--no-retrieval", "--checkpoint", str(ckpt), "-o", str(tmp_path / "o2.png")]) == 0
+    assert "mode none, 0 retrieved" in capsys.readouterr().out
+
+
+def _tiny_checkpoint(pipeline, tmp_path):
+    make = getattr(pipeline, "make_tiny_checkpoint", None) or getattr(pipeline, "save_random_tiny", None)
+    if make is None:
+        pytest.skip("xprompt.pipeline offers no tiny random checkpoint helper yet")
+    return make(tmp_path / "ckpt")
