@@ -88,3 +88,12 @@ def test_sources_contract_and_errors():
         sources.photo_crop(rng, 64, split="test")
     with pytest.raises(XPromptError):
         sources.scene_image(rng, 4)
+
+
+def test_objects_stand_out_from_background():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        sc = scenes.random_scene(rng, keep_colors=["black"])
+        low = scenes.low_contrast(scenes.bg_color_names(sc.background))
+        assert "black" not in low
+        assert not {o.color for o in sc.objects} & low

@@ -191,3 +191,16 @@ def test_eval_instances_deterministic_and_eval_photos(monkeypatch):
     assert apply_edit("recolor", Scene.from_dict(inst.scene_before), inst.params) == Scene.from_dict(
         inst.scene_after
     )
+
+
+@pytest.mark.parametrize("name", ["add_object", "recolor", "move", "resize", "replace_background"])
+def test_edit_colours_visible(name):
+    task = get_task(name)
+    rng = np.random.default_rng(12)
+    for _ in range(30):
+        params = task.sample_params(rng)
+        pair = task.make_pair(rng, params, 64)
+        for graph in (pair.scene_before, pair.scene_after):
+            sc = Scene.from_dict(graph)
+            low = scenes.low_contrast(scenes.bg_color_names(sc.background))
+            assert not {o.color for o in sc.objects} & low, (name, params)

@@ -33,8 +33,9 @@ def register(root, groups) -> None:
     b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
     b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
     b.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
-    b.add_argument("--group-size", type=int, default=2,
-                   help="samples per task instance sharing their pairs in rotated roles (1 = independent)")  # fmt: skip
+    b.add_argument("--group-size", type=int, default=None,
+                   help="samples per task instance sharing their pairs in rotated roles "
+                        "(default 2; 1 for --split eval, whose rows should be independent)")  # fmt: skip
     b.add_argument(
         "--workers", type=int, default=1, help="processes (1 = no pool; generation runs in workers)"
     )
@@ -74,6 +75,8 @@ def cmd_build(args) -> int:
         if args.split == "eval" or (args.mix == _default_mix() and not mix_path.exists())
         else load_mix(mix_path)
     )
+    if args.group_size is None:
+        args.group_size = 1 if args.split == "eval" else 2
     if args.shard_size < 1 or args.workers < 1 or args.group_size < 1 or args.num_xp < 0:
         raise XPromptError("--shard-size, --workers and --group-size must be >= 1 and --num-xp >= 0")
     if args.quiet:

@@ -63,6 +63,7 @@ POSITIONS: dict[tuple[int, int], str] = {
 }  # fmt: skip
 CELL_OF_WORD = {v: k for k, v in POSITIONS.items()}
 MAX_OBJECTS = 5
+MIN_CONTRAST = 110.0  # minimum RGB distance between an object colour and the background colour(s)
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,16 @@ class Scene:
 
 
 def random_obj(
-    rng: np.random.Generator, cell: tuple[int, int], exclude: set[tuple[str, str]] = frozenset()
+    rng: np.random.Generator,
+    cell: tuple[int, int],
+    exclude: set[tuple[str, str]] = frozenset(),
+    avoid_colors: set[str] = frozenset(),
 ) -> Obj:
-    """A random object in ``cell`` whose (colour, shape) is not in ``exclude``."""
+    """A random object in ``cell`` whose (colour, shape) is not in ``exclude`` and colour not in ``avoid_colors``."""
+    colors = [c for c in OBJ_COLORS if c not in avoid_colors]
     while True:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        color = list(OBJ_COLORS)[int(rng.integers(len(OBJ_COLORS)))]
+        color = colors[int(rng.integers(len(colors)))]
         if (color, shape) not in exclude:
             break
     size = list(SIZES)[int(rng.integers(len(SIZES)))]
@@ -180,15 +185,41 @@ def random_background(
     )
 
 
-def random_scene(rng: np.random.Generator, n_objects: int | None = None, max_objects: int = 4) -> Scene:
-    """A random scene with ``n_objects`` (default: uniform in 1..max_objects) objects in distinct cells."""
+def bg_color_names(bg: Background) -> list[str]:
+    return [bg.color] + ([bg.color2] if bg.kind == "gradient" else [])
+
+
+def low_contrast(bg_colors) -> set[str]:
+    """Object colours closer than ``MIN_CONTRAST`` (RGB distance) to any of the background colours."""
+    return {
+        o for o, oc in OBJ_COLORS.items()
+        for b in bg_colors if float(np.linalg.norm(np.subtract(oc, BG_COLORS[b]))) < MIN_CONTRAST
+    }  # fmt: skip
+
+
+def random_scene(
+    rng: np.random.Generator,
+    n_objects: int | None = None,
+    max_objects: int = 4,
+    keep_colors=(),
+    extra_bg_colors=(),
+) -> Scene:
+    """A random scene with ``n_objects`` (default: uniform in 1..max_objects) objects in distinct cells.
+
+    Object colours never blend into the background (or into ``extra_bg_colors``, e.g. a background an edit
+    will put in); the background is redrawn until every colour of ``keep_colors`` stands out on it."""
     n = int(rng.integers(1, max_objects + 1)) if n_objects is None else n_objects
+    while True:
+        bg = random_background(rng)
+        if not set(keep_colors) & low_contrast(bg_color_names(bg)):
+            break
+    avoid = low_contrast([*bg_color_names(bg), *extra_bg_colors])
     cells = list(POSITIONS)
     order = rng.permutation(len(cells))[:n]
     objs: list[Obj] = []
     for i in order:
-        objs.append(random_obj(rng, cells[int(i)], {(o.color, o.shape) for o in objs}))
-    return Scene(random_background(rng), tuple(objs))
+        objs.append(random_obj(rng, cells[int(i)], {(o.color, o.shape) for o in objs}, avoid))
+    return Scene(bg, tuple(objs))
 
 
 # --------------------------------------------------------------------------------------------- rendering

@@ -9,7 +9,8 @@ Design choices:
   image back to depth by nearest palette entry (exact up to 8-bit quantisation).
 - Segmentation paints each pixel with the class colour of its shape (``SEG_COLORS``), background black.
 - Surface normals come from procedural height fields (a sum of Gaussian bumps): the input is the Lambertian
-  shading of the field with a random albedo and light, the output the normal map ``(n + 1) / 2 * 255``.
+  shading of the field (albedo and light direction are instance parameters), the output the normal map
+  ``(n + 1) / 2 * 255``.
 - Edges are Canny edges (``skimage.feature.canny``) of scenes or photos; sigma is an instance parameter
   (scaled with the image size so an edge map looks the same at 64 and 128 px).
 """
@@ -99,16 +100,27 @@ def normals_from_height(h: np.ndarray) -> np.ndarray:
     return (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
 
 
+def _normals_params(rng) -> dict:
+    """Instance: the surface colour and the light direction of the shaded input (so the reverse task,
+    normals -> shaded image, is determined by the example)."""
+    light = [round(float(rng.uniform(-0.6, 0.6)), 3), round(float(rng.uniform(-0.6, 0.6)), 3), 1.0]
+    return {"albedo": choice(rng, list(scenes.OBJ_COLORS)[:8]), "light": light}
+
+
+def shade(n: np.ndarray, albedo: str, light) -> np.ndarray:
+    """Lambertian shading of unit normals (H, W, 3): uint8 (H, W, 3)."""
+    ld = np.asarray(light, np.float32)
+    ld /= np.linalg.norm(ld)
+    lum = np.clip(n @ ld, 0, 1)[..., None]  # (H, W, 1)
+    return np.clip(np.asarray(scenes.OBJ_COLORS[albedo], np.float32) * (0.25 + 0.75 * lum), 0, 255).astype(
+        np.uint8
+    )
+
+
 def _normals_gen(rng, params, size, split) -> Pair:
-    h = height_field(rng, size)
-    n = normals_from_height(h)  # (size, size, 3)
-    light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), 1.0], np.float32)
-    light /= np.linalg.norm(light)
-    albedo = np.asarray(choice(rng, list(scenes.OBJ_COLORS.values())[:8]), np.float32)
-    shade = np.clip(n @ light, 0, 1)[..., None]  # (size, size, 1)
-    rgb = np.clip(albedo * (0.25 + 0.75 * shade), 0, 255)
-    nmap = np.rint((n + 1.0) * 127.5)
-    return Pair([rgb.astype(np.uint8)], np.clip(nmap, 0, 255).astype(np.uint8), None, None, "field")
+    n = normals_from_height(height_field(rng, size))  # (size, size, 3)
+    nmap = np.clip(np.rint((n + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return Pair([shade(n, params["albedo"], params["light"])], nmap, None, None, "field")
 
 
 def edge_map(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -207,7 +219,8 @@ register_pair(
     "segmentation_to_image", "controllable", _SEG_R, "a segmentation map was turned into an image",
 )  # fmt: skip
 register_pair(
-    Task("normals", "dense", "i2i", _NORM_I, "the surface was turned into its normal map", _normals_gen),
+    Task("normals", "dense", "i2i", _NORM_I, "the surface was turned into its normal map", _normals_gen,
+         params_fn=_normals_params),
     "normals_to_image", "controllable", _NORM_R, "a normal map was turned into a shaded surface",
 )  # fmt: skip
 register_pair(

@@ -72,14 +72,12 @@ def replace_background(scene: Scene, bg: scenes.Background) -> Scene:
 # ------------------------------------------------------------------------------- conditioned scenes
 
 
-def base_scene(rng, avoid_cells=(), avoid_combos=(), max_objects: int = 3) -> Scene:
-    """A random scene without objects in ``avoid_cells`` or with a (colour, shape) in ``avoid_combos``."""
-    sc = scenes.random_scene(rng, max_objects=max_objects)
-    keep = tuple(
-        o
-        for o in sc.objects
-        if o.cell not in {tuple(c) for c in avoid_cells} and (o.color, o.shape) not in set(avoid_combos)
-    )
+def base_scene(rng, avoid_cells=(), avoid_combos=(), max_objects: int = 3, keep_colors=()) -> Scene:
+    """A random scene without objects in ``avoid_cells`` or with a (colour, shape) in ``avoid_combos``, on a
+    background that every colour of ``keep_colors`` (the edit's colours) stands out on."""
+    sc = scenes.random_scene(rng, max_objects=max_objects, keep_colors=keep_colors)
+    cells = {tuple(c) for c in avoid_cells}
+    keep = tuple(o for o in sc.objects if o.cell not in cells and (o.color, o.shape) not in set(avoid_combos))
     return sc.replace(objects=keep)
 
 
@@ -116,7 +114,9 @@ def _add_params(rng) -> dict:
 
 def _add_gen(rng, p, size, split) -> Pair:
     cell = tuple(p["cell"])
-    before = base_scene(rng, avoid_cells=[cell], avoid_combos=[(p["color"], p["shape"])])
+    before = base_scene(
+        rng, avoid_cells=[cell], avoid_combos=[(p["color"], p["shape"])], keep_colors=[p["color"]]
+    )
     after = add_object(before, Obj(p["shape"], p["color"], p["size"], cell))
     return _pair(before, after, size)
 
@@ -158,7 +158,8 @@ def _recolor_params(rng) -> dict:
 
 
 def _recolor_gen(rng, p, size, split) -> Pair:
-    sc = base_scene(rng, avoid_combos=[(p["color"], p["shape"]), (p["new_color"], p["shape"])])
+    sc = base_scene(rng, avoid_combos=[(p["color"], p["shape"]), (p["new_color"], p["shape"])],
+                    keep_colors=[p["color"], p["new_color"]])  # fmt: skip
     before = with_target(rng, sc, p["color"], p["shape"])
     return _pair(before, recolor(before, p["color"], p["shape"], p["new_color"]), size)
 
@@ -171,7 +172,7 @@ def _move_params(rng) -> dict:
 
 def _move_gen(rng, p, size, split) -> Pair:
     to = tuple(p["to"])
-    sc = base_scene(rng, avoid_cells=[to], avoid_combos=[(p["color"], p["shape"])])
+    sc = base_scene(rng, avoid_cells=[to], avoid_combos=[(p["color"], p["shape"])], keep_colors=[p["color"]])
     before = with_target(rng, sc, p["color"], p["shape"], avoid_cells=[to])
     return _pair(before, move(before, p["color"], p["shape"], to), size)
 
@@ -183,7 +184,7 @@ def _resize_params(rng) -> dict:
 
 
 def _resize_gen(rng, p, size, split) -> Pair:
-    sc = base_scene(rng, avoid_combos=[(p["color"], p["shape"])])
+    sc = base_scene(rng, avoid_combos=[(p["color"], p["shape"])], keep_colors=[p["color"]])
     old = choice(rng, [s for s in scenes.SIZES if s != p["new_size"]])
     before = with_target(rng, sc, p["color"], p["shape"], size=old)
     return _pair(before, resize(before, p["color"], p["shape"], p["new_size"]), size)
@@ -200,7 +201,7 @@ def _bg_values(p) -> dict:
 
 def _bg_gen(rng, p, size, split) -> Pair:
     bg = scenes.Background(**{**p["background"], "crop": tuple(p["background"]["crop"])})
-    before = scenes.random_scene(rng, max_objects=3)
+    before = scenes.random_scene(rng, max_objects=3, extra_bg_colors=scenes.bg_color_names(bg))
     while before.background == bg:
         before = before.replace(background=scenes.random_background(rng))
     return _pair(before, replace_background(before, bg), size)
