@@ -204,3 +204,13 @@ def test_edit_colours_visible(name):
             sc = Scene.from_dict(graph)
             low = scenes.low_contrast(scenes.bg_color_names(sc.background))
             assert not {o.color for o in sc.objects} & low, (name, params)
+
+
+def test_edges_find_isoluminant_shapes():
+    from xprompt.train.scenes import Background, Obj
+    from xprompt.train.tasks_dense import edge_map
+
+    sc = Scene(Background("flat", "dark grey"), (Obj("cross", "red", "large", (1, 1)),))
+    e = edge_map(scenes.render(sc, 64), 2.0)[..., 0] > 0
+    assert e.mean() > 0.02  # the outline is found although grey levels barely differ
+    assert not e[:8, :8].any()  # and the flat background has none

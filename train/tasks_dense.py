@@ -11,7 +11,7 @@ Design choices:
 - Surface normals come from procedural height fields (a sum of Gaussian bumps): the input is the Lambertian
   shading of the field (albedo and light direction are instance parameters), the output the normal map
   ``(n + 1) / 2 * 255``.
-- Edges are Canny edges (``skimage.feature.canny``) of scenes or photos; sigma is an instance parameter
+- Edges are Canny edges (``skimage.feature.canny``, per colour channel, OR-ed) of scenes or photos; sigma is an instance parameter
   (scaled with the image size so an edge map looks the same at 64 and 128 px).
 """
 
@@ -124,13 +124,16 @@ def _normals_gen(rng, params, size, split) -> Pair:
 
 
 def edge_map(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Canny edges of an RGB image, white on black: uint8 (H, W, 3). ``sigma`` is relative to 64 px."""
-    from skimage.color import rgb2gray
+    """Canny edges of an RGB image, white on black: uint8 (H, W, 3). ``sigma`` is relative to 64 px.
+    Canny runs per colour channel and the edges are OR-ed: a grey-level Canny misses isoluminant edges (a red
+    shape on dark grey)."""
     from skimage.feature import canny
 
-    e = canny(
-        rgb2gray(img), sigma=sigma * img.shape[0] / 64.0, low_threshold=0.04, high_threshold=0.08
-    )  # (H, W)
+    x = img.astype(np.float32) / 255.0
+    s = sigma * img.shape[0] / 64.0
+    e = np.zeros(img.shape[:2], bool)  # (H, W)
+    for c in range(3):
+        e |= canny(x[..., c], sigma=s, low_threshold=0.04, high_threshold=0.08)
     return np.repeat((e * 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
