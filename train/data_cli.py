@@ -148,7 +148,7 @@ def render_grid(rows: list[dict], vocab, bpe, vq, scale: int = 2):
                 tile = x.shape[0] * scale
     tile = tile or 128
     ncol = max(len(r) for r in tiles_rows)
-    head_h = 14
+    head_h = 24  # two lines of header text
     grid = Image.new("RGB", (ncol * (tile + 4) + 4, len(rows) * (tile + head_h + 6) + 4), (230, 230, 230))
     for r, (imgs, head) in enumerate(zip(tiles_rows, headers)):
         y = 4 + r * (tile + head_h + 6)
