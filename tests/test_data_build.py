@@ -158,3 +158,16 @@ def test_show_png_is_valid(tmp_path):
     main(["data", "show", str(out), "--n", "2", "-o", str(tmp_path / "s.png"), "--random", "0"])
     data = (tmp_path / "s.png").read_bytes()
     assert Image.open(io.BytesIO(data)).format == "PNG"
+
+
+def test_show_refuses_a_changed_tokenizer(tmp_path):
+    from xprompt.tokenizer.text import TextTokenizer
+
+    bpe = tmp_path / "tokenizer.json"
+    bpe.write_bytes((shipped("bpe") / "tokenizer.json").read_bytes())
+    out = tmp_path / "d"
+    build_dataset(BuildConfig(n=2, chunk=2), out, tokenizer="grid:8", bpe=bpe, progress=False)
+    assert main(["data", "show", str(out), "-o", str(tmp_path / "ok.png")]) == 0
+    TextTokenizer.train(["a completely different corpus"] * 3, vocab_size=260).save(bpe)
+    assert main(["data", "show", str(out), "-o", str(tmp_path / "bad.png")]) == 2
+    assert not (tmp_path / "bad.png").exists()

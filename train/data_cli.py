@@ -172,8 +172,15 @@ def cmd_show(args) -> int:
 
     ds, vocab, card = load_built(args.dir)
     refs = card["tokenizers"]
-    vq, _ = load_image_tokenizer(args.tokenizer or refs["image_tokenizer"]["path"])
-    bpe, _ = load_text_tokenizer(args.bpe or refs["bpe"]["path"])
+    vq, vq_ref = load_image_tokenizer(args.tokenizer or refs["image_tokenizer"]["path"])
+    bpe, bpe_ref = load_text_tokenizer(args.bpe or refs["bpe"]["path"])
+    for what, ref, flag in (("image tokenizer", vq_ref, "--tokenizer"), ("BPE", bpe_ref, "--bpe")):
+        built = refs["image_tokenizer" if flag == "--tokenizer" else "bpe"]["fingerprint"]
+        if ref["fingerprint"] != built:
+            raise XPromptError(
+                f"the {what} at {ref['path']} (fingerprint {ref['fingerprint']}) is not the one this dataset was "
+                f"built with ({built}); pass {flag} with the original"
+            )
     if vq.codebook_size != vocab.num_image_codes:
         raise XPromptError(
             f"tokenizer has {vq.codebook_size} codes but the dataset vocabulary {vocab.num_image_codes}"
