@@ -47,9 +47,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "data.json"))
     args = ap.parse_args(argv)
 
+    import os
+
     import torch
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     from xprompt.train.build import BuildConfig, _draw_range, build_dataset, load_image_tokenizer
 
     cfg = BuildConfig(split=args.split, n=args.n, size=args.size, seed=0, workers=args.workers,
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
         "train_tokens_per_s": args.train_tokens_per_s, "train_samples_per_s": round(consume_sps, 2),
         "build_over_train": round(build_sps / consume_sps, 2), "required_ratio": 5.0,
         "pass": bool(build_sps / consume_sps >= 5.0),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other jobs share the 2 cores
     }  # fmt: skip
     if args.tokenizer.startswith("grid:"):
         res["note"] = "grid:F is the parameter-free test tokenizer, not the VQ: encoding cost is understated"
