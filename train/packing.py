@@ -38,7 +38,8 @@ class SampleSource:
     def __init__(self, ds, mode: str = "xp", indices: np.ndarray | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        self.ds, self.mode = ds, mode
+        # only the token columns: an eval-split dataset also holds images, which must not be decoded here
+        self.ds, self.mode = ds.select_columns(list(REQUIRED_COLUMNS)), mode
         self.indices = (
             np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
         )
@@ -269,7 +270,7 @@ class Loader:
 
 # ---------------------------------------------------------------------- reading a built dataset
 REQUIRED_COLUMNS = ("input_ids", "segs", "loss")
-META_FILES = ("meta.json", "build.json", "manifest.json", "info.json")
+META_FILES = ("tokenizers.json", "build_config.json", "dataset_card.json", "meta.json")
 
 
 @dataclass

@@ -62,6 +62,7 @@ class TrainConfig:
     micro_batch: int = 4  # sequences per process per forward/backward
     global_batch: int = 16  # sequences per optimizer step, all processes and accumulation
     pack: bool = True  # False: one sample per sequence, padded (the ablation / benchmark baseline)
+    pad_to_max_len: bool = False  # fixed (B, max_len) shapes instead of padding to the longest row
     # optimisation
     steps: int = 1000
     lr: float = 2e-3
