@@ -195,19 +195,10 @@ def cmd_index_search(args) -> int:
 
 
 def read_image(path: str | Path):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """An image file -> uint8 (H, W, 3), with the project's checks (missing, undecodable, too large)."""
+    from xprompt.tokenizer.image_io import load_image
 
-    from xprompt.errors import ImageInputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ImageInputError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageInputError(f"cannot read image {path}: {e}") from None
+    return load_image(path)
 
 
 def _save_png(path: Path, img) -> None:
@@ -265,8 +256,8 @@ def cmd_edit(args) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
     model = XPrompt.from_pretrained(ckpt)
     mode = "xp" if examples else "none"
-    result = model.generate(examples=examples, query=image, instruction=instruction, mode=mode, seed=args.seed)
-    edited = getattr(result, "image", result)
+    edited = model.generate(examples=examples, query=image, instruction=instruction, mode=mode, seed=args.seed,
+                            greedy=args.greedy)  # uint8 (H, W, 3) at the model's image size
     _save_png(out, edited)
     print(f"wrote {out} (mode {mode}, {len(examples)} retrieved example(s))")
     if args.show_retrieved and hits:
@@ -317,5 +308,6 @@ def register(root, groups) -> None:
                    help="print the retrieved instructions and write OUT.retrieved.png")
     e.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
     e.add_argument("--encoder", default=None, help="query encoder (default: the store's)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="sampling seed")
+    e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     e.set_defaults(func=cmd_edit)

@@ -140,7 +140,7 @@ def test_bad_input_exit_2_store_untouched(suite_store, tmp_path, capsys):
         (["index", "build", "--pairs", "suite:edit:4", "--out", str(tmp_path / "o"), "--factory", "IVF64,Flat"],
          "cannot train"),
         (["edit", "--image", str(tmp_path / "no.png"), "--instruction", "x", "-o", str(tmp_path / "o.png")],
-         "image not found"),
+         "file not found"),
         (["edit", "--image", str(tmp_path / "no.png"), "--instruction", " ", "-o", str(tmp_path / "o.png")],
          "empty or whitespace"),
     ]:
@@ -152,26 +152,26 @@ def test_bad_input_exit_2_store_untouched(suite_store, tmp_path, capsys):
 
 
 def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
-    """End to end with a tiny random model checkpoint through the pipeline API."""
-    pipeline = pytest.importorskip("xprompt.pipeline")
-    ckpt = _tiny_checkpoint(pipeline, tmp_path)
+    """End to end through the pipeline API with a tiny random model checkpoint."""
+    from gen_helpers import tiny_checkpoint
     from PIL import Image
 
-    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "in.png")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", image_size=32)
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "in.png")
     out = tmp_path / "out.png"
     assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
                  "--store", str(suite_store), "-k", "2", "--show-retrieved", "--checkpoint", str(ckpt),
                  "-o", str(out)]) == 0
     cap = capsys.readouterr()
     assert cap.err.count("retrieved ") == 2 and "mode xp, 2 retrieved" in cap.out
-    assert np.asarray(Image.open(out)).ndim == 3 and (tmp_path / "out.retrieved.png").is_file()
+    edited = np.asarray(Image.open(out))
+    assert edited.shape == (32, 32, 3) and edited.dtype == np.uint8
+    grid = np.asarray(Image.open(tmp_path / "out.retrieved.png"))
+    assert grid.shape[0] == 3 * 32  # two retrieved pairs + the query/output row
     assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
-                 "--no-retrieval", "--checkpoint", str(ckpt), "-o", str(tmp_path / "o2.png")]) == 0
+                 "--no-retrieval", "--checkpoint", str(ckpt), "-o", str(tmp_path / "o2.png"), "--greedy"]) == 0
     assert "mode none, 0 retrieved" in capsys.readouterr().out
-
-
-def _tiny_checkpoint(pipeline, tmp_path):
-    make = getattr(pipeline, "make_tiny_checkpoint", None) or getattr(pipeline, "save_random_tiny", None)
-    if make is None:
-        pytest.skip("xprompt.pipeline offers no tiny random checkpoint helper yet")
-    return make(tmp_path / "ckpt")
+    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "x", "--store", str(suite_store),
+                 "--checkpoint", str(tmp_path / "no-model"), "-o", str(tmp_path / "o3.png")]) == 2
+    assert "model checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "o3.png").exists()
