@@ -9,9 +9,11 @@ Sources for ``index build --pairs``:
   ``target_img``, ``instruction`` (renamable with ``--*-column``); optional ``task``/``description`` columns.
   Only the instruction column is read into memory; images are copied Arrow-to-Arrow.
 
-The default store (``checkpoints/raie-store``, or ``$XPROMPT_HOME/raie-store``) is *built on first use* from
-``suite:edit,lowlevel,degrade`` (``DEFAULT_SUITE``) with the default encoder and saved, so later calls just load
-it; it is not committed to git (it is reproducible from the seed and holds images).
+The default store is *built on first use* from ``DEFAULT_SUITE`` (1,024 pairs of the edit, low-level and
+degrade families at 64 px, seed 0) with the query's encoder and saved in the user cache
+(``$XDG_CACHE_HOME/xprompt/raie-store/<key>``), so later calls just load it. It is not committed to git (it
+is reproducible from the seed and holds images); a store placed at ``checkpoints/raie-store`` (or
+``$XPROMPT_HOME/raie-store``) is used instead when present.
 """
 
 from __future__ import annotations
@@ -129,26 +131,36 @@ def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, **kw):
 
 
 # ---------------------------------------------------------------------------------------------- default store
-def default_store_path() -> Path:
+def default_store_path(encoder=None) -> Path:
+    """Where the default store lives: a shipped ``checkpoints/raie-store`` when present, else a per-user cache
+    entry keyed by the suite spec, image size and encoder (so an openclip query builds its own)."""
+    import hashlib
+    import os
+
     from xprompt.paths import shipped
 
-    return shipped("raie-store")
+    if (shipped("raie-store") / "manifest.json").is_file():
+        return shipped("raie-store")
+    name = "minilm" if encoder is None else (encoder if isinstance(encoder, str) else encoder.spec)
+    key = hashlib.sha1(f"{DEFAULT_SUITE}|{DEFAULT_SIZE}|{name}".encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "xprompt" / "raie-store" / key
 
 
-def open_store(path: str | Path | None = None, encoder: str | None = None, *, quiet: bool = False):
+def open_store(path: str | Path | None = None, encoder=None, *, quiet: bool = False):
     """Load a store; with ``path=None`` the default store, built from ``DEFAULT_SUITE`` on first use."""
-    from xprompt.retrieval.store import InstructionStore
+    from xprompt.retrieval.store import MANIFEST, InstructionStore
 
     if path is not None:
         return InstructionStore.load(path, encoder)
-    path = default_store_path()
-    if not (path / "manifest.json").is_file():
+    path = default_store_path(encoder)
+    if not (path / MANIFEST).is_file():
         if not quiet:
-            print(f"xprompt: building the default RAIE store at {path} ({DEFAULT_SUITE}, first use)",
-                  file=sys.stderr)
+            print(f"xprompt: building the default RAIE store ({DEFAULT_SUITE}, {DEFAULT_SIZE} px) at {path}; "
+                  "this happens once", file=sys.stderr)
         store = InstructionStore(encoder)
-        store.add_table(suite_table(DEFAULT_SUITE, progress=not quiet))
-        store.save(path)
+        store.add_table(suite_table(DEFAULT_SUITE, size=DEFAULT_SIZE, progress=not quiet))
+        store.save(path, overwrite=True)
         return store
     return InstructionStore.load(path, encoder)
 

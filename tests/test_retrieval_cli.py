@@ -175,3 +175,19 @@ def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
                  "--checkpoint", str(tmp_path / "no-model"), "-o", str(tmp_path / "o3.png")]) == 2
     assert "model checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "o3.png").exists()
+
+
+def test_default_store_built_on_first_use(tmp_path, monkeypatch, capsys):
+    import xprompt.retrieval.cli as rcli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "no-shipped"))
+    monkeypatch.setattr(rcli, "DEFAULT_SUITE", "suite:edit:12")
+    monkeypatch.setattr(rcli, "DEFAULT_SIZE", 16)
+    assert main(["index", "search", "--instruction", "Make the red star blue", "-k", "2"]) == 0
+    cap = capsys.readouterr()
+    assert "building the default RAIE store" in cap.err and len(cap.out.splitlines()) == 3
+    path = rcli.default_store_path()
+    assert path.is_relative_to(tmp_path / "cache") and json.loads((path / "manifest.json").read_text())["count"] == 12
+    assert main(["index", "search", "--instruction", "Make the red star blue", "-k", "2"]) == 0
+    assert "building" not in capsys.readouterr().err  # loaded, not rebuilt
