@@ -164,6 +164,8 @@ def _faiss_msg(e: Exception) -> str:
 def make_index(dim: int, cfg: StoreConfig):
     import faiss
 
+    if "idmap" in cfg.factory.lower():
+        raise XPromptError(f"factory {cfg.factory!r}: IDMap is not supported (store ids are table row numbers)")
     try:
         return faiss.index_factory(dim, cfg.factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
@@ -266,8 +268,11 @@ class InstructionStore:
             raise XPromptError(f"vectors have shape {vectors.shape}, expected ({len(table)}, {self.encoder.dim})")
         if not self.index.is_trained:
             train_index(self.index, vectors, self.config)
-        for s in range(0, len(vectors), batch * 64):
-            self.index.add(vectors[s : s + batch * 64])
+        try:
+            for s in range(0, len(vectors), batch * 64):
+                self.index.add(vectors[s : s + batch * 64])
+        except RuntimeError as e:
+            raise XPromptError(f"faiss cannot add to a {self.config.factory!r} index: {_faiss_msg(e)}") from None
         self._parts.append(table)
         self._meta = None
 

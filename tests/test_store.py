@@ -183,6 +183,8 @@ def test_ivf_factory_trains_and_searches(tmp_path):
                                config=StoreConfig(factory="IVF64,Flat"))
     with pytest.raises(XPromptError, match="bad faiss factory"):
         InstructionStore(HashEncoder(), StoreConfig(factory="NoSuchIndex"))
+    with pytest.raises(XPromptError, match="IDMap is not supported"):
+        InstructionStore(HashEncoder(), StoreConfig(factory="IDMap,Flat"))
 
 
 def test_add_validates_lengths_and_images(store):
