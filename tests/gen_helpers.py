@@ -1,5 +1,6 @@
 """Shared tiny fixtures for the generation tests (a char tokenizer, a small vocabulary and model)."""
 
+import numpy as np
 import torch
 from xprompt.tokenizer.vocab import Vocabulary
 
@@ -31,3 +32,27 @@ def tiny_model(vocab, seed=0, **kw):
 
 def codes(rng, h, w, k=16):
     return rng.integers(0, k, (h, w))
+
+
+def tiny_checkpoint(path, *, image_size=32, seed=0):
+    """A random tiny model saved like a trained one: grid:8 image tokenizer (512 codes), the shipped BPE."""
+    from xprompt.tokenizer.text import TextTokenizer
+
+    from xprompt.checkpoint import save_pretrained
+    from xprompt.paths import shipped
+
+    bpe = shipped("bpe") / "tokenizer.json"
+    assert TextTokenizer.load(bpe).vocab_size <= 4096
+    # a fixed text range (not the BPE's current size) keeps the vocabulary stable if the BPE is retrained
+    vocab = Vocabulary.build(text_size=4096, num_image_codes=512, num_xp=4, max_grid=16)
+    model = tiny_model(vocab, seed=seed)
+    extra = {"tokenizers": {"vq": "grid:8", "bpe": str(bpe)}, "image_size": image_size}
+    return save_pretrained(path, model, vocab, extra=extra)
+
+
+def write_png(path, h, w, seed=0):
+    from PIL import Image
+
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path

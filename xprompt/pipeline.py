@@ -1,0 +1,280 @@
+"""The Python API: ``XPrompt.from_pretrained(path)`` and in-context generation, text-to-image, difference
+description, compiled task prompts.
+
+Design choices
+* One object holds the model, its Vocabulary, the BPE text tokenizer and the image tokenizer. Images in are
+  uint8 (H, W, 3) arrays, PIL images or file paths (read with ``xprompt.tokenizer.image_io.load_image``);
+  images out are uint8 (H, W, 3) arrays.
+* Tokenizers: explicit arguments win; otherwise the ones the checkpoint records (``meta.json`` ``extra``:
+  ``tokenizers.vq``/``tokenizers.bpe``, or the training data's ``tokenizers.json`` as the trainer stores it);
+  otherwise the shipped ``checkpoints/vq-64`` and ``checkpoints/bpe``. The image tokenizer's codebook must
+  match the vocabulary's image range, and the BPE must fit the text range (one-line errors otherwise).
+* Image sizes: every image is fitted (cover + centre crop, Lumina-mGPT's aspect-ratio buckets) to at most
+  ``(image_size / factor)^2`` codes; ``image_size`` defaults to what the model was trained at. The answer has
+  the query's grid (tasks here map an image to an image of the same size).
+* Layouts match the training data (``xprompt.train``): in-context tasks put the instruction in PREFIX and
+  the example pair(s) in IE; text-to-image has the caption as the query text; difference description has the
+  two images as the query and a text answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xprompt.errors import XPromptError
+from xprompt.sampling import SamplingConfig
+from xprompt.sequence import MODES, build_sample
+
+T2I_INSTRUCTION = "Generate an image of: "
+DIFF_INSTRUCTION = "What changed between these two images?"
+
+
+def _dig(d: Any, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
+    """Recorded tokenizer locations in a checkpoint's ``extra`` (kind: "vq" or "bpe"), most specific first."""
+    data_meta = _dig(extra, "training", "data", "meta", "tokenizers.json") or {}
+    recorded = [
+        _dig(extra, "tokenizers", kind),
+        _dig(extra, "tokenizers", "image_tokenizer" if kind == "vq" else "text"),
+        _dig(data_meta, "image_tokenizer" if kind == "vq" else "bpe", "path"),
+    ]
+    return [r if isinstance(r, str) else r.get("path") for r in recorded if isinstance(r, (str, dict)) and r]
+
+
+def load_image_tokenizer(spec):
+    """A VQ checkpoint dir, ``grid:F`` (the parameter-free test tokenizer of ``xprompt.train.build``), or an object
+    with ``encode``/``decode``/``factor``/``codebook_size``."""
+    if not isinstance(spec, (str, Path)):
+        return spec
+    s = str(spec)
+    if s.startswith("grid:"):
+        from xprompt.train.build import GridTokenizer
+
+        return GridTokenizer(int(s.split(":", 1)[1]))
+    from xprompt.tokenizer.vq import VQTokenizer
+
+    if not Path(s).is_dir():
+        raise XPromptError(f"image tokenizer directory not found: {s}")
+    return VQTokenizer.from_pretrained(s)
+
+
+def load_text_tokenizer(spec):
+    if not isinstance(spec, (str, Path)):
+        return spec
+    from xprompt.tokenizer.text import TextTokenizer
+
+    p = Path(spec)
+    p = p / "tokenizer.json" if p.is_dir() else p
+    if not p.is_file():
+        raise XPromptError(f"BPE tokenizer not found: {p}")
+    return TextTokenizer.load(p)
+
+
+def _exists(spec: str) -> bool:
+    return spec.startswith("grid:") or Path(spec).exists()
+
+
+class XPrompt:
+    def __init__(self, model, vocab, text_tok, image_tok, *, image_size: int = 64, checkpoint: str | None = None):
+        self.model, self.vocab, self.text_tok, self.image_tok = model, vocab, text_tok, image_tok
+        self.image_size = int(image_size)
+        self.checkpoint = checkpoint
+        if int(image_tok.codebook_size) != vocab.num_image_codes:
+            raise XPromptError(f"the image tokenizer has {image_tok.codebook_size} codes but the model's vocabulary "
+                               f"has {vocab.num_image_codes} image tokens; pass the tokenizer it was trained with")
+        n_text = getattr(text_tok, "vocab_size", None)
+        if n_text is not None and n_text > vocab.text_size:
+            raise XPromptError(f"the BPE tokenizer has {n_text} tokens but the vocabulary's text range holds "
+                               f"{vocab.text_size}; pass the BPE the model was trained with")
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path=None, *, vq=None, bpe=None, image_size: int | None = None, device: str = "cpu",
+                        dtype=None) -> XPrompt:
+        """Load a model checkpoint dir (default: the shipped ``xprompt-tiny``) with its tokenizers."""
+        from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta
+        from xprompt.paths import shipped
+
+        path = Path(path) if path is not None else shipped("xprompt-tiny")
+        if not path.exists():
+            raise XPromptError(f"model checkpoint not found: {path} (train one with `xprompt train model` or "
+                               "pass --checkpoint)")
+        model, vocab = load_pretrained(path, dtype=dtype, device=device)
+        extra = {} if is_hf_checkpoint(path) else read_meta(path).get("extra", {})
+
+        def pick(given, kind, default):
+            if given is not None:
+                return given
+            tried = []
+            for c in _tokenizer_candidates(extra, kind) + [str(default)]:
+                for cand in (c, str(path / c)) if not Path(c).is_absolute() else (c,):
+                    tried.append(cand)
+                    if _exists(cand):
+                        return cand
+            raise XPromptError(f"no {'image' if kind == 'vq' else 'text'} tokenizer found for {path} (tried "
+                               f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly")
+
+        image_tok = load_image_tokenizer(pick(vq, "vq", shipped("vq-64")))
+        text_tok = load_text_tokenizer(pick(bpe, "bpe", shipped("bpe")))
+        if image_size is None:
+            image_size = (_dig(extra, "image_size") or _dig(extra, "training", "data", "meta", "dataset_card.json",
+                                                           "size") or 64)
+        return cls(model, vocab, text_tok, image_tok, image_size=int(image_size), checkpoint=str(path))
+
+    # ------------------------------------------------------------------ images
+    def load(self, image) -> np.ndarray:
+        """Path / PIL image / array -> uint8 (H, W, 3) (not yet fitted)."""
+        from xprompt.tokenizer.image_io import load_image
+
+        if isinstance(image, (str, Path)) or hasattr(image, "convert"):
+            return load_image(image)
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
+            raise XPromptError(f"images must be uint8 (H, W, 3) arrays, PIL images or paths; got {arr.dtype} "
+                               f"{arr.shape}")
+        return arr
+
+    def fit(self, img: np.ndarray) -> np.ndarray:
+        from xprompt.tokenizer.image_io import fit_image_any
+
+        f = int(self.image_tok.factor)
+        side = max(1, self.image_size // f)
+        return fit_image_any(img, side * side, f, max_ratio=2.0)
+
+    def encode(self, image) -> np.ndarray:
+        """An image -> its code grid (h, w)."""
+        return self.image_tok.encode(self.fit(self.load(image))[None])[0]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return self.image_tok.decode(np.asarray(codes)[None])[0]
+
+    def _examples(self, examples, text_outputs: bool = False) -> list[tuple]:
+        """``[(input or [inputs], output), ...]`` -> code grids. Inputs are images (a ``str`` is a path); outputs
+        are images too, or text when ``text_outputs`` (difference-description examples)."""
+        out = []
+        for i, ex in enumerate(examples or (), 1):
+            if not isinstance(ex, (tuple, list)) or len(ex) != 2:
+                raise XPromptError(f"example {i} must be an (input, output) pair")
+            inp, outp = ex
+            raw_in = [self.load(x) for x in (inp if isinstance(inp, (tuple, list)) else [inp])]
+            raw_out = outp if (text_outputs and isinstance(outp, str)) else self.load(outp)
+            if len(raw_in) == 1 and not isinstance(raw_out, str) and raw_in[0].shape != raw_out.shape:
+                a, b = raw_in[0].shape, raw_out.shape
+                raise XPromptError(f"example {i}: the input is {a[1]}x{a[0]} but the output is {b[1]}x{b[0]}; an "
+                                   "example pair must have one size")
+            codes_in = [self.image_tok.encode(self.fit(x)[None])[0] for x in raw_in]
+            codes_out = raw_out if isinstance(raw_out, str) else self.image_tok.encode(self.fit(raw_out)[None])[0]
+            out.append((codes_in, codes_out))
+        return out
+
+    @staticmethod
+    def _sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default=200) -> SamplingConfig:
+        return SamplingConfig(greedy=greedy, temperature=temperature, seed=seed, cfg_scale=cfg_scale,
+                              image_top_k=image_top_k_default if top_k is None else int(top_k),
+                              text_top_k=10 if top_k is None else int(top_k))
+
+    def _check_mode(self, mode: str, examples) -> None:
+        if mode not in MODES:
+            raise XPromptError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode in ("xp", "full") and not examples:
+            raise XPromptError(f"mode {mode!r} needs at least one example pair (or use mode 'none')")
+
+    # ------------------------------------------------------------------ tasks
+    def generate(self, examples=(), query=None, instruction: str | None = None, mode: str = "xp", *,
+                 seed: int | None = None, greedy: bool = False, top_k: int | None = None, temperature: float = 1.0,
+                 cfg_scale: float = 1.0, progress: bool = False):
+        """In-context generation: ``examples=[(a, b), ...]`` show the task, ``query`` (one image, or a list for a
+        batch) gets the same treatment. Returns a uint8 (H, W, 3) image (a list for a list of queries)."""
+        from xprompt.generation import generate_images
+
+        if query is None:
+            raise XPromptError("generate needs a query image")
+        self._check_mode(mode, examples)
+        queries = list(query) if isinstance(query, (list, tuple)) else [query]
+        ex = self._examples(examples) if mode != "none" else []
+        qcodes = [self.encode(q) for q in queries]
+        seqs = [build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=q)
+                for q in qcodes]
+        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
+                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), progress=progress)
+        imgs = [self.decode(c) for c in out]
+        return imgs if isinstance(query, (list, tuple)) else imgs[0]
+
+    def text_to_image(self, prompt: str, *, size: tuple[int, int] | None = None,
+                      instruction: str | None = T2I_INSTRUCTION, seed: int | None = None, greedy: bool = False,
+                      top_k: int | None = None, temperature: float = 1.0, cfg_scale: float = 1.0,
+                      progress: bool = False) -> np.ndarray:
+        """Text-to-image; ``size`` is (h, w) in codes (default: square at ``image_size``)."""
+        from xprompt.generation import generate_images
+
+        if not prompt or not prompt.strip():
+            raise XPromptError("the text-to-image prompt is empty")
+        side = max(1, self.image_size // int(self.image_tok.factor))
+        size = size or (side, side)
+        seq = build_sample(self.vocab, self.text_tok, mode="none", instruction=instruction, query=prompt)
+        out = generate_images(self.model, self.vocab, [seq], [tuple(size)],
+                              self._sampling(seed, greedy, top_k, temperature, cfg_scale, 2000), progress=progress)
+        return self.decode(out[0])
+
+    def describe(self, before, after, *, instruction: str | None = DIFF_INSTRUCTION, examples=(),
+                 mode: str = "none", seed: int | None = None, greedy: bool = True, top_k: int | None = None,
+                 max_new_tokens: int = 64) -> str:
+        """Describe, as text, what changed from ``before`` to ``after``."""
+        from xprompt.generation import generate_text
+
+        if examples and mode == "none":
+            mode = "xp"
+        self._check_mode(mode, examples)
+        ex = self._examples(examples, text_outputs=True) if mode != "none" else []
+        seq = build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex,
+                           query=[self.encode(before), self.encode(after)])
+        ids = generate_text(self.model, self.vocab, [seq], self._sampling(seed, greedy, top_k, 1.0, 1.0),
+                            max_new_tokens=max_new_tokens)[0]
+        return self.text_tok.decode(self.vocab.ids_to_text(ids)).strip()
+
+    # ------------------------------------------------------------------ compiled task prompts
+    def compile_prompt(self, examples, instruction: str | None = None, mode: str = "xp"):
+        """Read the example pair(s) once; the result (``CompiledPrompt``, ``.save(path)``) serves many queries."""
+        from xprompt.compiled import compile_prompt
+
+        if mode == "none":
+            raise XPromptError("a task prompt needs examples: use mode 'xp' (compressed) or 'full'")
+        self._check_mode(mode, examples)
+        ex = self._examples(examples)
+        ctx = build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex)
+        return compile_prompt(self.model, self.vocab, ctx,
+                              info={"instruction": instruction or "", "n_examples": len(ex), "mode": mode})
+
+    def load_task(self, path):
+        from xprompt.compiled import CompiledPrompt
+
+        return CompiledPrompt.load(path, self.model, self.vocab)
+
+    def generate_from(self, task, query, *, seed: int | None = None, greedy: bool = False, top_k: int | None = None,
+                      temperature: float = 1.0, cfg_scale: float = 1.0, progress: bool = False):
+        """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries."""
+        from xprompt.compiled import CompiledPrompt
+        from xprompt.generation import generate_images, td_only
+
+        if not isinstance(task, CompiledPrompt):
+            task = self.load_task(task)
+        else:
+            task.check(self.model, self.vocab)
+        queries = list(query) if isinstance(query, (list, tuple)) else [query]
+        qcodes = [self.encode(q) for q in queries]
+        seqs = [td_only(build_sample(self.vocab, self.text_tok, mode="none", query=q)) for q in qcodes]
+        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
+                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), context=task.cache,
+                              context_segs=task.segs, progress=progress)
+        imgs = [self.decode(c) for c in out]
+        return imgs if isinstance(query, (list, tuple)) else imgs[0]
