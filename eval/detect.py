@@ -177,8 +177,19 @@ def detect_objects(
 EDIT_KINDS = ("add", "remove", "recolor", "move", "resize")
 
 
-def edit_success(pred, edit: dict, detections: list[Detection] | None = None) -> bool:
-    """Was the edit visible in ``pred``?
+def preserved(dets: list[Detection], reference: list[Detection], exclude: set[tuple[str, str]]) -> bool:
+    """Every object found in ``reference`` (except the ``exclude`` (colour, shape) keys) is in ``dets`` too,
+    with the same colour, shape and cell."""
+    have = {(d.key(), d.cell) for d in dets}
+    return all((r.key(), r.cell) in have for r in reference if r.key() not in exclude)
+
+
+def edit_success(pred, edit: dict, detections: list[Detection] | None = None, reference=None) -> bool:
+    """Was the edit visible in ``pred`` (and, with ``reference``, was the rest of the scene kept)?
+
+    ``reference`` is the ground-truth image (or its detections): then every other object the detector finds
+    in it must also be found in ``pred`` at the same cell -- otherwise an output that destroys the scene would
+    count as a successful removal.
 
     ``edit`` names the edited object in the vocabulary of ``train.scenes``: ``{"kind", "color", "shape",
     "cell"}`` plus ``"old_color"`` (recolor), ``"to"`` (move: the new cell; ``cell`` is the old one) or
@@ -196,6 +207,10 @@ def edit_success(pred, edit: dict, detections: list[Detection] | None = None) ->
     dets = detect_objects(pred) if detections is None else detections
     key = (edit["color"], edit["shape"])
     cell = tuple(edit["cell"])
+    if reference is not None:
+        ref = reference if isinstance(reference, list) else detect_objects(reference)
+        if not preserved(dets, ref, {key, (edit.get("old_color"), edit["shape"])}):
+            return False
     at = lambda c, k=key: [d for d in dets if d.cell == tuple(c) and d.key() == k]
     if kind == "add":
         return bool(at(cell))

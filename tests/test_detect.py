@@ -84,9 +84,18 @@ def test_edit_success_move_resize_and_instances():
         insts = make_eval_instances(task, 6, SIZE, seed=7)
         for inst in insts:
             edit = D.edit_from_instance(task, inst.params, inst.scene_before)
-            passed_gt += D.edit_success(inst.target, edit)
-            passed_copy += D.edit_success(inst.query, edit)
+            passed_gt += D.edit_success(inst.target, edit, reference=inst.target)
+            passed_copy += D.edit_success(inst.query, edit, reference=inst.target)
         assert passed_gt >= 5 and passed_copy <= 1, (task, passed_gt, passed_copy)
+
+
+def test_edit_success_requires_the_rest_of_the_scene_with_reference():
+    gt = sc.render(_flat_scene([BLUE_SQUARE, GREEN_TRI]), SIZE)
+    remove = {"kind": "remove", "color": "red", "shape": "circle", "cell": (0, 0)}
+    blank = sc.render(sc.Scene(sc.Background("flat", "grey")), SIZE)
+    assert D.edit_success(blank, remove)  # nothing left: "removed", without a reference
+    assert not D.edit_success(blank, remove, reference=gt)  # but the scene was destroyed
+    assert D.edit_success(gt, remove, reference=gt)
 
 
 def test_edit_description_errors():

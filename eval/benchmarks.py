@@ -1,0 +1,514 @@
+"""Benchmarks: ``unseen`` (X-Prompt Tables 4-5), ``seen`` (Table 1), ``raie`` (Table 3), ``t2i`` (Table 2).
+
+Design choices
+* **Instances** come from the task suite's ``make_eval_instances(task, n, size, seed)``: evaluation photos and
+  a scene seed stream disjoint from training, one example pair of the *same task instance* (same palette, same
+  edit, same strength) drawn with the seed. ``--limit`` is the number of instances per task, ``--seed`` the
+  instance seed and the sampling seed; ``size`` defaults to the checkpoint's training image size.
+* **Rows** (settings) per benchmark, all with the task's instruction, so the example is the only difference:
+    unseen/seen: ``none`` (instruction only), ``full`` (example, plain causal attention), ``xp`` (example
+      behind the X-Prompt bottleneck); ``full`` is meaningful only for a model trained in ``full`` mode.
+    raie: ``text`` (instruction only), ``raie`` (the nearest stored instruction's pair as the example, from
+      the default store or ``--store``), optionally ``oracle`` (the instance's own example pair).
+    t2i: ``t2i`` (the generated image); plus ``gt`` (the ground-truth render: the detector's ceiling).
+  Every image benchmark adds ``copy`` (the query returned unchanged, DESIGN.md's copy baseline) and ``vq``
+  (the ground truth through the image tokenizer and back: the best any model with this tokenizer can do).
+* **Metrics** per task follow the paper's tables (see ``TASKS``), plus two changed-region metrics on every
+  image task (pixels where query and ground truth differ): ``changed_psnr`` (PSNR there) and ``closer`` (the
+  fraction of them that moved toward the ground truth; the copy baseline scores 0, but any output far from
+  a dark or grey query can score high, so read it beside ``changed_psnr``), and ``success`` (the procedural
+  detector: the edit is visible and every other object of the ground truth is still there) on edits. CLIP / DINO / LPIPS need local weights; without them they are reported as
+  ``unavailable: no weights``.
+* **Generation** is greedy by default (deterministic), except text-to-image, which samples (top-k 2000, as
+  Lumina-mGPT) from a fixed seed unless ``greedy=True``. Instances are generated in batches through
+  ``xprompt.generation.generate_images`` (rows padded; one prefill per batch).
+* A MagicBrush-format local dataset (``--magicbrush DIR``: a ``datasets`` directory or parquet files with
+  ``source_img``, ``target_img``, ``instruction``; optional ``input_caption``/``output_caption`` for CLIP-T /
+  CLIP-dir) replaces the procedural edits in ``raie``; predictions are resized to the ground truth's size, as
+  MagicBrush's evaluation script does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xprompt.eval import metrics as M
+
+from xprompt.errors import XPromptError
+
+BENCHMARKS = ("unseen", "seen", "raie", "t2i")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    label: str
+    metrics: tuple[str, ...]
+
+
+_EDIT = ("clip_dir", "clip_t", "success", "psnr", "ssim", "changed_psnr", "closer")
+TASKS: dict[str, tuple[TaskSpec, ...]] = {
+    "unseen": (
+        TaskSpec("low_light_enhance", "Low-light enh.", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("derain", "Derain", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("add_object", "Object addition", _EDIT),
+        TaskSpec("remove_object", "Object removal", _EDIT),
+        TaskSpec("depth_reserved", "Depth (unseen palette)", ("rmse", "changed_psnr", "closer")),
+        TaskSpec("inpainting", "Inpainting", ("mse", "lpips", "psnr", "changed_psnr", "closer")),
+        TaskSpec("colorization", "Colorization", ("mse", "lpips", "psnr", "changed_psnr", "closer")),
+    ),
+    "seen": (
+        TaskSpec("depth", "Depth", ("rmse", "changed_psnr", "closer")),
+        TaskSpec("segmentation", "Segmentation", ("miou", "changed_psnr", "closer")),
+        TaskSpec("normals", "Surface normals", ("angle", "changed_psnr", "closer")),
+        TaskSpec("deblur", "Deblur", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("denoise", "Denoise", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("dehaze", "Dehaze", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("super_resolution", "Super-resolution", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("jpeg_restore", "JPEG restore", ("psnr", "ssim", "changed_psnr", "closer")),
+    ),
+    "raie": tuple(
+        TaskSpec(
+            t,
+            lab,
+            (
+                "success",
+                "psnr",
+                "ssim",
+                "l1",
+                "changed_psnr",
+                "closer",
+                "clip_i",
+                "clip_t",
+                "clip_dir",
+                "dino",
+            ),
+        )
+        for t, lab in (
+            ("recolor", "Recolour"),
+            ("move", "Move"),
+            ("resize", "Resize"),
+            ("replace_background", "Background"),
+            ("add_object", "Add object"),
+            ("remove_object", "Remove object"),
+        )
+    ),
+    "t2i": (TaskSpec("text_to_image", "Text-to-image", ("object", "color", "count", "position", "overall")),),
+}
+MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "dino", "clip_t", "clip_dir"))
+DEFAULT_ROWS = {"unseen": ("none", "full", "xp"), "seen": ("xp",), "raie": ("text", "raie"), "t2i": ("t2i",)}
+ALLOWED_ROWS = {"unseen": ("none", "full", "xp"), "seen": ("none", "full", "xp"), "raie": ("text", "raie", "oracle"),
+                "t2i": ("t2i",)}  # fmt: skip
+GEN_ROWS = {
+    "none": "none",
+    "full": "full",
+    "xp": "xp",
+    "text": "none",
+    "raie": None,
+    "oracle": None,
+    "t2i": "none",
+}
+ROW_LABELS = {
+    "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
+    "raie": "+ RAIE", "oracle": "+ same-task example", "t2i": "Generated", "gt": "Ground-truth render",
+    "copy": "Copy baseline (query as output)", "vq": "VQ ceiling (GT through the tokenizer)",
+}  # fmt: skip
+MB_COLUMNS = ("source_img", "target_img", "instruction")
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str
+    checkpoint: str = ""
+    limit: int = 8
+    seed: int = 0
+    size: int = 0  # 0: the checkpoint's training image size
+    rows: list[str] = field(default_factory=list)  # default: DEFAULT_ROWS[benchmark]
+    tasks: list[str] = field(default_factory=list)  # default: every task of the benchmark
+    greedy: bool | None = None  # None: greedy except t2i
+    batch_size: int = 8
+    train_mode: str = ""  # "xp" / "full": the mode the example rows of raie/oracle use (default: xp)
+    clip_weights: str = ""
+    clip_model: str = "ViT-B-32"
+    dino_weights: str = ""
+    lpips_weights: str = ""
+    store: str = ""
+    magicbrush: str = ""
+    magicbrush_split: str = ""
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.benchmark not in BENCHMARKS:
+            raise XPromptError(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+        if self.limit < 1:
+            raise XPromptError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise XPromptError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.magicbrush and self.benchmark != "raie":
+            raise XPromptError("--magicbrush only applies to the raie benchmark")
+        self.rows = list(self.rows or DEFAULT_ROWS[self.benchmark])
+        allowed = ALLOWED_ROWS[self.benchmark]
+        bad = [r for r in self.rows if r not in allowed]
+        if bad:
+            raise XPromptError(f"row(s) {bad} do not apply to {self.benchmark}; choose from {list(allowed)}")
+        known = {s.task for s in TASKS[self.benchmark]}
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise XPromptError(
+                f"task(s) {unknown} are not in the {self.benchmark} benchmark: {sorted(known)}"
+            )
+
+
+# ---------------------------------------------------------------------- instances
+@dataclass
+class Item:
+    """One evaluation sample (a task-suite ``Instance`` or a MagicBrush row, reduced to what scoring needs)."""
+
+    task: str
+    instruction: str
+    query: Any  # uint8 image, or the caption for t2i
+    target: np.ndarray
+    example: tuple[np.ndarray, np.ndarray] | None = None
+    params: dict = field(default_factory=dict)
+    scene_before: dict | None = None
+    scene_after: dict | None = None
+    caption_in: str | None = None
+    caption_out: str | None = None
+
+
+def _captions(inst) -> tuple[str | None, str | None]:
+    from xprompt.train import scenes
+
+    cap = lambda d: scenes.caption(scenes.Scene.from_dict(d)) if d else None
+    return cap(inst.scene_before), cap(inst.scene_after)
+
+
+def suite_items(task: str, n: int, size: int, seed: int) -> list[Item]:
+    from xprompt.train.tasks import make_eval_instances
+
+    out = []
+    for inst in make_eval_instances(task, n, size, seed):
+        ci, co = _captions(inst)
+        out.append(Item(task, inst.instruction, inst.query, inst.target, (inst.example_input, inst.example_output),
+                        dict(inst.params), inst.scene_before, inst.scene_after, ci, co))  # fmt: skip
+    return out
+
+
+def _find_parquet(root: Path, split: str) -> list[str]:
+    files = sorted(root.rglob("*.parquet"))
+    if split:
+        files = [f for f in files if split in f.name or split in f.parent.name] or files
+    return [str(f) for f in files]
+
+
+def magicbrush_items(path: str, n: int, split: str = "") -> list[Item]:
+    """Rows of a local MagicBrush-format dataset (``datasets`` dir or parquet files)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    root = Path(path)
+    if not root.is_dir():
+        raise XPromptError(f"--magicbrush {root}: not a directory")
+    parquet = _find_parquet(root, split)
+    try:
+        ds = (
+            load_dataset("parquet", data_files=parquet, split="train")
+            if parquet
+            else load_from_disk(str(root))
+        )
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds
+        raise XPromptError(
+            f"--magicbrush {root} is not a datasets directory ({type(e).__name__}: {e})"
+        ) from None
+    if isinstance(ds, DatasetDict):
+        key = split or next((s for s in ("test", "dev", "validation") if s in ds), next(iter(ds)))
+        if key not in ds:
+            raise XPromptError(f"{root} has no split {key!r}; splits: {', '.join(ds)}")
+        ds = ds[key]
+    missing = [c for c in MB_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise XPromptError(f"MagicBrush dataset {root} lacks column(s) {missing}; it has {ds.column_names}")
+    items = []
+    for row in ds.select(range(min(n, len(ds)))):
+        src, tgt = (np.asarray(row[c].convert("RGB")) for c in ("source_img", "target_img"))
+        items.append(Item("magicbrush", row["instruction"], src, tgt, caption_in=row.get("input_caption"),
+                          caption_out=row.get("output_caption")))  # fmt: skip
+    return items
+
+
+# ---------------------------------------------------------------------- scoring
+@dataclass
+class Scorers:
+    clip: Any = M.NO_WEIGHTS
+    dino: Any = M.NO_WEIGHTS
+    lpips: Any = M.NO_WEIGHTS
+
+    @classmethod
+    def load(cls, cfg: EvalConfig) -> Scorers:
+        return cls(
+            M.load_clip(cfg.clip_weights or None, cfg.clip_model, cfg.device),
+            M.load_dino(cfg.dino_weights or None, device=cfg.device),
+            M.load_lpips(cfg.lpips_weights or None, device=cfg.device),
+        )
+
+
+def _resize_to(pred: np.ndarray, shape) -> np.ndarray:
+    if pred.shape == tuple(shape):
+        return pred
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pred).resize((shape[1], shape[0]), Image.BICUBIC))
+
+
+def _depth_palette(item: Item) -> tuple[np.ndarray, np.ndarray]:
+    from xprompt.train.tasks_dense import palette_lut
+
+    lut = palette_lut(item.params["palette"])  # (256, 3): entry i encodes nearness i / 255
+    return lut, 1.0 - np.arange(256) / 255.0
+
+
+def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
+    """Per-sample values of every metric of ``spec`` (mIoU: the predicted/GT class maps, reduced later)."""
+    from xprompt.eval import detect
+
+    if spec.task == "text_to_image":
+        from xprompt.train.scenes import Scene
+
+        return detect.geneval_checks(pred, Scene.from_dict(item.scene_after))
+    gt, q = item.target, item.query
+    pred = _resize_to(pred, gt.shape)
+    out: dict[str, Any] = {}
+    cr = None
+    for m in spec.metrics:
+        if m in ("psnr", "ssim", "l1", "l2"):
+            out[m] = getattr(M, m)(pred, gt)
+        elif m == "mse":
+            out[m] = M.mse(pred, gt, space="imagenet")
+        elif m == "lpips":
+            out[m] = M.lpips(pred, gt, sc.lpips)
+        elif m in ("closer", "changed_psnr"):
+            cr = cr or M.changed_region(pred, _resize_to(q, gt.shape), gt)
+            out[m] = cr["closer" if m == "closer" else "psnr"]
+        elif m == "rmse":
+            out[m] = M.depth_rmse(pred, gt, *_depth_palette(item))
+        elif m == "angle":
+            out[m] = M.normal_angle_error(pred, gt)
+        elif m == "miou":
+            from xprompt.train.tasks_dense import SEG_COLORS
+
+            cols = np.array(list(SEG_COLORS.values()))
+            out[m] = (M.class_map(pred, cols), M.class_map(gt, cols))
+        elif m == "clip_i":
+            out[m] = M.clip_i(pred, gt, sc.clip)
+        elif m == "dino":
+            out[m] = M.dino(pred, gt, sc.dino)
+        elif m in ("clip_t", "clip_dir"):
+            if isinstance(sc.clip, M.Unavailable):
+                out[m] = sc.clip
+            elif not item.caption_out or (m == "clip_dir" and not item.caption_in):
+                out[m] = M.Unavailable("no captions")
+            elif m == "clip_t":
+                out[m] = M.clip_t(pred, item.caption_out, sc.clip)
+            else:
+                out[m] = M.clip_dir(pred, _resize_to(q, gt.shape), item.caption_in, item.caption_out, sc.clip)
+        elif m == "success":
+            edit = detect.edit_from_instance(item.task, item.params, item.scene_before)
+            ok = None if edit is None else detect.edit_success(pred, edit, reference=gt)
+            out[m] = M.Unavailable("not judged") if ok is None else float(ok)
+        else:
+            raise ValueError(f"unknown metric {m}")
+    return out
+
+
+def reduce_scores(metric: str, values: list) -> Any:
+    if metric == "miou":
+        from xprompt.train.tasks_dense import SEG_COLORS
+
+        conf = M.SegConfusion(len(SEG_COLORS))
+        for p, g in values:
+            conf.update(p, g)
+        return conf.miou()
+    if metric in ("object", "color", "count", "position", "overall"):
+        return float(np.mean([float(v) for v in values]))
+    return M.mean_score(values)
+
+
+def json_value(v):
+    if isinstance(v, M.Unavailable):
+        return str(v)
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (float, np.floating, int, np.integer)):
+        return float(v)
+    return None  # class maps and other per-sample internals are not serialised
+
+
+# ---------------------------------------------------------------------- generation
+def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, seed: int, greedy: bool,
+                   t2i: bool = False) -> list[np.ndarray]:  # fmt: skip
+    """One batched decode for ``items`` under ``row_mode`` (none / full / xp) with per-item ``examples``."""
+    from xprompt.generation import generate_images
+    from xprompt.sequence import build_sample
+
+    seqs, sizes = [], []
+    side = max(1, pipe.image_size // int(pipe.image_tok.factor))
+    for item, ex in zip(items, examples):
+        if t2i:
+            from xprompt.pipeline import T2I_INSTRUCTION
+
+            seqs.append(build_sample(pipe.vocab, pipe.text_tok, mode="none", instruction=T2I_INSTRUCTION,
+                                     query=item.query))  # fmt: skip
+            sizes.append((side, side))
+            continue
+        codes_ex = pipe._examples([ex]) if row_mode != "none" else []
+        q = pipe.encode(item.query)  # (h, w)
+        seqs.append(build_sample(pipe.vocab, pipe.text_tok, mode=row_mode, instruction=item.instruction,
+                                 examples=codes_ex, query=q))  # fmt: skip
+        sizes.append(tuple(q.shape))
+    sampling = pipe._sampling(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
+    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False)
+    return [pipe.decode(c) for c in codes]
+
+
+def check_checkpoint(path: str) -> Path:
+    """A model checkpoint directory, or a one-line error."""
+    p = Path(path)
+    if not p.exists():
+        raise XPromptError(f"checkpoint not found: {p}")
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise XPromptError(f"{p} is not a model checkpoint (expected a directory with config.json); "
+                           "pass the directory written by `xprompt train model` or save_pretrained")  # fmt: skip
+    return p
+
+
+def checkpoint_info(pipe) -> dict:
+    info = {"path": pipe.checkpoint, "image_size": pipe.image_size,
+            "image_tokenizer_factor": int(pipe.image_tok.factor)}  # fmt: skip
+    try:
+        from xprompt.checkpoint import read_meta
+
+        extra = read_meta(pipe.checkpoint).get("extra", {})
+    except XPromptError:
+        return info
+    tc = (extra.get("training") or {}).get("train_config") or {}
+    for key in ("mode", "context_mode", "split", "steps", "preset"):
+        if key in tc:
+            info[f"train_{key}"] = tc[key]
+    if "step" in extra:
+        info["step"] = extra["step"]
+    return info
+
+
+# ---------------------------------------------------------------------- the runner
+@dataclass
+class Visual:
+    """What a grid row shows for one item."""
+
+    example: tuple[np.ndarray, np.ndarray] | None
+    query: Any
+    outputs: dict[str, np.ndarray]
+    target: np.ndarray
+    note: str = ""
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % (2**31 - 1))
+
+
+def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4) -> tuple[dict, dict]:
+    """Run a benchmark -> (report dict, {task: [Visual]}) for ``report.write_report``."""
+    import time
+    from dataclasses import asdict
+
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    if pipe is None:
+        from xprompt.pipeline import XPrompt
+
+        pipe = XPrompt.from_pretrained(check_checkpoint(cfg.checkpoint), device=cfg.device)
+    size = int(cfg.size or pipe.image_size)
+    t2i = cfg.benchmark == "t2i"
+    greedy = (not t2i) if cfg.greedy is None else bool(cfg.greedy)
+    example_mode = cfg.train_mode or "xp"
+    scorers = Scorers.load(cfg)
+    specs = (
+        [MAGICBRUSH_SPEC]
+        if cfg.magicbrush
+        else [s for s in TASKS[cfg.benchmark] if not cfg.tasks or s.task in cfg.tasks]
+    )
+    store = None
+    if "raie" in cfg.rows:
+        from xprompt.retrieval.cli import open_store
+
+        store = open_store(cfg.store or None, quiet=not progress)
+    extra_rows = ["gt", "vq"] if t2i else ["copy", "vq"]
+    rows = list(cfg.rows) + extra_rows
+    report: dict[str, Any] = {
+        "benchmark": cfg.benchmark, "config": asdict(cfg), "checkpoint": checkpoint_info(pipe), "size": size,
+        "greedy": greedy, "rows": rows, "row_labels": {r: ROW_LABELS[r] for r in rows}, "tasks": {},
+    }  # fmt: skip
+    visuals: dict[str, list[Visual]] = {}
+    n_batches = len(specs) * len(cfg.rows) * len(_batches(cfg.limit, cfg.batch_size))
+    bar = tqdm(total=n_batches, desc=f"eval {cfg.benchmark}", unit="batch", disable=not progress)
+    for ti, spec in enumerate(specs):
+        if cfg.magicbrush:
+            items = magicbrush_items(cfg.magicbrush, cfg.limit, cfg.magicbrush_split)
+        else:
+            items = suite_items(spec.task, cfg.limit, size, cfg.seed)
+        retrieved: list[dict] = []
+        preds: dict[str, list[np.ndarray]] = {}
+        for ri, row in enumerate(cfg.rows):
+            if row == "raie":
+                hits = store.search([it.instruction for it in items], k=1)
+                examples = [h[0][1].pair() for h in hits]
+                retrieved = [
+                    {"instruction": h[0][1].instruction, "task": h[0][1].task, "score": h[0][0]} for h in hits
+                ]
+            elif row in ("none", "text", "t2i"):
+                examples = [None] * len(items)
+            else:
+                examples = [it.example for it in items]
+                if any(e is None for e in examples):
+                    raise XPromptError(f"row {row!r} needs an example pair per item; this dataset has none")
+            mode = GEN_ROWS[row] or example_mode
+            out: list[np.ndarray] = []
+            for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
+                out += generate_batch(pipe, [items[i] for i in rng_], mode, [examples[i] for i in rng_],
+                                      seed=_seed(cfg.seed, ti, ri, bi), greedy=greedy, t2i=t2i)  # fmt: skip
+                bar.update(1)
+            preds[row] = out
+        if t2i:
+            preds["gt"] = [it.target for it in items]
+        else:
+            preds["copy"] = [it.query for it in items]
+        preds["vq"] = [pipe.decode(pipe.encode(it.target)) for it in items]
+
+        per_sample = {
+            r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r])] for r in rows
+        }
+        results = {r: {m: json_value(reduce_scores(m, [s[m] for s in per_sample[r]])) for m in spec.metrics}
+                   for r in rows}  # fmt: skip
+        samples = []
+        for i, it in enumerate(items):
+            s = {"index": i, "instruction": it.instruction,
+                 "scores": {r: {m: json_value(per_sample[r][i][m]) for m in spec.metrics} for r in rows}}  # fmt: skip
+            if retrieved:
+                s["retrieved"] = retrieved[i]
+            samples.append(s)
+        report["tasks"][spec.task] = {"label": spec.label, "metrics": list(spec.metrics), "n": len(items),
+                                      "results": results, "samples": samples}  # fmt: skip
+        visuals[spec.task] = [
+            Visual(it.example if not t2i else None, it.query, {r: preds[r][i] for r in rows if r != "copy"},
+                   it.target, retrieved[i]["instruction"] if retrieved else it.instruction)
+            for i, it in enumerate(items[:n_visual])
+        ]  # fmt: skip
+    bar.close()
+    report["elapsed_s"] = round(time.time() - t0, 1)
+    return report, visuals

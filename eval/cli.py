@@ -1,0 +1,105 @@
+"""``xprompt eval NAME --checkpoint CKPT --out DIR [--limit N] [--seed S] ...``: run a benchmark, write a report.
+
+NAME is ``unseen``, ``seen``, ``raie`` or ``t2i`` (``xprompt.eval.benchmarks``). Heavy imports stay inside the
+command function so that ``xprompt --help`` stays fast. Bad input (unknown benchmark, a path that is not a
+checkpoint, a MagicBrush directory missing a column, an existing --out without --overwrite) is an
+``XPromptError``: one line on stderr, exit code 2; the output directory is checked before any generation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xprompt.errors import XPromptError
+
+
+def _csv(s: str | None) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()] if s else []
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise XPromptError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+        if not (out / "report.json").is_file():
+            raise XPromptError(f"{out} exists but is not an xprompt eval report (no report.json); refusing to "
+                               "overwrite it")  # fmt: skip
+
+
+def cmd_eval(args) -> int:
+    import sys
+
+    from xprompt.eval.benchmarks import EvalConfig, check_checkpoint, run
+    from xprompt.eval.report import render_markdown, write_report
+
+    from xprompt.paths import shipped
+
+    cfg = EvalConfig(
+        benchmark=args.name, checkpoint=str(args.checkpoint or shipped("xprompt-tiny")), limit=args.limit,
+        seed=args.seed, size=args.size or 0, rows=_csv(args.rows), tasks=_csv(args.tasks),
+        greedy=True if args.greedy else (False if args.sample else None), batch_size=args.batch_size,
+        train_mode=args.example_mode or "", clip_weights=args.clip_weights or "", clip_model=args.clip_model,
+        dino_weights=args.dino_weights or "", lpips_weights=args.lpips_weights or "", store=args.store or "",
+        magicbrush=args.magicbrush or "", magicbrush_split=args.split or "", device=args.device,
+    )  # fmt: skip
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    check_checkpoint(cfg.checkpoint)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report, visuals = run(cfg, progress=not args.quiet)
+    write_report(out, report, visuals, overwrite=args.overwrite)
+    if not args.quiet:
+        print(render_markdown(report))
+    print(f"xprompt: wrote {out}/report.json, report.md, grids/, settings.png ({report['elapsed_s']} s)",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def register(root, groups) -> None:
+    p = root.add_parser(
+        "eval", help="run a benchmark (unseen, seen, raie, t2i)",
+        description="Run a benchmark and write report.json, report.md, PNG grids and a bar plot to --out.",
+    )  # fmt: skip
+    p.add_argument("name", metavar="NAME", help="benchmark: unseen | seen | raie | t2i")
+    p.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
+    p.add_argument("--out", required=True, help="report directory to write")
+    p.add_argument("--limit", type=int, default=8, help="instances per task (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="instance and sampling seed (default 0)")
+    p.add_argument("--size", type=int, default=None, help="image size in px (default: the checkpoint's)")
+    p.add_argument(
+        "--rows",
+        default=None,
+        help="settings, comma-separated (unseen/seen: none,full,xp; raie: text,raie,oracle; t2i: t2i)",
+    )
+    p.add_argument("--tasks", default=None, help="restrict to these tasks of the benchmark (comma-separated)")
+    p.add_argument(
+        "--example-mode",
+        choices=("xp", "full"),
+        default=None,
+        help="context mode of the raie/oracle rows (default xp)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--greedy", action="store_true", help="greedy decoding everywhere (default: except t2i)")
+    g.add_argument("--sample", action="store_true", help="seeded sampling everywhere")
+    p.add_argument("--batch-size", type=int, default=8, help="instances decoded together (default 8)")
+    p.add_argument("--clip-weights", default=None, help="local open_clip weights for CLIP-I/T/dir")
+    p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture of --clip-weights")
+    p.add_argument("--dino-weights", default=None, help="DINO ViT-S/16 state dict or a transformers dir")
+    p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet state dict for LPIPS")
+    p.add_argument("--store", default=None, help="RAIE store (default: the default suite store)")
+    p.add_argument("--magicbrush", default=None, help="raie: a local MagicBrush-format dataset directory")
+    p.add_argument("--split", default=None, help="split of --magicbrush (default test/dev)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: a small model gains nothing from more, and extra threads "
+        "spin badly on a shared machine; 0 = torch default)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,186 @@
+"""Benchmark reports: ``report.json``, ``report.md``, per-task PNG grids and a bar plot of the settings.
+
+Design choices
+* ``report.json`` is the source of truth (config, checkpoint facts, per-task results per row, per-sample
+  scores, retrieved examples); ``report.md`` is rendered from it alone (``render_markdown``), so a report can
+  be re-rendered later without re-running the model.
+* Markdown mirrors the paper's tables: one table per task (rows = settings, columns = that task's metrics with
+  the direction arrow), then a summary table of each task's first metric. The copy baseline and the VQ
+  ceiling are rows of every table. ``unavailable: ...`` markers are printed as they are.
+* Grids (``grids/<task>.png``): one row per shown sample: example input | example output | query | one output
+  per setting | ground truth, cells upscaled (nearest) to ``cell`` px, a caption strip with the instruction
+  (or the retrieved instruction, for RAIE). Bar plot (``settings.png``, matplotlib Agg): per task, its first
+  metric for every row; unavailable values are left out and named in the panel.
+* Everything is written into a temp dir and swapped in at the end (``atomic_dir``); an existing output is
+  only replaced with ``overwrite`` and only if it holds a ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from xprompt.eval.metrics import lower_is_better
+
+from xprompt.io_utils import atomic_dir
+
+METRIC_NAMES = {
+    "psnr": "PSNR", "ssim": "SSIM", "l1": "L1", "l2": "L2", "mse": "MSE", "lpips": "LPIPS", "rmse": "RMSE",
+    "miou": "mIoU", "angle": "Mean angle err.", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "clip_dir": "CLIP-dir",
+    "dino": "DINO", "closer": "Chg. px closer", "changed_psnr": "Chg. PSNR", "success": "Edit success", "object": "Object",
+    "color": "Colour", "count": "Count", "position": "Position", "overall": "Overall",
+}  # fmt: skip
+DECIMALS = {"psnr": 2, "miou": 2, "angle": 2}
+
+
+def fmt(metric: str, v) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "-"
+    return f"{v:.{DECIMALS.get(metric, 3)}f}"
+
+
+def header(metric: str) -> str:
+    return f"{METRIC_NAMES.get(metric, metric)} {'↓' if lower_is_better(metric) else '↑'}"
+
+
+def render_markdown(report: dict) -> str:
+    cfg, ck = report["config"], report["checkpoint"]
+    rows, labels = report["rows"], report["row_labels"]
+    lines = [
+        f"# xprompt eval: {report['benchmark']}",
+        "",
+        f"- checkpoint: `{ck.get('path')}` ({', '.join(f'{k}={v}' for k, v in ck.items() if k != 'path')})",
+        (
+            f"- images {report['size']} px, {cfg['limit']} instances per task, seed {cfg['seed']}, "
+            f"{'greedy' if report['greedy'] else 'sampled'} decoding, {report.get('elapsed_s', '?')} s"
+        ),
+        "- rows: " + "; ".join(f"**{labels[r]}** (`{r}`)" for r in rows),
+        (
+            "- the copy baseline returns the query unchanged; the VQ ceiling is the ground truth passed through "
+            "the image tokenizer (no model can beat it on pixel metrics)"
+        ),
+        "",
+    ]
+    for task, t in report["tasks"].items():
+        ms = t["metrics"]
+        lines += [f"## {t['label']} (`{task}`, n = {t['n']})", ""]
+        lines.append("| Setting | " + " | ".join(header(m) for m in ms) + " |")
+        lines.append("|---|" + "---|" * len(ms))
+        for r in rows:
+            lines.append(f"| {labels[r]} | " + " | ".join(fmt(m, t["results"][r].get(m)) for m in ms) + " |")
+        lines.append("")
+    tasks = list(report["tasks"].items())
+    if len(tasks) > 1:
+        lines += ["## Summary (first metric of each task)", ""]
+        lines.append(
+            "| Setting | " + " | ".join(f"{t['label']} {header(t['metrics'][0])}" for _, t in tasks) + " |"
+        )
+        lines.append("|---|" + "---|" * len(tasks))
+        for r in rows:
+            cells = [fmt(t["metrics"][0], t["results"][r].get(t["metrics"][0])) for _, t in tasks]
+            lines.append(f"| {labels[r]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- images
+def _cell(img, cell: int) -> np.ndarray:
+    from PIL import Image
+
+    if img is None:
+        return np.full((cell, cell, 3), 255, np.uint8)
+    if isinstance(img, str):  # a caption (t2i query): text on white
+        return _text_strip(img, cell, cell, wrap=True)
+    return np.asarray(Image.fromarray(np.asarray(img)).resize((cell, cell), Image.NEAREST))
+
+
+def _text_strip(text: str, width: int, height: int, wrap: bool = False) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(im)
+    if wrap:
+        words, lines, cur = text.split(), [], ""
+        for w in words:
+            if len(cur) + len(w) + 1 > max(8, width // 6):
+                lines.append(cur)
+                cur = w
+            else:
+                cur = f"{cur} {w}".strip()
+        lines.append(cur)
+        for i, ln in enumerate(lines[: height // 12]):
+            d.text((2, 2 + 12 * i), ln, fill="black")
+    else:
+        d.text((2, 2), text[: max(8, width // 6)], fill="black")
+    return np.asarray(im)
+
+
+def grid_image(visuals, row_labels: dict, cell: int = 128) -> np.ndarray:
+    """uint8 image: a header strip, then per sample a caption strip and the image cells."""
+    if not visuals:
+        return np.full((cell, cell, 3), 255, np.uint8)
+    out_rows = list(visuals[0].outputs)
+    has_example = any(v.example is not None for v in visuals)
+    heads = (["example in", "example out"] if has_example else []) + ["query"]
+    heads += [row_labels.get(r, r) for r in out_rows] + ["ground truth"]
+    width = cell * len(heads)
+    parts = [np.concatenate([_text_strip(h, cell, 16) for h in heads], axis=1)]
+    for v in visuals:
+        cells = ([_cell(v.example[0] if v.example else None, cell), _cell(v.example[1] if v.example else None, cell)]
+                 if has_example else [])  # fmt: skip
+        cells += (
+            [_cell(v.query, cell)] + [_cell(v.outputs[r], cell) for r in out_rows] + [_cell(v.target, cell)]
+        )
+        parts.append(_text_strip(v.note, width, 16))
+        parts.append(np.concatenate(cells, axis=1))
+    return np.concatenate(parts, axis=0)
+
+
+def bar_plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"].items())
+    rows, labels = report["rows"], report["row_labels"]
+    n = len(tasks)
+    cols = min(4, n)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (task, t) in zip(axes.ravel(), tasks):
+        m = t["metrics"][0]
+        vals = [t["results"][r].get(m) for r in rows]
+        ok = [i for i, v in enumerate(vals) if isinstance(v, (int, float))]
+        ax.bar(
+            [labels[rows[i]] for i in ok], [vals[i] for i in ok], color=[colors[i % len(colors)] for i in ok]
+        )
+        missing = [rows[i] for i in range(len(rows)) if i not in ok]
+        title = f"{t['label']}\n{header(m)}"
+        ax.set_title(title + (f"\n(n/a: {', '.join(missing)})" if missing else ""), fontsize=9)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle(f"xprompt eval {report['benchmark']}: settings compared", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out: str | Path, report: dict, visuals: dict, *, overwrite: bool = False) -> Path:
+    """Write report.json, report.md, grids/<task>.png and settings.png into ``out`` atomically."""
+    from PIL import Image
+
+    out = Path(out)
+    with atomic_dir(out, overwrite=overwrite, marker="report.json") as tmp:
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
+        (tmp / "report.md").write_text(render_markdown(report))
+        (tmp / "grids").mkdir()
+        for task, vis in visuals.items():
+            Image.fromarray(grid_image(vis, report["row_labels"])).save(tmp / "grids" / f"{task}.png")
+        bar_plot(report, tmp / "settings.png")
+    return out

@@ -1,0 +1,179 @@
+"""Benchmarks, reports and the ``xprompt eval`` command on a tiny random checkpoint (GridTokenizer, own BPE)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from xprompt.eval import benchmarks as B
+from xprompt.eval import metrics as M
+from xprompt.eval.report import render_markdown, write_report
+
+from xprompt.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from xprompt.tokenizer.text import TextTokenizer
+    from xprompt.tokenizer.vocab import Vocabulary
+    from xprompt.train.tasks import all_tasks
+
+    from xprompt.checkpoint import save_pretrained
+    from xprompt.config import ModelConfig
+    from xprompt.model import XPromptModel
+
+    d = tmp_path_factory.mktemp("eval_ck")
+    texts = [i for t in all_tasks().values() for i in t.instructions] * 3
+    tok = TextTokenizer.train(texts, vocab_size=300)
+    tok.save(d / "bpe.json")
+    vocab = Vocabulary.build(text_size=max(300, tok.vocab_size), num_image_codes=512, num_xp=4, max_grid=16)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    model = XPromptModel(cfg).eval()
+    extra = {"tokenizers": {"vq": "grid:8", "bpe": str(d / "bpe.json")}, "image_size": 64}
+    return save_pretrained(d / "ck", model, vocab, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def pipe(ckpt):
+    from xprompt.pipeline import XPrompt
+
+    torch.set_num_threads(1)
+    return XPrompt.from_pretrained(ckpt)
+
+
+def _run(ckpt, pipe, **kw):
+    cfg = B.EvalConfig(checkpoint=str(ckpt), **kw)
+    return B.run(cfg, pipe, progress=False)
+
+
+def test_unseen_report_structure_baselines_and_determinism(ckpt, pipe, tmp_path):
+    tasks = ["derain", "add_object", "depth_reserved", "inpainting"]
+    rep, vis = _run(ckpt, pipe, benchmark="unseen", limit=2, tasks=tasks)
+    assert rep["rows"] == ["none", "full", "xp", "copy", "vq"]
+    assert list(rep["tasks"]) == tasks
+    for t in tasks:
+        res = rep["tasks"][t]["results"]
+        assert set(res) == set(rep["rows"])
+        for row in rep["rows"]:
+            for m in rep["tasks"][t]["metrics"]:
+                v = res[row][m]
+                assert isinstance(v, float) or str(v).startswith("unavailable:"), (t, row, m, v)
+    # the copy baseline is exactly the metric of the query against the ground truth
+    items = B.suite_items("derain", 2, 64, 0)
+    want = np.mean([M.psnr(it.query, it.target) for it in items])
+    assert rep["tasks"]["derain"]["results"]["copy"]["psnr"] == pytest.approx(want)
+    assert rep["tasks"]["derain"]["results"]["copy"]["closer"] == 0.0
+    # weights-free run: CLIP and LPIPS say so, they are not numbers
+    assert rep["tasks"]["add_object"]["results"]["xp"]["clip_dir"] == "unavailable: no weights"
+    assert rep["tasks"]["inpainting"]["results"]["xp"]["lpips"] == "unavailable: no weights"
+    # deterministic for a fixed seed
+    rep2, _ = _run(ckpt, pipe, benchmark="unseen", limit=2, tasks=tasks)
+    assert json.dumps(rep["tasks"]) == json.dumps(rep2["tasks"])
+    # files
+    out = write_report(tmp_path / "rep", rep, vis)
+    for f in ("report.json", "report.md", "settings.png", "grids/derain.png", "grids/inpainting.png"):
+        assert (out / f).is_file(), f
+    md = (out / "report.md").read_text()
+    assert "Copy baseline" in md and "In-context w/ XP" in md and "| Setting |" in md
+    assert json.loads((out / "report.json").read_text())["benchmark"] == "unseen"
+    assert md == render_markdown(json.loads((out / "report.json").read_text()))
+    from PIL import Image
+
+    g = np.asarray(Image.open(out / "grids" / "derain.png"))
+    assert g.shape[1] == 128 * (2 + 1 + 4 + 1)  # example pair, query, none/full/xp/vq, ground truth
+
+
+def test_seen_miou_and_normals(ckpt, pipe):
+    rep, _ = _run(
+        ckpt, pipe, benchmark="seen", limit=1, tasks=["segmentation", "normals"], rows=["none", "xp"]
+    )
+    seg = rep["tasks"]["segmentation"]["results"]
+    assert 0.0 <= seg["xp"]["miou"] <= 100.0 and seg["vq"]["miou"] > seg["xp"]["miou"] - 100
+    assert 0.0 <= rep["tasks"]["normals"]["results"]["xp"]["angle"] <= 180.0
+
+
+def test_t2i_rows_and_ceiling(ckpt, pipe):
+    rep, vis = _run(ckpt, pipe, benchmark="t2i", limit=2)
+    res = rep["tasks"]["text_to_image"]["results"]
+    assert rep["rows"] == ["t2i", "gt", "vq"] and not rep["greedy"]
+    assert res["gt"]["overall"] >= 0.5  # the detector reads the ground-truth renders
+    assert 0.0 <= res["t2i"]["overall"] <= 1.0
+    assert isinstance(vis["text_to_image"][0].query, str)
+
+
+def _magicbrush_dir(path, columns=("source_img", "target_img", "instruction"), n=2):
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PI
+
+    rng = np.random.default_rng(0)
+    img = lambda: PI.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    data = {"source_img": [img() for _ in range(n)], "target_img": [img() for _ in range(n)],
+            "instruction": ["make it red", "remove the dog"], "output_caption": ["a red thing", "no dog"]}  # fmt: skip
+    feats = {"source_img": Image(), "target_img": Image(), "instruction": Value("string"),
+             "output_caption": Value("string")}  # fmt: skip
+    keep = [c for c in data if c in columns or c == "output_caption"]
+    Dataset.from_dict(
+        {c: data[c] for c in keep}, features=Features({c: feats[c] for c in keep})
+    ).save_to_disk(path)
+    return path
+
+
+def test_raie_with_magicbrush_and_a_store(ckpt, pipe, tmp_path):
+    from xprompt.retrieval.store import InstructionStore
+
+    rng = np.random.default_rng(1)
+    pairs = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    store = InstructionStore.build(["make the circle red", "remove the square"], pairs[:2], pairs[2:])
+    store.save(tmp_path / "store")
+    mb = _magicbrush_dir(tmp_path / "mb")
+    rep, _ = _run(ckpt, pipe, benchmark="raie", limit=2, magicbrush=str(mb), store=str(tmp_path / "store"))
+    t = rep["tasks"]["magicbrush"]
+    assert rep["rows"] == ["text", "raie", "copy", "vq"]
+    assert t["samples"][0]["retrieved"]["instruction"] == "make the circle red"
+    assert isinstance(t["results"]["raie"]["l1"], float) and t["results"]["raie"]["clip_i"].startswith(
+        "unavailable"
+    )
+
+
+def test_cli_errors_exit_2(ckpt, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert main(["eval", "nope", "--checkpoint", str(ckpt), "--out", out]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    (tmp_path / "notck").mkdir()
+    assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "notck"), "--out", out]) == 2
+    assert "is not a model checkpoint" in capsys.readouterr().err
+    assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "missing"), "--out", out]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    mb = _magicbrush_dir(tmp_path / "mb_bad", columns=("source_img", "instruction"))
+    args = [
+        "eval",
+        "raie",
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        out,
+        "--magicbrush",
+        str(mb),
+        "--rows",
+        "text",
+    ]
+    assert main(args) == 2
+    assert "lacks column(s) ['target_img']" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["eval", "unseen", "--checkpoint", str(ckpt), "--out", str(tmp_path / "full")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["eval", "unseen", "--checkpoint", str(ckpt), "--out", out, "--rows", "raie"]) == 2
+    assert "do not apply" in capsys.readouterr().err
+
+
+def test_cli_runs_and_writes(ckpt, tmp_path, capsys):
+    out = tmp_path / "rep"
+    args = ["eval", "unseen", "--checkpoint", str(ckpt), "--out", str(out), "--limit", "1", "--tasks",
+            "derain,colorization", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert list(rep["tasks"]) == ["derain", "colorization"] and rep["config"]["limit"] == 1
+    assert main(args) == 2  # exists now
+    assert main(args + ["--overwrite"]) == 0
