@@ -10,7 +10,7 @@ Design choices
 * Grids (``grids/<task>.png``): one row per shown sample: example input | example output | query | one output
   per setting | ground truth, cells upscaled (nearest) to ``cell`` px, a caption strip with the instruction
   (or the retrieved instruction, for RAIE). Bar plot (``settings.png``, matplotlib Agg): per task, its first
-  metric for every row; unavailable values are left out and named in the panel.
+  available metric for every row; unavailable values are left out and named in the panel.
 * Everything is written into a temp dir and swapped in at the end (``atomic_dir``); an existing output is
   only replaced with ``overwrite`` and only if it holds a ``report.json``.
 """
@@ -46,6 +46,14 @@ def header(metric: str) -> str:
     return f"{METRIC_NAMES.get(metric, metric)} {'↓' if lower_is_better(metric) else '↑'}"
 
 
+def primary_metric(t: dict) -> str:
+    """The task's first metric that has a number in some row (CLIP-dir without weights falls through)."""
+    for m in t["metrics"]:
+        if any(isinstance(r.get(m), (int, float)) for r in t["results"].values()):
+            return m
+    return t["metrics"][0]
+
+
 def render_markdown(report: dict) -> str:
     cfg, ck = report["config"], report["checkpoint"]
     rows, labels = report["rows"], report["row_labels"]
@@ -74,14 +82,14 @@ def render_markdown(report: dict) -> str:
         lines.append("")
     tasks = list(report["tasks"].items())
     if len(tasks) > 1:
-        lines += ["## Summary (first metric of each task)", ""]
-        lines.append(
-            "| Setting | " + " | ".join(f"{t['label']} {header(t['metrics'][0])}" for _, t in tasks) + " |"
-        )
-        lines.append("|---|" + "---|" * len(tasks))
+        prim = [(t, primary_metric(t)) for _, t in tasks]
+        lines += ["## Summary (first available metric of each task)", ""]
+        lines.append("| Setting | " + " | ".join(f"{t['label']} {header(m)}" for t, m in prim) + " |")
+        lines.append("|---|" + "---|" * len(prim))
         for r in rows:
-            cells = [fmt(t["metrics"][0], t["results"][r].get(t["metrics"][0])) for _, t in tasks]
-            lines.append(f"| {labels[r]} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {labels[r]} | " + " | ".join(fmt(m, t["results"][r].get(m)) for t, m in prim) + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -153,20 +161,20 @@ def bar_plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (task, t) in zip(axes.ravel(), tasks):
-        m = t["metrics"][0]
+        m = primary_metric(t)
         vals = [t["results"][r].get(m) for r in rows]
         ok = [i for i, v in enumerate(vals) if isinstance(v, (int, float))]
-        ax.bar(
-            [labels[rows[i]] for i in ok], [vals[i] for i in ok], color=[colors[i % len(colors)] for i in ok]
-        )
+        ax.bar([rows[i] for i in ok], [vals[i] for i in ok], color=[colors[i % len(colors)] for i in ok])
         missing = [rows[i] for i in range(len(rows)) if i not in ok]
         title = f"{t['label']}\n{header(m)}"
         ax.set_title(title + (f"\n(n/a: {', '.join(missing)})" if missing else ""), fontsize=9)
-        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.tick_params(axis="x", labelsize=8)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.suptitle(f"xprompt eval {report['benchmark']}: settings compared", fontsize=11)
-    fig.tight_layout()
+    legend = "   ".join(f"{r} = {labels[r]}" for r in rows)
+    fig.text(0.5, 0.005, legend, ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
