@@ -212,7 +212,7 @@ def load_image_tokenizer(spec: str | Path):
             f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer"
         )
     tok = VQTokenizer.from_pretrained(p)
-    files = [f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")]
+    files = [f for f in (p / "config.json", p / "model.safetensors") if f.is_file()]  # weights identity only
     return tok, {"path": str(p.resolve()), "fingerprint": file_fingerprint(files)}
 
 
