@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    from xprompt.train.build import BuildConfig, _draw_range, build_dataset, load_image_tokenizer
+    from xprompt.train.build import BuildConfig, build_dataset, draw_groups, load_image_tokenizer
 
     cfg = BuildConfig(split=args.split, n=args.n, size=args.size, seed=0, workers=args.workers,
                       group_size=args.group_size)  # fmt: skip
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
 
     # raw generation alone (one process)
     n_groups = max(1, min(200, args.n) // cfg.group_size)
-    _draw_range((cfg, 0, 2))  # warm caches (photo decoding)
+    draw_groups(cfg, 0, 2)  # warm caches (photo decoding)
     t = time.perf_counter()
-    raw = _draw_range((cfg, 0, n_groups))
+    raw = draw_groups(cfg, 0, n_groups)
     gen_s = time.perf_counter() - t
     # encoding alone
     imgs = np.stack(

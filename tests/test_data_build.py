@@ -171,3 +171,11 @@ def test_show_refuses_a_changed_tokenizer(tmp_path):
     TextTokenizer.train(["a completely different corpus"] * 3, vocab_size=260).save(bpe)
     assert main(["data", "show", str(out), "-o", str(tmp_path / "bad.png")]) == 2
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.slow  # spawns two processes that import torch (~30 s on the shared cores)
+def test_worker_processes_give_the_same_dataset(tmp_path):
+    a, _ = _build(tmp_path, "one", n=8)
+    b, _ = _build(tmp_path, "two", n=8, workers=2)
+    da, db = load_built(a)[0], load_built(b)[0]
+    assert da["input_ids"] == db["input_ids"] and da["instruction"] == db["instruction"]

@@ -155,9 +155,9 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
                       instruction_drop=drop, sample_rngs=rngs)  # fmt: skip
 
 
-def _draw_range(args) -> list[RawSample]:
-    cfg, lo, hi = args  # group indices
-    table = task_table(cfg)
+def draw_groups(cfg: BuildConfig, lo: int, hi: int, table=None) -> list[RawSample]:
+    """The raw samples of groups [lo, hi)."""
+    table = table or task_table(cfg)
     return [s for g in range(lo, hi) for s in draw_group_at(cfg, g, table)]
 
 
@@ -322,15 +322,50 @@ def _row(s: RawSample, seq, seed: int, eval_split: bool) -> dict:
     return row
 
 
+_WORKER: dict = {}  # per-process state of a build: cfg, task table, tokenizers, vocabulary, RAIE encoder
+
+
+def _init_worker(cfg: BuildConfig, tokenizer, bpe, vocab_dict: dict, threads: int, encoder=None) -> None:
+    """Load what a build process needs (in a spawned worker, or in the parent when ``workers == 1``)."""
+    import torch
+    from xprompt.tokenizer.vocab import Vocabulary
+
+    torch.set_num_threads(threads)
+    vq = load_image_tokenizer(tokenizer)[0] if isinstance(tokenizer, (str, Path)) else tokenizer
+    text = load_text_tokenizer(bpe)[0] if isinstance(bpe, (str, Path)) else bpe
+    _WORKER.update(cfg=cfg, table=task_table(cfg), vq=vq, bpe=text, vocab=Vocabulary.from_dict(vocab_dict),
+                   encoder=encoder)  # fmt: skip
+
+
+def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
+    """Generate, (RAIE-)pair, encode and lay out the samples of groups [lo, hi): (rows, statistics)."""
+    w = _WORKER
+    cfg = w["cfg"]
+    lo, hi = group_range
+    raw = draw_groups(cfg, lo, hi, w["table"])
+    raie_n = raie_pair(raw, w["encoder"], seed=cfg.seed) if cfg.raie_pairing else 0
+    seqs, n_enc = tokenize_chunk(raw, w["vq"], w["vocab"], w["bpe"])
+    rows = [_row(s, seq, cfg.seed, cfg.split == "eval") for s, seq in zip(raw, seqs)]
+    stats = {"tasks": Counter(s.task for s in raw), "families": Counter(s.family for s in raw),
+             "n_tok": [len(q) for q in seqs], "raie": raie_n, "images": n_enc}  # fmt: skip
+    return rows, stats
+
+
 def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/vq-64", bpe="checkpoints/bpe",
                   overwrite: bool = False, progress: bool = True, encoder=None) -> dict:  # fmt: skip
-    """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict)."""
+    """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict).
+
+    ``cfg.workers > 1`` spawns that many processes, each generating, encoding (one torch thread) and laying
+    out whole chunks; the parent only writes. ``encoder`` (RAIE pairing) is used in-process only; workers load
+    the default encoder."""
     import datasets
     from tqdm.auto import tqdm
     from xprompt.tokenizer.vocab import Vocabulary
 
     if cfg.n < 1:
         raise XPromptError(f"--n must be >= 1, got {cfg.n}")
+    if cfg.group_size < 1 or cfg.workers < 1 or cfg.chunk < 1 or cfg.shard_size < 1:
+        raise XPromptError("group_size, workers, chunk and shard_size must all be >= 1")
     check_size(cfg.size)
     table = task_table(cfg)  # validates split, tasks and mixture before anything is loaded or written
     out = Path(out)
@@ -348,11 +383,9 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     features = _features(eval_split)
     t0 = time.time()
     counts, fam_counts, n_tok, raie_n, n_images = Counter(), Counter(), [], 0, 0
-    if cfg.group_size < 1:
-        raise XPromptError(f"group_size must be >= 1, got {cfg.group_size}")
     n_groups = math.ceil(cfg.n / cfg.group_size)
     per = max(1, cfg.chunk // cfg.group_size)  # groups per chunk
-    ranges = [(cfg, lo, min(lo + per, n_groups)) for lo in range(0, n_groups, per)]
+    ranges = [(lo, min(lo + per, n_groups)) for lo in range(0, n_groups, per)]
     with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp:
         shards, rows = [], []
         bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
@@ -360,29 +393,32 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
         if cfg.workers > 1:
             import multiprocessing as mp
 
-            pool = mp.get_context("spawn").Pool(cfg.workers - 1)
-            chunks = pool.imap(_draw_range, ranges)
+            init = (cfg, vq_ref["path"], bpe_ref["path"], vocab.to_dict(), 1)
+            pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=init)
+            chunks = pool.imap(_work, ranges)
         else:
-            chunks = (_draw_range(r) for r in ranges)
+            import torch
+
+            _init_worker(cfg, vq, text_tok, vocab.to_dict(), torch.get_num_threads(), encoder)
+            chunks = (_work(r) for r in ranges)
         try:
-            for raw in chunks:
-                if cfg.raie_pairing:
-                    raie_n += raie_pair(raw, encoder, seed=cfg.seed)
-                seqs, n_enc = tokenize_chunk(raw, vq, vocab, text_tok)
-                n_images += n_enc
-                for s, seq in zip(raw, seqs):
-                    rows.append(_row(s, seq, cfg.seed, eval_split))
-                    counts[s.task] += 1
-                    fam_counts[s.family] += 1
-                    n_tok.append(len(seq))
+            for chunk_rows, st in chunks:
+                rows += chunk_rows
+                counts.update(st["tasks"])
+                fam_counts.update(st["families"])
+                n_tok += st["n_tok"]
+                raie_n += st["raie"]
+                n_images += st["images"]
                 if len(rows) >= cfg.shard_size:
                     shards.append(datasets.Dataset.from_list(rows, features=features))
                     rows = []
-                bar.update(len(raw))
+                bar.update(len(chunk_rows))
         finally:
             bar.close()
+            _WORKER.clear()
             if pool is not None:
                 pool.terminate()
+                pool.join()
         if rows:
             shards.append(datasets.Dataset.from_list(rows, features=features))
         ds = datasets.concatenate_datasets(shards)
