@@ -194,21 +194,15 @@ def train(
             f"no training sample fits in max_len={cfg.max_len} tokens (longest: "
             f"{int(td.train.lengths.max())}); raise max_len"
         )
-    loader = Loader(
-        td.train, plan, vocab, micro=cfg.micro_batch, world=info.world_size, global_batch=cfg.global_batch
-    )
+    pad_to = cfg.max_len if cfg.pad_to_max_len else None
+    loader = Loader(td.train, plan, vocab, micro=cfg.micro_batch, world=info.world_size,
+                    global_batch=cfg.global_batch, pad_to=pad_to)
     val_loader = None
     if td.val is not None and len(td.val):
         vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
         if len(vplan.fits):
-            val_loader = Loader(
-                td.val,
-                vplan,
-                vocab,
-                micro=cfg.micro_batch,
-                world=info.world_size,
-                global_batch=cfg.global_batch,
-            )
+            val_loader = Loader(td.val, vplan, vocab, micro=cfg.micro_batch, world=info.world_size,
+                                global_batch=cfg.global_batch, pad_to=pad_to)
 
     # ---- process group, threads, run directory
     import deepspeed

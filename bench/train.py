@@ -1,0 +1,191 @@
+"""Training benchmark: tokens/s of the tiny preset (fp32, bf16), MFU against a peak measured in the same run,
+packed vs padded useful tokens/s, and ZeRO stage 0 / 2 / 3 step time with 2 processes.
+
+Every number comes from the real trainer (``xprompt train model`` / ``deepspeed --module xprompt.train``) on a
+task-suite dataset built here (64 px images, the 8x grid test tokenizer unless ``--tokenizer`` names a VQ
+checkpoint; the token count per image is what matters for speed). Throughput is the median over the steps
+after ``--warmup`` of the trainer's own ``tokens_per_s`` (non-padding tokens / step wall time).
+
+* Peak: a large square matmul in fp32 and in bf16 with the same threads as the trainer, timed for a few
+  seconds each, in this run (the machine is shared: the load average is recorded beside the numbers).
+* MFU = 6 * N * tokens/s / peak, N = parameters that take part in matmuls (all but the input embedding
+  table; the LM head counts). Attention score FLOPs are left out of the numerator, as in the usual 6N rule.
+* Packing: the same model and precision with ``pack`` on (bins of max_len), with one sample per row padded to
+  the longest row of the micro-batch ("padded, dynamic"), and padded to max_len ("padded, fixed"). Padded
+  runs take k times more rows per step (k = samples per packed row) so that all see about the same tokens.
+
+Usage: ``python bench/train.py [--steps 8] [--data DIR] [--out bench/results/train.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def measure_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0, threads: int | None = None) -> float:
+    """FLOP/s of an (n x n) @ (n x n) matmul in ``dtype_name``, best of repeated timed batches."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def build_data(out: Path, n: int, tokenizer: str) -> Path:
+    from xprompt.train.build import BuildConfig, build_dataset
+
+    from xprompt.configs import config_from_dict
+
+    cfg = config_from_dict(BuildConfig, {"n": n, "size": 64, "seed": 0, "split": "train"})
+    build_dataset(cfg, out, tokenizer=tokenizer, bpe=str(ROOT / "checkpoints" / "bpe"), progress=False)
+    return out
+
+
+def run_trainer(tmp: Path, name: str, data: Path, overrides: dict, ds: dict, procs: int = 1) -> dict:
+    """Run the trainer; returns its train records and the run's start event."""
+    cfg = {"preset": "tiny", "max_len": 1024, "micro_batch": 4, "global_batch": 8, "steps": 8, "lr": 2e-3,
+           "warmup_steps": 2, "log_every": 1, "save_every": 100000, "val_every": 100000, "val_batches": 0,
+           "val_fraction": 0.0, "precision": "bf16", "keep_last": 1}
+    cfg.update(overrides)
+    cfg_path, ds_path, out = tmp / f"{name}.json", tmp / f"{name}.ds.json", tmp / f"run-{name}"
+    cfg_path.write_text(json.dumps(cfg))
+    ds_path.write_text(json.dumps(ds))
+    args = ["--config", str(cfg_path), "--data", str(data), "--out", str(out), "--deepspeed", str(ds_path),
+            "--no-progress"]
+    bindir = Path(sys.executable).parent
+    if procs == 1:
+        cmd = [sys.executable, "-m", "xprompt", "train", "model", *args]
+    else:
+        from xprompt.train.dist import free_port
+
+        cmd = [str(bindir / "deepspeed"), "--num_gpus", str(procs), "--master_port", str(free_port()),
+               "--module", "xprompt.train", *args]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+    t0 = time.time()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=tmp)
+    if r.returncode != 0:
+        raise RuntimeError(f"trainer run {name} failed:\n{r.stderr[-4000:]}")
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    start = next(x for x in recs if x.get("event") == "start")
+    run = json.loads((out / "run.json").read_text())
+    print(f"  {name}: {time.time() - t0:.0f} s wall", flush=True)
+    return {"train": [x for x in recs if x["kind"] == "train"], "start": start, "run": run}
+
+
+def summarize(res: dict, warmup: int) -> dict:
+    recs = [r for r in res["train"] if r["step"] > warmup] or res["train"]
+    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
+            "step_time_s": statistics.median(r["step_time"] for r in recs),
+            "tokens_per_step": statistics.median(r["tokens"] for r in recs), "steps_timed": len(recs)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="dataset dir (default: build 300 samples here)")
+    ap.add_argument("--tokenizer", default="grid:8", help="image tokenizer for the built data (grid:8 or a VQ dir)")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
+    ap.add_argument("--skip-zero", action="store_true", help="skip the 2-process ZeRO comparison")
+    args = ap.parse_args(argv)
+
+    from xprompt.train.train_config import DEFAULT_DS_CONFIG, cpu_has_bf16
+
+    from xprompt.io_utils import atomic_write_text
+
+    threads = os.cpu_count() or 1
+    result = {"machine": {"cpus": threads, "bf16_cpu": cpu_has_bf16(), "load_avg_start": os.getloadavg()},
+              "steps": args.steps, "warmup": args.warmup}
+    print(f"peak matmul ({threads} threads)...", flush=True)
+    peak = {d: measure_peak(d, threads=threads) for d in ("fp32", "bf16")}
+    result["peak_flops"] = peak
+    print(f"  fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="xprompt-bench-train-") as td:
+        tmp = Path(td)
+        data = Path(args.data) if args.data else build_data(tmp / "data", 300, args.tokenizer)
+        card = data / "dataset_card.json"
+        lens = json.loads(card.read_text())["tokens"] if card.is_file() else None
+        result["data"] = {"dir": args.data or f"built: 300 samples, 64 px, tokenizer {args.tokenizer}",
+                          "tokens_per_sample": lens}
+        stage0 = dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 0})
+        # padded runs get as many rows as a packed row holds samples, so every step sees about the same tokens
+        # (the optimizer step and other per-step costs are then shared by the same number of tokens)
+        k = max(1, round(1024 / float(lens["mean"]))) if lens else 3
+        pad_batch = {"micro_batch": 4 * k, "global_batch": 8 * k}
+        runs = {
+            "fp32_packed": ({"precision": "fp32"}, stage0, 1),
+            "bf16_packed": ({"precision": "bf16"}, stage0, 1),
+            "bf16_padded_dynamic": ({"precision": "bf16", "pack": False, **pad_batch}, stage0, 1),
+            "bf16_padded_fixed": ({"precision": "bf16", "pack": False, "pad_to_max_len": True, **pad_batch},
+                                  stage0, 1),
+            "bf16_packed_zero2_1proc": ({"precision": "bf16"}, DEFAULT_DS_CONFIG, 1),
+        }
+        if not args.skip_zero:
+            for st in (0, 2, 3):
+                runs[f"zero{st}_2proc"] = ({"precision": "bf16", "micro_batch": 4, "global_batch": 8},
+                                           dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": st}), 2)
+        out = {}
+        print("trainer runs...", flush=True)
+        for name, (ov, ds, procs) in runs.items():
+            res = run_trainer(tmp, name, data, dict(ov, steps=args.steps), ds, procs)
+            s = summarize(res, args.warmup)
+            s["params"] = res["start"]["params"]
+            s["processes"] = procs
+            s["zero_stage"] = res["run"]["zero_stage"]
+            out[name] = s
+        mc = res["run"]["model_config"]
+    n_total = out["bf16_packed"]["params"]
+    n_matmul = n_total - mc["vocab_size"] * mc["dim"]
+    for name, s in out.items():
+        prec = "fp32" if name.startswith("fp32") else "bf16"
+        s["mfu"] = 6 * n_matmul * s["tokens_per_s"] / peak[prec]
+    result["model"] = {"preset": "tiny", "params": n_total, "matmul_params": n_matmul, "vocab_size": mc["vocab_size"],
+                       "dim": mc["dim"], "n_layers": mc["n_layers"], "max_len": 1024}
+    result["runs"] = out
+    result["packing_speedup"] = {
+        "vs_padded_dynamic": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_dynamic"]["tokens_per_s"],
+        "vs_padded_fixed": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_fixed"]["tokens_per_s"],
+    }
+    result["targets"] = {"mfu_bf16": ">= 0.30", "packing_speedup": ">= 1.3"}
+    result["machine"]["load_avg_end"] = os.getloadavg()
+
+    print(f"\n{'run':28s} {'proc':>4s} {'zero':>4s} {'tok/s':>8s} {'step s':>7s} {'MFU':>6s}")
+    for name, s in out.items():
+        print(f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
+              f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%")
+    ps = result["packing_speedup"]
+    print(f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
+          f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row")
+    print(f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}")
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
