@@ -18,13 +18,14 @@ generated image, not guessed:
    (noise, texture, a half-drawn shape). The cell is the 3x3 cell of the centroid.
 
 Checks built on it
-* ``edit_success(pred, edit)``: did an add / remove / recolour / move / resize happen? (added object detected
-  at its cell; removed object no longer detected; recoloured object in its new colour and not the old one at
-  its cell; moved object at its new cell only; resized object with the new size class). ``edit`` is a small
-  dict; ``edit_from_instance`` builds it from a task-suite instance (params + the query's scene graph).
-* ``geneval_checks(pred, scene)``: for a caption's scene -- *object* (each captioned shape present),
-  *colour* (each captioned colour+shape present), *count* (number of detected objects equals the caption's),
-  *position* (each colour+shape found in its captioned cell), and *overall* = all four true. Scores are the
+* ``edit_success(pred, edit, reference=gt)``: did an add / remove / recolour / move / resize happen, and was
+  the rest of the scene kept? Judged on colour blobs (``detect_blobs``: colour classes, connected components,
+  cell of the centroid, no shape test), because a 64-px VQ keeps an object's colour and place but blurs its
+  outline (a cross comes back as a blob). ``edit_from_instance`` builds ``edit`` from a task-suite
+  instance (params + the query's scene graph).
+* ``geneval_checks(pred, scene)``: for a caption's scene -- *object* (each captioned shape recognised),
+  *colour* (each captioned colour present), *count* (number of blobs equals the caption's object count),
+  *position* (each captioned colour in its captioned cell), and *overall* = all four true. Scores are the
   fraction of prompts passing, as in GenEval.
 Measured on clean renders (the detector's ceiling) in ``tests/test_detect.py``.
 """
@@ -42,6 +43,8 @@ from xprompt.errors import XPromptError
 ANGLES = (-0.35, -0.175, 0.0, 0.175, 0.35)
 CENTER_STEP = 0.03  # template centre search around the component centroid (normalised units)
 REFINE_TOP = 6  # templates re-centred in the second matching stage
+# edit checks: generous on the prediction, strict on what the reference (ground truth) requires to be kept
+PRED_COLOR_DIST, PRED_MIN_AREA, REF_MIN_AREA = 100.0, 0.004, 0.02
 
 
 @dataclass(frozen=True)
@@ -177,50 +180,96 @@ def detect_objects(
 EDIT_KINDS = ("add", "remove", "recolor", "move", "resize")
 
 
-def preserved(dets: list[Detection], reference: list[Detection], exclude: set[tuple[str, str]]) -> bool:
-    """Every object found in ``reference`` (except the ``exclude`` (colour, shape) keys) is in ``dets`` too,
-    with the same colour, shape and cell."""
-    have = {(d.key(), d.cell) for d in dets}
-    return all((r.key(), r.cell) in have for r in reference if r.key() not in exclude)
+@dataclass(frozen=True)
+class Blob:
+    """A connected region of one object colour: the lenient unit of the edit checks."""
+
+    color: str
+    cell: tuple[int, int]
+    area: float  # fraction of the image
+
+    def key(self) -> tuple[str, tuple[int, int]]:
+        return (self.color, self.cell)
 
 
-def edit_success(pred, edit: dict, detections: list[Detection] | None = None, reference=None) -> bool:
-    """Was the edit visible in ``pred`` (and, with ``reference``, was the rest of the scene kept)?
+def detect_blobs(img, max_color_dist: float = 80.0, min_area: float = 0.008) -> list[Blob]:
+    """Object-coloured components (no shape test) with the cell of their centroid, largest first.
 
-    ``reference`` is the ground-truth image (or its detections): then every other object the detector finds
-    in it must also be found in ``pred`` at the same cell -- otherwise an output that destroys the scene would
-    count as a successful removal.
+    Lenient on purpose: a VQ tokenizer at 64 px keeps an object's colour and place but blurs its outline (a
+    cross comes back as a blob), so edits are judged by colour and cell, not by shape.
+    """
+    from scipy import ndimage
 
-    ``edit`` names the edited object in the vocabulary of ``train.scenes``: ``{"kind", "color", "shape",
-    "cell"}`` plus ``"old_color"`` (recolor), ``"to"`` (move: the new cell; ``cell`` is the old one) or
-    ``"new_size"`` (resize). Success: add -- the object is detected at its cell; remove -- it is detected
-    nowhere; recolor -- the new colour is at the cell and the old one is not; move -- the object is at ``to``
-    and not at ``cell``; resize -- the object at its cell has the new size class.
+    img = as_image(img)
+    n = img.shape[0]
+    names = list(_scenes().OBJ_COLORS)
+    lab = color_labels(img, max_color_dist)  # (n, n)
+    out = []
+    for ci in np.unique(lab[lab >= 0]):
+        comps, k = ndimage.label(lab == ci, structure=np.ones((3, 3)))
+        for j in range(1, k + 1):
+            m = comps == j
+            if m.mean() < min_area:
+                continue
+            ys, xs = np.nonzero(m)
+            cell = (min(2, int((ys.mean() + 0.5) / n * 3)), min(2, int((xs.mean() + 0.5) / n * 3)))
+            out.append(Blob(names[int(ci)], cell, float(m.mean())))
+    return sorted(out, key=lambda b: -b.area)
+
+
+def _template_area(shape: str, size: str, n: int = 64) -> float:
+    return float(_template(shape, size, 0.0, 0.5, 0.5, n).mean())
+
+
+def edit_success(pred, edit: dict, reference=None) -> bool:
+    """Was the edit made in ``pred``, judged by object colour and cell (``detect_blobs``)?
+
+    ``edit`` names the edited object in ``train.scenes`` terms: ``{"kind", "color", "shape", "cell"}`` plus
+    ``"old_color"`` (recolor), ``"to"`` (move: the new cell; ``cell`` is the old one) or ``"new_size"`` and
+    ``"old_size"`` (resize). The edit defines keys (colour, cell) that must be present after it and keys that
+    must be gone: add -- present (colour, cell); remove -- gone (colour, cell); recolor -- present (new colour,
+    cell), gone (old colour, cell); move -- present at ``to``, gone at ``cell``; resize -- present, and the
+    blob's area nearer the new size class's template area than the old one's (log scale).
+
+    ``reference`` (the ground-truth image, or its blobs) makes the check exact and strict: a key the reference
+    itself shows (an unrelated object of the same colour) is not required to be gone, and every other blob of
+    the reference (>= ``REF_MIN_AREA`` of the image) must be in ``pred`` too -- otherwise an output that wipes
+    the scene would be a "removal". The prediction's blobs are found generously (within ``PRED_COLOR_DIST``,
+    >= ``PRED_MIN_AREA``), the reference's strictly (80, ``REF_MIN_AREA``): measured on the suite's
+    instances, the ground truth passes 97-100 %, the copy baseline 0-3 %, and the ground truth through the
+    shipped 64-px VQ 78-88 % (the tokenizer's ceiling).
     """
     kind = edit.get("kind")
     if kind not in EDIT_KINDS:
         raise XPromptError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
-    extra = {"recolor": "old_color", "move": "to", "resize": "new_size"}.get(kind)
-    for k in ("color", "shape", "cell") + ((extra,) if extra else ()):
+    extra = {"recolor": ("old_color",), "move": ("to",), "resize": ("new_size", "old_size")}.get(kind, ())
+    for k in ("color", "shape", "cell", *extra):
         if k not in edit:
             raise XPromptError(f"edit description ({kind}) is missing {k!r}: {edit}")
-    dets = detect_objects(pred) if detections is None else detections
-    key = (edit["color"], edit["shape"])
+    blobs = detect_blobs(pred, PRED_COLOR_DIST, PRED_MIN_AREA)
+    have = {b.key() for b in blobs}
     cell = tuple(edit["cell"])
+    color = edit["color"]
+    present, gone = {
+        "add": ({(color, cell)}, set()),
+        "remove": (set(), {(color, cell)}),
+        "recolor": ({(color, cell)}, {(edit.get("old_color"), cell)}),
+        "move": ({(color, tuple(edit.get("to", cell)))}, {(color, cell)}),
+        "resize": ({(color, cell)}, set()),
+    }[kind]
     if reference is not None:
-        ref = reference if isinstance(reference, list) else detect_objects(reference)
-        if not preserved(dets, ref, {key, (edit.get("old_color"), edit["shape"])}):
+        ref = reference if isinstance(reference, list) else detect_blobs(reference, 80.0, REF_MIN_AREA)
+        ref_keys = {b.key() for b in ref}
+        gone = gone - ref_keys
+        if not all(k in have for k in ref_keys - gone):
             return False
-    at = lambda c, k=key: [d for d in dets if d.cell == tuple(c) and d.key() == k]
-    if kind == "add":
-        return bool(at(cell))
-    if kind == "remove":
-        return not any(d.key() == key for d in dets)
-    if kind == "recolor":
-        return bool(at(cell)) and not at(cell, (edit["old_color"], edit["shape"]))
-    if kind == "move":
-        return bool(at(edit["to"])) and not at(cell)
-    return any(d.size == edit["new_size"] for d in at(cell))
+    if not present <= have or gone & have:
+        return False
+    if kind == "resize":
+        areas = [b.area for b in blobs if b.key() == (color, cell)]
+        new, old = (_template_area(edit["shape"], edit[k]) for k in ("new_size", "old_size"))
+        return abs(np.log(max(areas) / new)) < abs(np.log(max(areas) / old))
+    return True
 
 
 def edit_from_instance(task: str, params: dict, scene_before: dict | None) -> dict | None:
@@ -248,20 +297,30 @@ def edit_from_instance(task: str, params: dict, scene_before: dict | None) -> di
         "shape": p["shape"],
         "cell": cell,
         "new_size": p["new_size"],
+        "old_size": obj["size"],
     }
 
 
 # ---------------------------------------------------------------------- GenEval-style checks
 def geneval_checks(pred, scene, detections: list[Detection] | None = None) -> dict[str, bool]:
-    """Object / colour / count / position correctness of ``pred`` for the caption of ``scene``."""
-    dets = detect_objects(pred) if detections is None else detections
+    """Object / colour / count / position correctness of ``pred`` for the caption of ``scene``.
+
+    *object*: every captioned shape is recognised (``detect_objects`` with relaxed thresholds: IoU >= 0.5,
+    mean colour distance <= 60, colour distance <= 80); *colour*: every captioned colour is present as a blob;
+    *position*: every captioned (colour, cell) is present; *count*: the number of blobs of >= 1 % of the image
+    equals the number of captioned objects; *overall*: all four. Colour, position and count use the lenient
+    blobs because a 64-px VQ keeps colours and places but not outlines (see docs/evaluation.md for the
+    ceilings measured on ground-truth renders and on their VQ reconstructions).
+    """
+    dets = detect_objects(pred, 80.0, 0.004, 0.5, 60.0) if detections is None else detections
+    blobs = detect_blobs(pred, PRED_COLOR_DIST, PRED_MIN_AREA)
     want = list(scene.objects)
     shapes = [d.shape for d in dets]
-    keys = [d.key() for d in dets]
+    keys = {b.key() for b in blobs}
     obj_ok = all(shapes.count(s) >= sum(o.shape == s for o in want) for s in {o.shape for o in want})
-    color_ok = all((o.color, o.shape) in keys for o in want)
-    count_ok = len(dets) == len(want)
-    pos_ok = all(any(d.key() == (o.color, o.shape) and d.cell == o.cell for d in dets) for o in want)
+    color_ok = all(any(b.color == o.color for b in blobs) for o in want)
+    count_ok = sum(b.area >= 0.01 for b in blobs) == len(want)
+    pos_ok = all((o.color, o.cell) in keys for o in want)
     return {
         "object": bool(obj_ok),
         "color": bool(color_ok),

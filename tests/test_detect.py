@@ -76,7 +76,14 @@ def test_edit_success_move_resize_and_instances():
     mv = {"kind": "move", "color": "red", "shape": "circle", "cell": (0, 0), "to": (2, 0)}
     assert D.edit_success(sc.render(moved, SIZE), mv) and not D.edit_success(sc.render(before, SIZE), mv)
     bigger = _flat_scene([dataclasses.replace(RED_CIRCLE, size="large"), BLUE_SQUARE])
-    rs = {"kind": "resize", "color": "red", "shape": "circle", "cell": (0, 0), "new_size": "large"}
+    rs = {
+        "kind": "resize",
+        "color": "red",
+        "shape": "circle",
+        "cell": (0, 0),
+        "new_size": "large",
+        "old_size": "medium",
+    }
     assert D.edit_success(sc.render(bigger, SIZE), rs) and not D.edit_success(sc.render(before, SIZE), rs)
     # on the task suite's own instances, the ground truth passes and the copy baseline fails
     for task in ("add_object", "remove_object", "recolor", "move", "resize"):
