@@ -26,8 +26,44 @@ def _check_out(out: Path, overwrite: bool) -> None:
                                "overwrite it")  # fmt: skip
 
 
+def cmd_compare(args) -> int:
+    """``xprompt eval compare --inputs LABEL=DIR[:ROW] ... --out FILE.md [--gap LOW,HIGH]``."""
+    import json
+
+    from xprompt.eval.report import compare_markdown
+
+    from xprompt.io_utils import atomic_write_text
+
+    if not args.inputs:
+        raise XPromptError("compare needs --inputs LABEL=REPORT_DIR[:ROW] (one per table row)")
+    entries = []
+    for spec in args.inputs:
+        label, sep, rest = spec.partition("=")
+        if not sep or not label.strip():
+            raise XPromptError(f"--inputs {spec!r}: expected LABEL=REPORT_DIR[:ROW]")
+        path, _, row = rest.partition(":")
+        f = Path(path) / "report.json" if Path(path).is_dir() else Path(path)
+        if not f.is_file():
+            raise XPromptError(f"--inputs {spec!r}: no report.json at {f}")
+        rep = json.loads(f.read_text())
+        row = row or rep["rows"][0]
+        if row not in rep["rows"]:
+            raise XPromptError(f"--inputs {spec!r}: {f} has rows {rep['rows']}, not {row!r}")
+        entries.append((label.strip(), rep, row))
+    gap = tuple(x.strip() for x in args.gap.split(",")) if args.gap else None
+    if gap is not None and len(gap) != 2:
+        raise XPromptError("--gap takes two row labels: LOW,HIGH")
+    md = compare_markdown(entries, gap, _csv(args.metrics) or None)
+    atomic_write_text(args.out, md)
+    print(md)
+    return 0
+
+
 def cmd_eval(args) -> int:
     import sys
+
+    if args.name == "compare":
+        return cmd_compare(args)
 
     from xprompt.eval.benchmarks import EvalConfig, check_checkpoint, run
     from xprompt.eval.report import render_markdown, write_report
@@ -63,9 +99,13 @@ def register(root, groups) -> None:
         "eval", help="run a benchmark (unseen, seen, raie, t2i)",
         description="Run a benchmark and write report.json, report.md, PNG grids and a bar plot to --out.",
     )  # fmt: skip
-    p.add_argument("name", metavar="NAME", help="benchmark: unseen | seen | raie | t2i")
+    p.add_argument(
+        "name",
+        metavar="NAME",
+        help="benchmark: unseen | seen | raie | t2i; or `compare` (a results table across reports)",
+    )
     p.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
-    p.add_argument("--out", required=True, help="report directory to write")
+    p.add_argument("--out", required=True, help="report directory to write (compare: the .md file)")
     p.add_argument("--limit", type=int, default=8, help="instances per task (default 8)")
     p.add_argument("--seed", type=int, default=0, help="instance and sampling seed (default 0)")
     p.add_argument("--size", type=int, default=None, help="image size in px (default: the checkpoint's)")
@@ -102,4 +142,16 @@ def register(root, groups) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        default=None,
+        help="compare: LABEL=REPORT_DIR[:ROW] per table row, e.g. 'No context=runs/u:none'",
+    )
+    p.add_argument("--metrics", default=None, help="compare: metric names to keep (default: the paper's)")
+    p.add_argument(
+        "--gap",
+        default=None,
+        help="compare: LOW,HIGH row labels; adds the fraction of the gap each other row closes",
+    )
     p.set_defaults(func=cmd_eval)

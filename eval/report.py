@@ -192,3 +192,61 @@ def write_report(out: str | Path, report: dict, visuals: dict, *, overwrite: boo
             Image.fromarray(grid_image(vis, report["row_labels"])).save(tmp / "grids" / f"{task}.png")
         bar_plot(report, tmp / "settings.png")
     return out
+
+
+# ---------------------------------------------------------------------- comparing runs (the ablation table)
+def gap_closed(none: float, ctx: float, full: float) -> float | None:
+    """Fraction of the gap from ``none`` to ``full`` that ``ctx`` closes (direction-free); None if no gap."""
+    if not all(isinstance(v, (int, float)) for v in (none, ctx, full)) or abs(full - none) < 1e-12:
+        return None
+    return (ctx - none) / (full - none)
+
+
+EXTRA_METRICS = ("changed_psnr", "closer")  # ours, left out of the comparison table unless asked for
+
+
+def compare_markdown(
+    entries: list[tuple[str, dict, str]], gap: tuple[str, str] | None = None, metrics: list[str] | None = None
+) -> str:
+    """A results table across runs: ``entries`` = (row label, report dict, row key in that report).
+
+    Columns are every (task, metric) with a number in some entry, in the first report's order (``metrics``
+    restricts the metric names; by default the changed-region metrics are left out); with
+    ``gap=(low_label, high_label)`` one more row per other entry gives the fraction of the low->high gap that
+    entry closes, per column (X-Prompt's "in-context closes 65-84 % of the gap" figure).
+    """
+    cols: list[tuple[str, str, str]] = []  # (task, metric, header)
+    for _, rep, _ in entries:
+        for task, t in rep["tasks"].items():
+            for m in t["metrics"]:
+                if (m not in metrics) if metrics else (m in EXTRA_METRICS):
+                    continue
+                vals = [
+                    r["tasks"].get(task, {}).get("results", {}).get(row, {}).get(m) for _, r, row in entries
+                ]
+                if any(isinstance(v, (int, float)) for v in vals) and (task, m) not in [c[:2] for c in cols]:
+                    cols.append((task, m, f"{t['label']} {header(m)}"))
+
+    def value(rep, row, task, m):
+        return rep["tasks"].get(task, {}).get("results", {}).get(row, {}).get(m)
+
+    lines = ["| Setting | " + " | ".join(c[2] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for label, rep, row in entries:
+        lines.append(f"| {label} | " + " | ".join(fmt(m, value(rep, row, t, m)) for t, m, _ in cols) + " |")
+    if gap:
+        by = {label: (rep, row) for label, rep, row in entries}
+        missing = [g for g in gap if g not in by]
+        if missing:
+            from xprompt.errors import XPromptError
+
+            raise XPromptError(f"--gap names {missing}, which are not among the rows {list(by)}")
+        lo, hi = by[gap[0]], by[gap[1]]
+        for label, rep, row in entries:
+            if label in gap:
+                continue
+            cells = []
+            for t, m, _ in cols:
+                g = gap_closed(value(*lo, t, m), value(rep, row, t, m), value(*hi, t, m))
+                cells.append("n/a" if g is None else f"{100 * g:.0f} %")
+            lines.append(f"| gap closed by {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -177,3 +177,28 @@ def test_cli_runs_and_writes(ckpt, tmp_path, capsys):
     assert list(rep["tasks"]) == ["derain", "colorization"] and rep["config"]["limit"] == 1
     assert main(args) == 2  # exists now
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_gap_closed_and_compare_table(ckpt, tmp_path, capsys):
+    from xprompt.eval.report import compare_markdown, gap_closed
+
+    assert gap_closed(10.0, 15.0, 20.0) == pytest.approx(0.5)
+    assert gap_closed(0.8, 0.5, 0.4) == pytest.approx(0.75)  # lower-is-better metrics work the same way
+    assert gap_closed(1.0, 2.0, 1.0) is None and gap_closed("unavailable: no weights", 1.0, 2.0) is None
+
+    def rep(v):
+        return {"rows": ["none", "xp"], "tasks": {"derain": {"label": "Derain", "metrics": ["psnr", "closer"],
+                "results": {"none": {"psnr": v, "closer": 0.1}, "xp": {"psnr": v + 4, "closer": 0.2}}}}}  # fmt: skip
+
+    a, full = rep(10.0), rep(18.0)
+    md = compare_markdown([("No context", a, "none"), ("In-context", a, "xp"), ("Full", full, "none")],
+                          gap=("No context", "Full"))  # fmt: skip
+    assert "| gap closed by In-context | 50 % |" in md and "closer" not in md.lower()
+    for name, r in (("a", a), ("full", full)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(r))
+    args = ["eval", "compare", "--out", str(tmp_path / "res.md"), "--gap", "none,full", "--inputs",
+            f"none={tmp_path / 'a'}:none", f"xp={tmp_path / 'a'}:xp", f"full={tmp_path / 'full'}"]  # fmt: skip
+    assert main(args) == 0 and "50 %" in (tmp_path / "res.md").read_text()
+    assert main(args[:-1] + [f"full={tmp_path / 'full'}:zz"]) == 2
+    assert "not 'zz'" in capsys.readouterr().err
