@@ -28,7 +28,9 @@ def tiny_vocab() -> Vocabulary:
 
 
 def make_dataset(path, n: int = 48, seed: int = 0, vocab: Vocabulary | None = None, meta: bool = True):
-    """Synthetic task-suite-like data in ``xp`` layout: a random palette map shown by one example pair."""
+    """Synthetic task-suite-like data in ``xp`` layout: a random palette map shown by one example pair.
+
+    Same layout as ``xprompt data build``: ``data/`` (save_to_disk), ``vocab.json``, ``tokenizers.json``."""
     from datasets import Dataset
 
     vocab = vocab or tiny_vocab()
@@ -48,10 +50,10 @@ def make_dataset(path, n: int = 48, seed: int = 0, vocab: Vocabulary | None = No
         cols["seed"].append(i)
         cols["n_tokens"].append(len(s))
     path.mkdir(parents=True, exist_ok=True)
-    Dataset.from_dict(cols).save_to_disk(str(path / "train"))
+    Dataset.from_dict(cols).save_to_disk(str(path / "data"))
     vocab.save(path / "vocab.json")
     if meta:
-        (path / "meta.json").write_text(json.dumps({"tokenizers": {"bpe": "checkpoints/bpe", "vq": "x"}}))
+        (path / "tokenizers.json").write_text(json.dumps({"bpe": {"path": "checkpoints/bpe"}, "image_tokenizer": {}}))
     return path
 
 
@@ -155,7 +157,7 @@ def test_loader_reads_micro_batches(tmp_path):
     make_dataset(tmp_path / "d", n=30)
     td = load_training_data(tmp_path / "d", val_fraction=0.2, seed=1)
     assert len(td.train) == 24 and len(td.val) == 6
-    assert td.meta["meta.json"]["tokenizers"]["bpe"] == "checkpoints/bpe"
+    assert td.meta["tokenizers.json"]["bpe"]["path"] == "checkpoints/bpe"
     plan = SequencePlan(td.train.lengths, 64, seed=0)
     loader = Loader(td.train, plan, td.vocab, micro=2, world=1, global_batch=4)
     b, epoch = loader.micro_batch(0, 1, 0)

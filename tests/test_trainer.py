@@ -109,7 +109,7 @@ def test_train_resume_after_ctrl_c_equals_uninterrupted(tmp_path, data, env):
     assert model.cfg.dim == 32 and vocab.size == model.cfg.vocab_size
     assert (tmp_path / "full" / "loss_curve.png").stat().st_size > 1000
     meta = json.loads((tmp_path / "full" / "model" / "meta.json").read_text())
-    assert meta["extra"]["training"]["data"]["meta"]["meta.json"]["tokenizers"]["bpe"] == "checkpoints/bpe"
+    assert meta["extra"]["training"]["data"]["meta"]["tokenizers.json"]["bpe"]["path"] == "checkpoints/bpe"
     vals = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in vals if r["kind"] == "val"] == [3, 6]
 
@@ -181,3 +181,21 @@ def test_resume_with_other_model_config_refused(tmp_path, data, capsys, env):
     assert code == 2 and "--resume" in err
     after = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
     assert before == after
+
+
+@pytest.mark.slow  # the task-suite build alone takes ~10 s
+def test_trains_on_a_real_data_build(tmp_path, env):
+    """The output of `xprompt data build` (grid test tokenizer, shipped BPE) trains in every context mode."""
+    if not (REPO_ROOT / "checkpoints" / "bpe").is_dir():
+        pytest.skip("no shipped BPE tokenizer")
+    from xprompt.train.build import BuildConfig, build_dataset
+    from xprompt.train.trainer import train
+
+    build_dataset(config_from_dict(BuildConfig, {"n": 16, "size": 32, "seed": 0}), tmp_path / "d",
+                  tokenizer="grid:8", bpe=str(REPO_ROOT / "checkpoints" / "bpe"), progress=False)
+    for mode in ("xp", "full"):
+        out = train(cfg(mode=mode, steps=1, max_len=512, val_fraction=0.2), tmp_path / "d", tmp_path / mode,
+                    progress=False)
+        assert out["steps"] == 1 and out["tokens_seen"] > 0
+    run = json.loads((tmp_path / "xp" / "run.json").read_text())
+    assert "image_tokenizer" in run["data"]["meta"]["tokenizers.json"]  # the tokenizers the data was built with
