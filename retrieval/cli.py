@@ -178,7 +178,8 @@ def cmd_index_build(args) -> int:
             raise XPromptError(f"{out} exists; pass --overwrite to replace it or choose another --out")
         if not (out / MANIFEST).is_file():
             raise XPromptError(f"{out} exists but is not an xprompt store (no {MANIFEST}); refusing to overwrite")
-    cfg: StoreConfig = store_config_from_args(args.factory, nprobe=args.nprobe)
+    cfg: StoreConfig = store_config_from_args(args.factory, nprobe=args.nprobe,
+                                              image_vectors=True if args.image_embeddings else None)
     t0 = time.time()
     table = load_pairs(args.pairs, size=args.size, seed=args.seed, split=args.split,
                        instruction_column=args.instruction_column, source_column=args.source_column,
@@ -252,7 +253,10 @@ def cmd_edit(args) -> int:
     examples, hits = [], []
     if not args.no_retrieval:
         store = open_store(args.store, args.encoder)
-        hits = store.search([instruction], k=args.k)[0]
+        if args.image_weight > 0:  # multimodal dist: re-rank text candidates by query-image similarity
+            hits = store.search([instruction], k=args.k, images=[image], image_weight=args.image_weight)[0]
+        else:
+            hits = store.search([instruction], k=args.k)[0]
         examples = [rec.pair() for _, rec in hits]
         if args.show_retrieved:
             for r, (s, rec) in enumerate(hits):
@@ -289,6 +293,8 @@ def register(root, groups) -> None:
     b.add_argument("--factory", default="Flat", help="faiss index_factory string (Flat, IVF1024,PQ64, HNSW32...)")
     b.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default 32)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    b.add_argument("--image-embeddings", action="store_true",
+                   help="also embed the source images (openclip encoders) for image-aware retrieval")
     b.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image size of suite pairs (px)")
     b.add_argument("--seed", type=int, default=0, help="seed of suite pairs")
     b.add_argument("--split", default=None, help="split of a DatasetDict source (default train)")
@@ -320,6 +326,8 @@ def register(root, groups) -> None:
                    help="print the retrieved instructions and write OUT.retrieved.png")
     e.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
     e.add_argument("--encoder", default=None, help="query encoder (default: the store's)")
+    e.add_argument("--image-weight", type=float, default=0.0,
+                   help="weight of query-image similarity in retrieval (stores built with --image-embeddings)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     e.set_defaults(func=cmd_edit)

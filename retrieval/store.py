@@ -43,6 +43,7 @@ from xprompt.io_utils import atomic_dir
 FORMAT = "xprompt-raie-store"
 FORMAT_VERSION = 1
 MANIFEST, CONFIG, INDEX, META = "manifest.json", "config.json", "index.faiss", "meta"
+IMAGE_VECTORS = "image_vectors.npy"
 COLUMNS = ("instruction", "task", "source", "target", "description")
 
 
@@ -55,6 +56,7 @@ class StoreConfig:
     ef_search: int = 64  # HNSW: search beam width
     max_train: int = 100_000  # IVF/PQ training uses at most this many vectors (a seeded random sample)
     seed: int = 0
+    image_vectors: bool = False  # also embed the source images (encoder needs encode_images: openclip)
 
     def __post_init__(self):
         if not self.factory.strip():
@@ -212,8 +214,12 @@ class InstructionStore:
         self.config = config or StoreConfig()
         self.index = make_index(self.encoder.dim, self.config)
         apply_search_params(self.index, self.config)
+        if self.config.image_vectors and not hasattr(self.encoder, "encode_images"):
+            raise XPromptError(f"image embeddings need an encoder that embeds images (openclip:ARCH:WEIGHTS); "
+                               f"{self.encoder.name} is text-only")
         self._parts: list = []  # datasets.Dataset pieces, concatenated lazily
         self._meta = None
+        self._image_parts: list[np.ndarray] = []  # (n_i, D) source-image embeddings, when configured
         self.path: Path | None = None
 
     # ------------------------------------------------------------------ building
@@ -273,8 +279,31 @@ class InstructionStore:
                 self.index.add(vectors[s : s + batch * 64])
         except RuntimeError as e:
             raise XPromptError(f"faiss cannot add to a {self.config.factory!r} index: {_faiss_msg(e)}") from None
+        if self.config.image_vectors:
+            self._image_parts.append(self._embed_sources(table))
         self._parts.append(table)
         self._meta = None
+
+    def _embed_sources(self, table, batch: int = 64) -> np.ndarray:
+        """Source-image embeddings of ``table`` -> float32 (N, D), decoded and embedded ``batch`` at a time."""
+        from datasets import Image
+
+        src = table.select_columns(["source"]).cast_column("source", Image(decode=False))
+        out = np.empty((len(src), self.encoder.dim), np.float32)  # (N, D)
+        for s in range(0, len(src), batch):
+            imgs = [decode_image(encode_image(r)) for r in src[s : s + batch]["source"]]
+            out[s : s + len(imgs)] = self.encoder.encode_images(imgs)
+        return out
+
+    @property
+    def image_vectors(self) -> np.ndarray | None:
+        """(N, D) unit embeddings of the stored source images, or None when the store has none."""
+        if not self.config.image_vectors:
+            return None
+        if len(self._image_parts) != 1:
+            parts = self._image_parts or [np.empty((0, self.encoder.dim), np.float32)]
+            self._image_parts = [np.concatenate(parts)]
+        return self._image_parts[0]
 
     @property
     def meta(self):
@@ -317,16 +346,47 @@ class InstructionStore:
         q = np.ascontiguousarray(queries, dtype=np.float32)  # (Q, D)
         return self.index.search(q, int(k))
 
-    def search(self, instructions: Sequence[str], k: int = 5) -> list[list[tuple[float, Record]]]:
+    def search(self, instructions: Sequence[str], k: int = 5, *, images=None, image_weight: float = 0.5,
+               candidates: int = 64) -> list[list[tuple[float, Record]]]:
         """For every query instruction, the up-to-k most similar stored examples, best first, as
-        (cosine score, Record)."""
+        (cosine score, Record).
+
+        Multimodal ``dist`` (X-Prompt: "dist can be extended beyond text similarity"): with ``images`` (one
+        query image per instruction) and a store built with image vectors, the ``candidates`` best by text are
+        re-ranked by ``(1 - image_weight) * text_cos + image_weight * cos(query image, stored source)``.
+        """
         if isinstance(instructions, str):
             instructions = [instructions]
         q = self.encoder.encode(instructions)  # (Q, D); raises on empty / whitespace instructions
-        scores, ids = self.search_vectors(q, min(int(k), len(self)) if k >= 1 else k)
+        if images is not None:
+            scores, ids = self._rerank_by_image(q, images, k, image_weight, candidates)
+        else:
+            scores, ids = self.search_vectors(q, min(int(k), len(self)) if k >= 1 else k)
         flat = sorted({int(i) for i in ids.ravel() if i >= 0})
         recs = dict(zip(flat, self.records(flat)))
         return [[(float(s), recs[int(i)]) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+
+    def _rerank_by_image(self, q: np.ndarray, images, k: int, w: float, candidates: int):
+        if self.image_vectors is None:
+            raise XPromptError("this store has no image embeddings; build it with --image-embeddings and an "
+                               "openclip encoder to retrieve by image too")
+        if len(images) != len(q):
+            raise XPromptError(f"got {len(images)} query images for {len(q)} instructions")
+        if not 0.0 <= w <= 1.0:
+            raise XPromptError(f"image_weight must be in [0, 1], got {w}")
+        if k < 1:
+            raise XPromptError(f"k must be >= 1, got {k}")
+        qi = self.encoder.encode_images(list(images))  # (Q, D)
+        ts, ids = self.search_vectors(q, min(len(self), max(int(k), candidates)))  # (Q, C) text candidates
+        iv = self.image_vectors
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for r in range(len(q)):
+            ok = ids[r] >= 0
+            cand, comb = ids[r][ok], (1 - w) * ts[r][ok] + w * (iv[ids[r][ok]] @ qi[r])  # (C,)
+            order = np.argsort(-comb, kind="stable")[:k]
+            out_s[r, : len(order)], out_i[r, : len(order)] = comb[order], cand[order]
+        return out_s, out_i
 
     # ------------------------------------------------------------------ files
     def manifest(self) -> dict:
@@ -343,7 +403,7 @@ class InstructionStore:
             "factory": self.config.factory, "metric": "inner_product", "count": len(self),
             "created_by": f"xprompt {__version__}", "faiss_version": faiss.__version__,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tasks": dict(sorted(tasks.items())),
+            "tasks": dict(sorted(tasks.items())), "image_vectors": self.config.image_vectors,
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -359,12 +419,16 @@ class InstructionStore:
             with quiet_datasets():
                 meta.save_to_disk(str(tmp / META))
             (tmp / CONFIG).write_text(json.dumps(config_to_dict(self.config), indent=2, sort_keys=True) + "\n")
+            if self.config.image_vectors:
+                np.save(tmp / IMAGE_VECTORS, self.image_vectors)
             man = self.manifest()
             man["index_bytes"] = (tmp / INDEX).stat().st_size
             man["index_sha256"] = _sha256(tmp / INDEX)
             (tmp / MANIFEST).write_text(json.dumps(man, indent=2) + "\n")  # last: marks a complete store
         self.path = path
         self._parts, self._meta = [_load_meta(path, len(self))], None  # re-map the saved table
+        if self.config.image_vectors:
+            self._image_parts = [_load_image_vectors(path, len(self), self.encoder.dim)]
         return path
 
     @classmethod
@@ -404,6 +468,7 @@ class InstructionStore:
         store = cls.__new__(cls)
         store.encoder, store.config, store.index, store.path = encoder, cfg, index, path
         store._parts, store._meta = [meta], None
+        store._image_parts = [_load_image_vectors(path, index.ntotal, encoder.dim)] if cfg.image_vectors else []
         apply_search_params(store.index, cfg)
         return store
 
@@ -439,6 +504,17 @@ def check_encoder(man: dict, encoder, path) -> None:
                 f"{want.get('version')}), the query encoder is {got['name']} (dim {got['dim']}, weights "
                 f"{got['version']}): use the same --encoder or rebuild the store"
             )
+
+
+def _load_image_vectors(path: Path, count: int, dim: int) -> np.ndarray:
+    p = Path(path) / IMAGE_VECTORS
+    try:
+        iv = np.load(p, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise XPromptError(f"cannot read {p} ({type(e).__name__}); rebuild the store") from None
+    if iv.shape != (count, dim):
+        raise XPromptError(f"{p} has shape {iv.shape}, expected ({count}, {dim}); rebuild the store")
+    return iv
 
 
 def _load_meta(path: Path, count: int):

@@ -116,8 +116,19 @@ def test_store_built_with_openclip_refuses_minilm_queries(tmp_path, capsys):
     spec = f"openclip:xp-tiny-clip-cli:{tmp_path / 'clip.safetensors'}"
     out = tmp_path / "clip-store"
     assert main(["index", "build", "--pairs", "suite:recolor:6", "--size", "16", "--out", str(out),
-                 "--encoder", spec]) == 0
-    assert json.loads((out / "manifest.json").read_text())["encoder"]["dim"] == 32
+                 "--encoder", spec, "--image-embeddings"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["encoder"]["dim"] == 32 and man["image_vectors"] is True
+    from xprompt.retrieval.store import InstructionStore
+
+    st = InstructionStore.load(out)  # the encoder comes from the manifest's spec
+    src = st.record(3).source_image()
+    hits = st.search(["paint it red"], k=6, images=[src], image_weight=1.0)[0]
+    assert hits[0][1].id == 3 and hits[0][0] == pytest.approx(1.0, abs=1e-4)  # its own source image
+    capsys.readouterr()
+    assert main(["index", "build", "--pairs", "suite:recolor:6", "--size", "16", "--out", str(tmp_path / "mm"),
+                 "--image-embeddings"]) == 2
+    assert "text-only" in capsys.readouterr().err
     assert main(["index", "search", "--store", str(out), "--instruction", "paint it red", "-k", "2"]) == 0
     before = _digest(out)
     capsys.readouterr()

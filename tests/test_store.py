@@ -195,3 +195,48 @@ def test_add_validates_lengths_and_images(store):
     empty = InstructionStore(HashEncoder())
     with pytest.raises(XPromptError, match="empty"):
         empty.search(["rain"], 1)
+
+
+class HashImageEncoder(HashEncoder):
+    """HashEncoder that also embeds images (mean colour of 4 quadrants, projected), for multimodal tests."""
+
+    def encode_images(self, images):
+        rng = np.random.default_rng(0)
+        proj = rng.standard_normal((12, self.dim)).astype(np.float32)  # (12, D)
+        feats = []
+        for im in images:
+            im = np.asarray(im, np.float32) / 255.0
+            h, w = im.shape[0] // 2, im.shape[1] // 2
+            feats.append(np.concatenate([im[:h, :w].mean((0, 1)), im[:h, w:].mean((0, 1)),
+                                         im[h:, :w].mean((0, 1)), im[h:, w:].mean((0, 1))]) - 0.5)
+        v = np.asarray(feats, np.float32) @ proj  # (N, D)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_image_aware_rerank(tmp_path):
+    """Same instruction, different sources: the query image decides (multimodal dist)."""
+    red, blue, green = (np.zeros((8, 8, 3), np.uint8) + np.array(c, np.uint8) for c in
+                        ((220, 20, 20), (20, 20, 220), (20, 200, 20)))
+    instr = ["Remove the circle", "Remove the circle", "Remove the circle", "Make it rain"]
+    st = InstructionStore.build(instr, [red, blue, green, red], [red, blue, green, red], encoder=HashImageEncoder(),
+                                config=StoreConfig(image_vectors=True))
+    assert st.image_vectors.shape == (4, 32)
+    for query_img, want in ((blue, 1), (green, 2), (red, 0)):
+        hits = st.search(["Remove the circle"], k=2, images=[query_img], image_weight=0.5)[0]
+        assert hits[0][1].id == want and hits[0][0] >= hits[1][0]
+    path = st.save(tmp_path / "mm")
+    assert (path / "image_vectors.npy").is_file()
+    re = InstructionStore.load(path, HashImageEncoder())
+    assert re.search(["Remove the circle"], k=1, images=[green])[0][0][1].id == 2
+    re.add(["Remove the circle"], [np.full((8, 8, 3), 128, np.uint8)], [red])
+    assert re.image_vectors.shape == (5, 32)
+    np.save(path / "image_vectors.npy", np.zeros((3, 32), np.float32))  # disagrees with the index
+    with pytest.raises(XPromptError, match="has shape"):
+        InstructionStore.load(path, HashImageEncoder())
+    text_only = InstructionStore.build(instr, [red] * 4, [red] * 4, encoder=HashImageEncoder())
+    with pytest.raises(XPromptError, match="no image embeddings"):
+        text_only.search(["Remove the circle"], k=1, images=[red])
+    with pytest.raises(XPromptError, match="text-only"):
+        InstructionStore(HashEncoder(), StoreConfig(image_vectors=True))
+    with pytest.raises(XPromptError, match="image_weight"):
+        st.search(["Remove the circle"], k=1, images=[red], image_weight=2.0)
