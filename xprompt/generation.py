@@ -96,7 +96,7 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
         logits = _masked_full(model, cache, seqs, pad_id)
         segs = _left_pad([s.segs for s in seqs], PAD_SEG)[0].to(dev)  # (B, L)
         has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
-        cache.key_mask &= ~((segs == int(Seg.IE)) & has_xp)  # later (TD) tokens must not see IE either
+        cache.hide((segs == int(Seg.IE)) & has_xp)  # later (TD) tokens must not see IE either
         return Prefill(cache, logits, segs)
     splits = []
     for s in seqs:
@@ -211,7 +211,9 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
                              np.array([int(Seg.PREFIX)] + [int(Seg.TD)] * 3, np.int8), np.zeros(4, bool))
                for h, w in sizes]
         if cache is not None:  # the unconditional rows must not see the compiled context
-            cache.key_mask[b:] = False
+            hidden = torch.zeros_like(cache.key_mask)
+            hidden[b:] = True
+            cache.hide(hidden)
         seqs = seqs + unc
     pre = prefill(model, seqs, vocab.pad_id, compress=compress, cache=cache, cache_segs=csegs)
     proc = ImageGrid(vocab, [h for h, _ in sizes], [w for _, w in sizes], device=pre.logits.device)

@@ -27,6 +27,7 @@ class KVCache:
         self.length = 0
         self.key_mask: torch.Tensor | None = None  # (B, length) bool
         self.next_pos: torch.Tensor | None = None  # (B,) long
+        self._all_valid: bool | None = None  # cached ``key_mask.all()``; None = recompute
 
     # ------------------------------------------------------------------ info
     @property
@@ -71,6 +72,17 @@ class KVCache:
         past = self.key_mask[:, None, :].expand(batch, t, self.length)  # (B, T, L)
         return torch.cat([past, causal.expand(batch, t, t)], dim=2)
 
+    def all_valid(self) -> bool:
+        """True when every cached entry is visible (no padding, nothing hidden): decoding needs no mask."""
+        if self._all_valid is None:
+            self._all_valid = self.key_mask is None or bool(self.key_mask.all())
+        return self._all_valid
+
+    def hide(self, hidden: torch.Tensor) -> None:
+        """Make entries ``hidden (B, S)`` invisible to every later token (e.g. IE entries kept uncompressed)."""
+        self.key_mask = self.key_mask & ~hidden.to(self.key_mask.device)
+        self._all_valid = None
+
     def positions(self, t: int, batch: int, device) -> torch.Tensor:
         """(B, T) default positions of T new tokens."""
         start = self.next_pos if self.next_pos is not None else torch.zeros(batch, dtype=torch.long, device=device)
@@ -80,6 +92,8 @@ class KVCache:
         """Advance by the T entries just written; ``position_ids (B, T)`` sets ``next_pos``."""
         b = position_ids.shape[0]
         kv = key_valid if key_valid is not None else torch.ones(b, t, dtype=torch.bool, device=position_ids.device)
+        if key_valid is not None:  # appending only-valid entries leaves the flag as it was
+            self._all_valid = None
         self.key_mask = kv if self.key_mask is None else torch.cat([self.key_mask, kv], dim=1)
         self.length += t
         self.next_pos = position_ids[:, -1] + 1
@@ -115,6 +129,7 @@ class KVCache:
             if valid is not None:
                 self.key_mask = self.key_mask & valid.to(dev)
         self.length = int(index.shape[-1])
+        self._all_valid = None
         return self
 
     def expand(self, batch: int) -> KVCache:

@@ -120,7 +120,7 @@ class Attention(nn.Module):
             self.k_norm = HeadNorm(cfg.n_kv_heads, hd, cfg.qk_norm_eps)
 
     def forward(self, x, cos, sin, mask, kv_cache: KVCache | None):
-        # x (B, T, D); cos/sin (B, 1, T, hd); mask (B, T, S) bool or None (= causal, no cache)
+        # x (B, T, D); cos/sin (B, 1, T, hd); mask (B, T, S) bool, None (= causal) or "all" (T = 1, no mask)
         b, t, _ = x.shape
         cfg, hd = self.cfg, self.cfg.head_dim
         q = self.q_proj(x).view(b, t, cfg.n_heads, hd)
@@ -136,13 +136,15 @@ class Attention(nn.Module):
             k, v = kv_cache.update(self.layer, k, v)  # (B, Hkv, S, hd)
         gqa = cfg.n_kv_heads != cfg.n_heads
         p = cfg.dropout if self.training else 0.0
-        if cfg.attn_impl == "flash" and mask is None:
+        if cfg.attn_impl == "flash" and (mask is None or isinstance(mask, str)):
             from flash_attn import flash_attn_func  # GPU-only optional dependency
 
             o = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, causal=True)
             o = o.reshape(b, t, -1)
         else:
-            if cfg.attn_impl == "flex" and mask is not None:
+            if isinstance(mask, str):  # "all": a single query that sees every cached key
+                o = F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
+            elif cfg.attn_impl == "flex" and mask is not None:
                 o = _flex_attention(q, k, v, mask, gqa)
             elif mask is None:
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
@@ -254,8 +256,12 @@ class XPromptModel(nn.Module):
         if position_ids is None:
             position_ids = (kv_cache.positions(t, b, dev) if kv_cache is not None
                             else torch.arange(t, device=dev).expand(b, t))
-        if kv_cache is not None and attn_mask is None:
-            attn_mask = kv_cache.default_mask(t, b, dev) if past else None
+        full_view = False  # one new token that may see every cached entry: no mask needed at all
+        if kv_cache is not None and attn_mask is None and past:
+            if t == 1 and kv_cache.all_valid():
+                full_view = True
+            else:
+                attn_mask = kv_cache.default_mask(t, b, dev)
         if attn_mask is not None:
             if attn_mask.shape != (b, t, past + t):
                 raise ValueError(f"attn_mask must be (B, T, S)=({b}, {t}, {past + t}), got {tuple(attn_mask.shape)}")
@@ -265,11 +271,12 @@ class XPromptModel(nn.Module):
         x = self.embed_tokens(input_ids)  # (B, T, D)
         cos, sin = self.rotary(position_ids.to(dev), x.dtype)
         ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and kv_cache is None
+        mask = "all" if full_view else attn_mask  # "all": attend to every key; None: causal
         for layer in self.layers:
             if ckpt:
-                x = checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, attn_mask, kv_cache)
+                x = layer(x, cos, sin, mask, kv_cache)
         if kv_cache is not None:
             kv_cache.commit(t, position_ids.to(dev), key_valid)
         x = self.norm(x)

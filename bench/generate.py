@@ -1,0 +1,247 @@
+"""Benchmark generation on one random ``tiny`` model, side by side in one run.
+
+(a) ours (KV cache, compressed context) vs a naive no-cache loop (full masked forward per token), same greedy
+    output checked token for token;
+(b) compressed (``xp``: IE entries dropped after prefill) vs uncompressed (``full`` layout: IE stays in the
+    cache) in-context image generation with 1 and 3 example pairs: latency per generated image (prefill +
+    decoding) and peak KV-cache size, for one query and for a batch of queries sharing the examples;
+(c) ours vs transformers' ``generate()`` on ``ChameleonForConditionalGeneration`` holding the same weights:
+    greedy text tokens (HF blanks image logits, so ours blanks them too), same tokens checked.
+
+Configurations are interleaved and repeated; medians are reported (the machine is shared, so absolute times
+are noisy; ratios within a run are what to read). Everything is fp32 on CPU.
+
+    .venv/bin/python bench/generate.py [--grid 16] [--batch 8] [--reps 3] [--threads 2] \
+        [--out bench/results/generate.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xprompt.tokenizer.vocab import Vocabulary
+
+from xprompt.checkpoint import to_hf_model
+from xprompt.config import get_preset
+from xprompt.generation import decode, generate_images, prefill
+from xprompt.masks import build_attention_mask
+from xprompt.model import XPromptModel
+from xprompt.sampling import ImageGrid, SamplingConfig
+from xprompt.sequence import Seg, SequenceBuilder, TokenSequence
+
+GREEDY = SamplingConfig(greedy=True)
+
+
+def build_prompt(vocab, text_ids, examples, mode: str, query) -> TokenSequence:
+    """<bos> instruction-like text, the example pairs (IE), XP (mode xp), the query image (TD)."""
+    b = SequenceBuilder(vocab)
+    b.add([vocab.bos_id], Seg.PREFIX)
+    b.add(list(text_ids) + [vocab.eot_id], Seg.PREFIX)
+    for inp, out in examples:
+        b.image(inp, Seg.IE)
+        b.image(out, Seg.IE)
+    if mode == "xp":
+        b.xp()
+    b.image(query, Seg.TD)
+    return b.build()
+
+
+def random_examples(vocab, rng, n: int, grid: int):
+    return [tuple(rng.integers(0, vocab.num_image_codes, (grid, grid)) for _ in range(2)) for _ in range(n)]
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def run_ours(model, vocab, prompts, grid):
+    peak = [0]
+
+    def track(step, cache):
+        peak[0] = max(peak[0], cache.nbytes())
+
+    dt, out = timed(lambda: generate_images(model, vocab, prompts, [(grid, grid)] * len(prompts), GREEDY,
+                                            on_step=track))
+    return dt, peak[0], out
+
+
+@torch.no_grad()
+def run_naive(model, vocab, prompt: TokenSequence, grid: int) -> tuple[float, np.ndarray]:
+    """No cache: the whole sequence (with its X-Prompt mask) goes through the model for every new token."""
+    def go():
+        head = np.array([vocab.boi_id, vocab.h_token(grid), vocab.w_token(grid)])
+        ids = np.concatenate([prompt.ids, head])
+        segs = np.concatenate([prompt.segs, np.full(3, int(Seg.TD), np.int8)])
+        proc = ImageGrid(vocab, [grid], [grid])
+        toks = []
+        for s in range(proc.steps):
+            x = torch.from_numpy(ids)[None]
+            mask = torch.from_numpy(build_attention_mask(segs))[None]
+            logits = model(x, attn_mask=mask)[:, -1]
+            t = int(proc(s, logits).argmax(-1))
+            toks.append(t)
+            ids = np.append(ids, t)
+            segs = np.append(segs, np.int8(Seg.TD))
+        body = np.array(toks[: grid * (grid + 1)]).reshape(grid, grid + 1)[:, :grid]
+        return vocab.ids_to_codes(body)
+
+    return timed(go)
+
+
+class BlankImages:
+    """What HF's Chameleon head does: image-code logits are -inf; nothing else is constrained, no stop."""
+
+    def __init__(self, vocab):
+        self.mask = vocab.image_token_mask()
+
+    def __call__(self, step, logits):
+        return logits.masked_fill(self.mask, float("-inf"))
+
+    def is_image(self, step, batch, device):
+        return torch.zeros(batch, dtype=torch.bool)
+
+    def finished(self, step, tokens):
+        return torch.zeros_like(tokens, dtype=torch.bool)
+
+
+@torch.no_grad()
+def run_text_ours(model, vocab, ids: torch.Tensor, n_new: int):
+    def go():
+        seqs = [TokenSequence(r.numpy(), np.full(len(r), int(Seg.TD), np.int8), np.zeros(len(r), bool)) for r in ids]
+        pre = prefill(model, seqs, vocab.pad_id)
+        return decode(model, pre, BlankImages(vocab), GREEDY, n_new, fill_id=vocab.eos_id)
+
+    return timed(go)
+
+
+@torch.no_grad()
+def run_text_hf(hf, ids: torch.Tensor, n_new: int):
+    return timed(lambda: hf.generate(ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                                     use_cache=True)[:, ids.shape[1]:])
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", type=int, default=16, help="image grid side in codes for (b) (16 = 256 px at 16x)")
+    ap.add_argument("--naive-grid", type=int, default=8, help="grid side for the naive-loop comparison (a)")
+    ap.add_argument("--batch", type=int, default=8, help="queries sharing the examples in the batched case")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared, loaded machine makes OpenMP spin)")
+    ap.add_argument("--text-prompt", type=int, default=256, help="(c): prompt tokens")
+    ap.add_argument("--text-new", type=int, default=128, help="(c): generated tokens")
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--out", default="bench/results/generate.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    vocab = Vocabulary.build(text_size=4096, num_image_codes=8192, num_xp=32, max_grid=64)
+    cfg = get_preset("tiny", vocab.size)
+    model = XPromptModel(cfg).eval()
+    res: dict = {"model": {"preset": "tiny", "params": model.num_params(), "vocab": vocab.size,
+                           "non_embedding_params": model.num_params(exclude_embeddings=True)},
+                 "machine": {"threads": args.threads, "cpu_count": os.cpu_count(),
+                             "load_avg_start": os.getloadavg(), "python": platform.python_version(),
+                             "torch": torch.__version__}, "args": vars(args)}
+
+    # (a) ours vs naive loop ------------------------------------------------------------------------------
+    g = args.naive_grid
+    q = rng.integers(0, vocab.num_image_codes, (g, g))
+    text = vocab.text_to_ids(rng.integers(0, vocab.text_size, 8).tolist())
+    p1 = build_prompt(vocab, text, random_examples(vocab, rng, 1, g), "xp", q)
+    ta, tn = [], []
+    for _ in range(args.reps):
+        dt, _, ours = run_ours(model, vocab, [p1], g)
+        ta.append(dt)
+        dt, naive = run_naive(model, vocab, p1, g)
+        tn.append(dt)
+    res["a_naive"] = {"grid": g, "prompt_tokens": len(p1), "ours_s": med(ta), "naive_s": med(tn),
+                      "speedup": med(tn) / med(ta), "same_output": bool(np.array_equal(ours[0], naive))}
+    print(f"(a) {g}x{g} image, 1 example: ours {med(ta):.2f}s  naive {med(tn):.2f}s  "
+          f"-> {med(tn) / med(ta):.1f}x  same output: {res['a_naive']['same_output']}")
+
+    # (b) compressed vs full -------------------------------------------------------------------------------
+    g = args.grid
+    res["b_compression"] = []
+    for n_ex in (1, 3):
+        for batch in (1, args.batch):
+            examples = random_examples(vocab, rng, n_ex, g)
+            queries = [rng.integers(0, vocab.num_image_codes, (g, g)) for _ in range(batch)]
+            prompts = {m: [build_prompt(vocab, text, examples, m, qq) for qq in queries] for m in ("xp", "full")}
+            times = {"xp": [], "full": []}
+            peaks = {}
+            for _ in range(args.reps):
+                for mode in ("xp", "full"):
+                    dt, peak, _ = run_ours(model, vocab, prompts[mode], g)
+                    times[mode].append(dt / batch)
+                    peaks[mode] = peak
+            row = {"examples": n_ex, "batch": batch, "grid": g,
+                   "prompt_tokens": {m: len(prompts[m][0]) for m in prompts},
+                   "s_per_image": {m: med(v) for m, v in times.items()},
+                   "peak_kv_bytes": peaks,
+                   "speedup": med(times["full"]) / med(times["xp"]),
+                   "kv_ratio": peaks["full"] / peaks["xp"]}
+            res["b_compression"].append(row)
+            print(f"(b) {n_ex} example(s), batch {batch}, {g}x{g}: xp {med(times['xp']):.2f}s/img  full "
+                  f"{med(times['full']):.2f}s/img -> {row['speedup']:.2f}x faster; peak KV {peaks['xp'] / 2**20:.1f}"
+                  f" vs {peaks['full'] / 2**20:.1f} MiB ({row['kv_ratio']:.1f}x smaller)")
+
+    # (c) ours vs HF generate -------------------------------------------------------------------------------
+    if not args.skip_hf:
+        hf = to_hf_model(model, vocab, attn_implementation="sdpa")
+        text_ids = torch.as_tensor(vocab.text_to_ids(rng.integers(0, vocab.text_size, args.text_prompt).tolist()))
+        ids = torch.cat([torch.tensor([vocab.bos_id]), text_ids])[None]
+        to, th = [], []
+        for _ in range(args.reps):
+            dt, ours = run_text_ours(model, vocab, ids, args.text_new)
+            to.append(dt)
+            dt, theirs = run_text_hf(hf, ids, args.text_new)
+            th.append(dt)
+        same = bool(torch.equal(ours.cpu(), theirs.cpu()))
+        res["c_hf"] = {"prompt_tokens": ids.shape[1], "new_tokens": args.text_new, "ours_s": med(to),
+                       "hf_s": med(th), "speedup": med(th) / med(to), "same_tokens": same,
+                       "ours_ms_per_token": 1e3 * med(to) / args.text_new,
+                       "hf_ms_per_token": 1e3 * med(th) / args.text_new}
+        print(f"(c) {args.text_new} text tokens after {ids.shape[1]}: ours {med(to):.2f}s  HF generate() "
+              f"{med(th):.2f}s -> {med(th) / med(to):.2f}x; same tokens: {same}")
+
+    res["machine"]["load_avg_end"] = os.getloadavg()
+    targets = {"compressed_vs_full_1ex>=1.5": None, "compressed_vs_full_3ex>=3": None, "ours_vs_hf>=1.5": None}
+    for row in res["b_compression"]:
+        key = "compressed_vs_full_1ex>=1.5" if row["examples"] == 1 else "compressed_vs_full_3ex>=3"
+        need = 1.5 if row["examples"] == 1 else 3.0
+        targets[f"{key} (batch {row['batch']})"] = row["speedup"] >= need
+    targets = {k: v for k, v in targets.items() if v is not None}
+    if "c_hf" in res:
+        targets["ours_vs_hf>=1.5"] = res["c_hf"]["speedup"] >= 1.5
+    res["targets_met"] = targets
+    print("targets:", json.dumps(targets))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from xprompt.io_utils import atomic_write_text
+
+    atomic_write_text(out, json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
