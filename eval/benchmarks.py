@@ -413,6 +413,12 @@ class Visual:
     note: str = ""
 
 
+def _note(it: Item, retrieved: dict | None) -> str:
+    if retrieved is None:
+        return it.instruction
+    return f"{it.instruction}  |  retrieved ({retrieved['score']:.2f}): {retrieved['instruction']}"
+
+
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -463,11 +469,12 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         else:
             items = suite_items(spec.task, cfg.limit, size, cfg.seed)
         retrieved: list[dict] = []
+        retrieved_pairs: list = []
         preds: dict[str, list[np.ndarray]] = {}
         for ri, row in enumerate(cfg.rows):
             if row == "raie":
                 hits = store.search([it.instruction for it in items], k=1)
-                examples = [h[0][1].pair() for h in hits]
+                examples = retrieved_pairs = [h[0][1].pair() for h in hits]
                 retrieved = [
                     {"instruction": h[0][1].instruction, "task": h[0][1].task, "score": h[0][0]} for h in hits
                 ]
@@ -504,9 +511,10 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
             samples.append(s)
         report["tasks"][spec.task] = {"label": spec.label, "metrics": list(spec.metrics), "n": len(items),
                                       "results": results, "samples": samples}  # fmt: skip
+
         visuals[spec.task] = [
-            Visual(it.example if not t2i else None, it.query, {r: preds[r][i] for r in rows if r != "copy"},
-                   it.target, retrieved[i]["instruction"] if retrieved else it.instruction)
+            Visual(None if t2i else (retrieved_pairs[i] if retrieved_pairs else it.example), it.query,
+                   {r: preds[r][i] for r in rows if r != "copy"}, it.target, _note(it, retrieved[i] if retrieved else None))
             for i, it in enumerate(items[:n_visual])
         ]  # fmt: skip
     bar.close()

@@ -7,9 +7,9 @@ Design choices
 * Markdown mirrors the paper's tables: one table per task (rows = settings, columns = that task's metrics with
   the direction arrow), then a summary table of each task's first metric. The copy baseline and the VQ
   ceiling are rows of every table. ``unavailable: ...`` markers are printed as they are.
-* Grids (``grids/<task>.png``): one row per shown sample: example input | example output | query | one output
-  per setting | ground truth, cells upscaled (nearest) to ``cell`` px, a caption strip with the instruction
-  (or the retrieved instruction, for RAIE). Bar plot (``settings.png``, matplotlib Agg): per task, its first
+* Grids (``grids/<task>.png``): one row per shown sample: example input | example output (the retrieved pair
+  in the raie benchmark) | query | one output per setting | ground truth, cells upscaled (nearest) to
+  ``cell`` px, a caption strip with the instruction (and the retrieved instruction and its score, for RAIE). Bar plot (``settings.png``, matplotlib Agg): per task, its first
   available metric for every row; unavailable values are left out and named in the panel.
 * Everything is written into a temp dir and swapped in at the end (``atomic_dir``); an existing output is
   only replaced with ``overwrite`` and only if it holds a ``report.json``.
@@ -32,6 +32,10 @@ METRIC_NAMES = {
     "color": "Colour", "count": "Count", "position": "Position", "overall": "Overall",
 }  # fmt: skip
 DECIMALS = {"psnr": 2, "miou": 2, "angle": 2}
+SHORT_LABELS = {
+    "none": "no context", "full": "in-ctx w/o XP", "xp": "in-ctx w/ XP", "text": "text only", "raie": "+ RAIE",
+    "oracle": "+ same-task ex.", "vq": "VQ ceiling", "gt": "GT render", "t2i": "generated", "copy": "copy",
+}  # fmt: skip
 
 
 def fmt(metric: str, v) -> str:
@@ -133,7 +137,7 @@ def grid_image(visuals, row_labels: dict, cell: int = 128) -> np.ndarray:
     out_rows = list(visuals[0].outputs)
     has_example = any(v.example is not None for v in visuals)
     heads = (["example in", "example out"] if has_example else []) + ["query"]
-    heads += [row_labels.get(r, r) for r in out_rows] + ["ground truth"]
+    heads += [SHORT_LABELS.get(r, row_labels.get(r, r)) for r in out_rows] + ["ground truth"]
     width = cell * len(heads)
     parts = [np.concatenate([_text_strip(h, cell, 16) for h in heads], axis=1)]
     for v in visuals:
