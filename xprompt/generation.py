@@ -144,11 +144,19 @@ def _masked_full(model, cache: KVCache, seqs: list[TokenSequence], pad_id: int) 
 def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n_cond: int | None = None,
            fill_id: int, progress: bool = False, on_step=None) -> torch.Tensor:
     """Sample up to ``steps`` tokens per row -> (B, n) ids. With CFG, rows ``n_cond:`` are the unconditional
-    copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step."""
-    cache, logits = pre.cache, pre.logits
-    b = n_cond if n_cond is not None else logits.shape[0]
-    dev = logits.device
+    copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step.
+
+    Processors with ``allowed_ids``/``forced`` (see ``xprompt.sampling``) get logits only for the allowed ids
+    (a sub-matrix of the LM head) and none at all on steps where every row is forced.
+    """
+    cache = pre.cache
+    b = n_cond if n_cond is not None else pre.logits.shape[0]
+    dev = pre.logits.device
     gen = sampling.generator(dev)
+    allowed = getattr(proc, "allowed_ids", None)
+    linear = isinstance(model.lm_head, torch.nn.Linear)
+    head = model.lm_head.weight[allowed.to(dev)] if allowed is not None and linear else None  # (n, D)
+    hidden = None
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
     it = range(steps)
@@ -157,11 +165,25 @@ def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n
 
         it = tqdm(it, desc="generating", unit="tok", leave=False)
     for s in it:
-        lg = logits[:b]
-        if n_cond is not None:
-            lg = cfg_combine(lg, logits[b:], sampling.cfg_scale)
-        lg = proc(s, lg.float())
-        tok = sample(lg, sampling, proc.is_image(s, b, dev), gen)
+        forced = proc.forced(s, b, dev).to(dev) if hasattr(proc, "forced") else None
+        if forced is not None and bool((forced >= 0).all()):
+            tok = forced
+        else:
+            if hidden is None or head is None:  # first step (prefill logits) or a non-Linear head
+                lg = pre.logits if hidden is None else model.lm_head(hidden)  # (B', V)
+                lg = lg if allowed is None else lg[:, allowed.to(dev)]
+            else:
+                lg = hidden @ head.T  # (B', n) only the allowed rows of the LM head
+            if n_cond is not None:
+                lg = cfg_combine(lg[:b], lg[b:], sampling.cfg_scale)
+            lg = lg[:b].float()
+            if allowed is None:
+                lg = proc(s, lg)
+            tok = sample(lg, sampling, proc.is_image(s, b, dev), gen)
+            if allowed is not None:
+                tok = allowed.to(dev)[tok]
+            if forced is not None:
+                tok = torch.where(forced >= 0, forced, tok)
         tok = torch.where(done, torch.full_like(tok, fill_id), tok)
         out.append(tok)
         done |= proc.finished(s, tok)
@@ -170,7 +192,7 @@ def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n
         if bool(done.all()) or s == steps - 1:
             break
         feed = tok if n_cond is None else torch.cat([tok, tok])
-        logits = model(feed[:, None], kv_cache=cache)[:, -1]
+        hidden = model(feed[:, None], kv_cache=cache, return_hidden=True)[:, -1]  # (B', D)
     return torch.stack(out, dim=1) if out else torch.zeros(b, 0, dtype=torch.long, device=dev)
 
 

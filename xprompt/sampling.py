@@ -11,6 +11,11 @@ Design choices
 * Classifier-free guidance combines log-probabilities, ``uncond + scale * (cond - uncond)`` (as transformers'
   CFG processor does); the two branches are rows of one batch, so one forward pass serves both.
 * Sampling uses an explicit ``torch.Generator`` so a seed reproduces an output exactly.
+* Processors expose ``allowed_ids`` (the only ids that can ever be sampled) and ``forced(step)`` (a token
+  that needs no sampling, -1 otherwise), so decoding computes the LM head only over the allowed rows (image
+  codes inside an image: 2/3 of a 12k vocabulary here, 1/8 of Chameleon's) and skips it on forced steps.
+  Restricting the softmax to the allowed set changes nothing: forbidden ids have probability 0 either way,
+  and CFG on log-probabilities is invariant to the per-row normaliser.
 """
 
 from __future__ import annotations
@@ -61,7 +66,11 @@ class TextOnly:
         allow[torch.as_tensor(vocab.image_ids, dtype=torch.long)] = False
         allow[[vocab.eot_id, vocab.eos_id]] = True
         self.allow = allow  # (V,)
+        self.allowed_ids = allow.nonzero().squeeze(1)  # (n,) the only ids decoding computes logits for
         self.stop = torch.tensor([vocab.eot_id, vocab.eos_id], device=device)
+
+    def forced(self, step: int, batch: int = 1, device=None) -> torch.Tensor:
+        return torch.full((batch,), -1, dtype=torch.long, device=device)
 
     def __call__(self, step: int, logits: torch.Tensor) -> torch.Tensor:  # logits (B, V)
         return logits.masked_fill(~self.allow, NEG)
@@ -90,6 +99,7 @@ class ImageGrid:
         self.image_mask = vocab.image_token_mask(device)  # (V,)
         self.eol, self.eoi, self.eos = vocab.eol_id, vocab.eoi_id, vocab.eos_id
         self.body = self.h * (self.w + 1)  # (B,) tokens in rows incl. <eol>
+        self.allowed_ids = torch.as_tensor(vocab.image_ids, dtype=torch.long, device=device)  # sampled ids
 
     @property
     def steps(self) -> int:
@@ -99,7 +109,7 @@ class ImageGrid:
     def is_image(self, step: int, batch: int | None = None, device=None) -> torch.Tensor:
         return (step < self.body) & (step % (self.w + 1) < self.w)  # (B,)
 
-    def forced(self, step: int) -> torch.Tensor:
+    def forced(self, step: int, batch: int | None = None, device=None) -> torch.Tensor:
         """(B,) forced token id, or -1 where an image code is to be sampled."""
         out = torch.full_like(self.h, self.eos)
         out = torch.where(step < self.body, torch.full_like(self.h, self.eol), out)
