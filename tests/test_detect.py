@@ -124,7 +124,7 @@ def test_geneval_checks():
     }  # fmt: skip
     wrong_color = _flat_scene([dataclasses.replace(RED_CIRCLE, color="yellow"), BLUE_SQUARE])
     c = D.geneval_checks(sc.render(wrong_color, SIZE), s)
-    assert c["object"] and c["count"] and not c["color"] and not c["overall"]
+    assert c["count"] and not c["color"] and not c["object"] and not c["overall"]
     moved = _flat_scene([dataclasses.replace(RED_CIRCLE, cell=(2, 0)), BLUE_SQUARE])
     c = D.geneval_checks(sc.render(moved, SIZE), s)
     assert c["color"] and not c["position"]
