@@ -119,3 +119,21 @@ def test_normals_arbitrary_angle():
     pa = M.encode_normals(np.broadcast_to(a, (3, 3, 3)))
     pb = M.encode_normals(np.broadcast_to(b, (3, 3, 3)))
     assert M.normal_angle_error(pb, pa) == pytest.approx(30.0, abs=0.6)  # 8-bit quantisation
+
+
+def test_depth_decoding_matches_the_task_suite():
+    from xprompt.train.tasks_dense import RESERVED_PALETTE, decode_depth, encode_depth, palette_lut
+
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.05, 1.0, (16, 16))
+    img = encode_depth(depth, RESERVED_PALETTE)
+    noisy = np.clip(img.astype(int) + rng.integers(-6, 7, img.shape), 0, 255).astype(np.uint8)
+    values = 1.0 - np.arange(256) / 255.0
+    ours = M.decode_palette(noisy, palette_lut(RESERVED_PALETTE), values)
+    ref = decode_depth(noisy, RESERVED_PALETTE)
+    # equidistant palette neighbours may break ties differently: at most one palette step apart, rarely
+    np.testing.assert_allclose(ours, ref, atol=1.01 / 255)
+    assert np.mean(np.abs(ours - ref) < 1e-6) > 0.9
+    assert (
+        M.depth_rmse(img, depth, palette_lut(RESERVED_PALETTE), values) < 0.5 / 255 + 1e-9
+    )  # 8-bit quantisation
