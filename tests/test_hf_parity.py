@@ -140,3 +140,35 @@ def test_hf_directory_errors(tmp_path):
     (tmp_path / "hf" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_hf_checkpoint(tmp_path / "hf", num_xp=NUM_XP, **vocab_kwargs())
+
+
+def test_greedy_tokens_match_hf_generate():
+    """Our cached decoding (image ids blanked, as HF does) picks the same greedy tokens as HF generate()."""
+    import numpy as np
+
+    from xprompt.generation import decode, prefill
+    from xprompt.sampling import SamplingConfig
+    from xprompt.sequence import TokenSequence
+
+    hf = hf_model(attn="sdpa")
+    ours, vocab = from_hf_model(hf, vocab=_vocab(hf))
+
+    class BlankImages:
+        allowed_ids = text_columns(vocab).nonzero().squeeze(1)
+
+        def forced(self, step, batch, device):
+            return torch.full((batch,), -1, dtype=torch.long)
+
+        def is_image(self, step, batch, device):
+            return torch.zeros(batch, dtype=torch.bool)
+
+        def finished(self, step, tokens):
+            return torch.zeros_like(tokens, dtype=torch.bool)
+
+    ids = torch.randint(0, vocab.size, (1, 9))
+    with torch.no_grad():
+        ref = hf.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)[:, 9:]
+    seq = TokenSequence(ids[0].numpy(), np.full(9, 3, np.int8), np.zeros(9, bool))
+    pre = prefill(ours, [seq], vocab.pad_id)
+    got = decode(ours, pre, BlankImages(), SamplingConfig(greedy=True), 6, fill_id=vocab.eos_id)
+    assert got.tolist() == ref.tolist()
