@@ -134,9 +134,14 @@ def test_train_resume_after_ctrl_c_equals_uninterrupted(tmp_path, data, env):
 def test_keep_last_and_modes(tmp_path, data, env):
     from xprompt.train.trainer import train
 
-    out = train(cfg(mode="none", steps=4, save_every=1, keep_last=2, val_fraction=0.0), data, tmp_path / "r",
-                progress=False)
+    out = train(cfg(mode="none", steps=4, save_every=1, keep_last=2, val_fraction=0.0, precision="auto"), data,
+                tmp_path / "r", progress=False, zero_stage_override=0)
     assert out["steps"] == 4
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["zero_stage"] == 0
+    from xprompt.train.train_config import cpu_has_bf16
+
+    assert run["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     tags = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir() if p.name.startswith("step_"))
     assert tags == ["step_0000003", "step_0000004"]
 

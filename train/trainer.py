@@ -153,11 +153,13 @@ def train(
     on_step: Callable[[int, dict], None] | None = None,
     local_rank: int | None = None,
     progress: bool = True,
+    zero_stage_override: int | None = None,
 ) -> dict:
     """Train (or resume) a model; returns the run summary (also written to ``summary.json``).
 
     ``stop_after`` ends this invocation after that many optimizer steps (a checkpoint is saved), e.g. to split
-    a long run into sessions; ``on_step(step, record)`` is called after every step (tests use it to interrupt).
+    a long run into sessions; ``on_step(step, record)`` is called after every step (tests use it to interrupt);
+    ``zero_stage_override`` replaces the ds config's ZeRO stage.
     """
     info = dist.setup_env(local_rank)
     out = Path(out)
@@ -184,6 +186,10 @@ def train(
         ds_raw, ds_where = load_ds_config(REPO_ROOT / "ds_config.json"), str(REPO_ROOT / "ds_config.json")
     else:
         ds_raw, ds_where = DEFAULT_DS_CONFIG, "default ds config"
+    if zero_stage_override is not None:
+        if zero_stage_override not in (0, 1, 2, 3):
+            raise XPromptError(f"--zero-stage must be 0, 1, 2 or 3, got {zero_stage_override}")
+        ds_raw = dict(ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override))
     precision = resolve_precision(cfg.precision, dist.device_type())
     ds = resolve_ds_config(ds_raw, cfg, info.world_size, precision, where=ds_where)
     accum = ds["gradient_accumulation_steps"]
