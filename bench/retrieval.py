@@ -139,6 +139,14 @@ def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_i
     return index, ids, rows
 
 
+def recommend(rows: list[dict]) -> dict | None:
+    """The smallest approximate setting that meets the targets (p50 <= 2 ms, recall@5 >= 0.95) and also keeps
+    recall@1 >= 0.95, since `xprompt edit` uses the single best hit by default; ties -> lower p50."""
+    ok = [r for r in rows if r["name"] == "approx" and r["recall@5"] >= 0.95 and r["recall@1"] >= 0.95
+          and r["single_query_p50_ms"] <= 2.0]
+    return min(ok, key=lambda r: (r["index_mb"], r["single_query_p50_ms"])) if ok else None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="stored vectors")
@@ -162,9 +170,13 @@ def main(argv=None) -> int:
     from xprompt.retrieval.encoders import get_encoder
 
     t0 = time.perf_counter()
+    load0 = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: timings depend on its load
     enc = get_encoder("minilm")
     texts = suite_instructions(args.base, seed=0)
-    held = [t for t in suite_instructions(args.queries + 200, seed=1) if t not in set(texts)]
+    known = set(texts)
+    # held-out queries: suite instructions not among the stored base texts (the template space is finite, so
+    # draw a larger pool); the paraphrase-test phrasings come first
+    held = [t for t in suite_instructions(args.base + 4 * args.queries, seed=1) if t not in known]
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         from test_encoders import PARAPHRASES, PARAPHRASES_B
@@ -173,7 +185,10 @@ def main(argv=None) -> int:
     except ImportError:
         extra = []
     queries = (extra + held)[: args.queries]
-    cache = ROOT / ".cache" / "bench" / f"retrieval-base-{enc.version}-{len(texts)}.npy"
+    import hashlib
+
+    key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]  # stale if the suite's templates change
+    cache = ROOT / ".cache" / "bench" / f"retrieval-base-{enc.version}-{key}.npy"
     t = time.perf_counter()
     from_cache = cache.is_file()
     if from_cache:  # encoding 20k instructions takes minutes on a busy 2-core machine
@@ -205,17 +220,18 @@ def main(argv=None) -> int:
             q = faiss.extract_index_ivf(index).quantizer
             centroids = q.reconstruct_n(0, q.ntotal)  # (nlist, D): trained once, shared by later factories
         del index
-    ok = [r for r in rows if r["name"] == "approx" and r["recall@5"] >= 0.95 and r["single_query_p50_ms"] <= 2.0]
-    best = min(ok, key=lambda r: (r["index_mb"], r["single_query_p50_ms"])) if ok else None
+    best = recommend(rows)
     result = {
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "faiss": faiss.__version__},
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "faiss": faiss.__version__,
+                    "loadavg_start": load0, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                    "blas_threshold": int(faiss.cvar.distance_compute_blas_threshold)},
         "data": {"n": args.n, "dim": int(xb.shape[1]), "base_instructions": len(texts), "queries": len(queries),
                  "k": args.k, "encoder": enc.describe(), "base_encode_s": round(t_enc, 1),
                  "base_from_cache": from_cache,
                  "vectors": "noisy mixtures of MiniLM embeddings of suite instructions (see bench docstring)"},
         "query_encode_ms": {"p50": round(float(np.percentile(lat, 50)) * 1e3, 2),
                             "p99": round(float(np.percentile(lat, 99)) * 1e3, 2)},
-        "targets": {"single_query_p50_ms": 2.0, "recall@5": 0.95},
+        "targets": {"single_query_p50_ms": 2.0, "recall@5": 0.95, "recall@1 (ours, for k=1 edits)": 0.95},
         "results": rows,
         "recommended": best,
         "total_s": round(time.perf_counter() - t0, 1),
