@@ -373,13 +373,24 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
 
 
 def check_checkpoint(path: str) -> Path:
-    """A model checkpoint directory, or a one-line error."""
+    """A model checkpoint directory (xprompt's ``meta.json`` layout, or a transformers Chameleon dir), or a
+    one-line error -- checked before anything is loaded or generated."""
+    import json
+
     p = Path(path)
     if not p.exists():
         raise XPromptError(f"checkpoint not found: {p}")
+    hint = "pass the directory written by `xprompt train model` / save_pretrained, or an HF Chameleon dir"
     if not p.is_dir() or not (p / "config.json").is_file():
-        raise XPromptError(f"{p} is not a model checkpoint (expected a directory with config.json); "
-                           "pass the directory written by `xprompt train model` or save_pretrained")  # fmt: skip
+        raise XPromptError(f"{p} is not a model checkpoint (expected a directory with config.json); {hint}")
+    if not (p / "meta.json").is_file():
+        try:
+            hf = json.loads((p / "config.json").read_text()).get("model_type")
+        except (json.JSONDecodeError, AttributeError):
+            hf = None
+        if not hf:
+            raise XPromptError(f"{p} is not a model checkpoint (no meta.json, and config.json is not a "
+                               f"transformers model config -- an image-tokenizer dir?); {hint}")  # fmt: skip
     return p
 
 

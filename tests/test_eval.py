@@ -143,6 +143,10 @@ def test_cli_errors_exit_2(ckpt, tmp_path, capsys):
     (tmp_path / "notck").mkdir()
     assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "notck"), "--out", out]) == 2
     assert "is not a model checkpoint" in capsys.readouterr().err
+    (tmp_path / "vqlike").mkdir()
+    (tmp_path / "vqlike" / "config.json").write_text('{"codebook_size": 1024}')
+    assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "vqlike"), "--out", out]) == 2
+    assert "no meta.json" in capsys.readouterr().err
     assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "missing"), "--out", out]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     mb = _magicbrush_dir(tmp_path / "mb_bad", columns=("source_img", "instruction"))
