@@ -181,3 +181,16 @@ def test_decode_rejects_empty_query():
     with pytest.raises(Exception, match="query"):
         prefill(model, [p], vocab.pad_id)
     assert decode is not None
+
+
+@pytest.mark.parametrize("mode", ["xp", "full"])
+def test_shared_context_prefilled_once_equals_single_rows(mode):
+    vocab, rng = tiny_vocab(), np.random.default_rng(5)
+    model = tiny_model(vocab)
+    ex = [(codes(rng, 3, 3), codes(rng, 3, 3))]
+    prompts = [build_sample(vocab, TOK, mode=mode, instruction="same", examples=ex, query=codes(rng, 3, 3 + i))
+               for i in range(3)]
+    batch = prefill(model, prompts, vocab.pad_id)
+    for i, p in enumerate(prompts):
+        torch.testing.assert_close(batch.logits[i], prefill(model, [p], vocab.pad_id).logits[0], atol=2e-5,
+                                   rtol=1e-4)

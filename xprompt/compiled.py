@@ -118,7 +118,7 @@ def compile_prompt(model, vocab, context: TokenSequence, info: dict | None = Non
     if vocab.size != model.cfg.vocab_size:
         raise XPromptError("the vocabulary does not belong to this model")
     cache = model.new_cache()
-    append_block(model, cache, [context.ids], vocab.pad_id)
+    append_block(model, cache, [context.ids], vocab.pad_id, logits=False)
     segs = torch.as_tensor(context.segs.astype(np.int64), device=cache.key_mask.device)[None]  # (1, S)
     if (context.segs == int(Seg.XP)).any():
         keep = (segs[0] != int(Seg.IE)).nonzero().squeeze(1)

@@ -1,9 +1,10 @@
 """KV-cached generation with X-Prompt's compressed context, batched over several prompts.
 
 Design choices
-* Prefill in (at most) two stages per batch. Stage A runs PREFIX + IE + XP (the prompt up to its last XP
-  token); then ``KVCache.keep`` drops every IE entry; stage B runs the rest (the TD query) against the kept
-  PREFIX + XP entries. Neither stage needs an X-Prompt mask: stage A has no TD token and after the drop TD can
+* Prefill in (at most) two stages per batch. Stage A runs the context (PREFIX + IE + XP: everything before
+  the first TD token); in rows with XP tokens ``KVCache.keep`` then drops every IE entry; stage B runs the TD
+  query against what is kept. When every row has the same context (several queries, one set of examples) stage
+  A runs once and the cache is copied (``expand``), in every mode. Neither stage needs an X-Prompt mask: stage A has no TD token and after the drop TD can
   only see what the mask would have let it see. Positions run on from the full sequence, so the logits equal
   those of the masked full forward (tested). Prompts without XP tokens (modes ``full``/``none``) run in one
   stage; ``compress=False`` keeps the IE entries and applies the explicit mask instead (for comparisons).
@@ -55,7 +56,8 @@ def _left_pad(rows: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inner_mask=None) -> torch.Tensor:
+def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inner_mask=None,
+                 logits: bool = True) -> torch.Tensor | None:
     """Run one left-padded block of new tokens through ``model`` into ``cache``; return last-token logits (B, V).
 
     ``inner_mask (B, T, T)`` optionally restricts attention among the new tokens (default causal).
@@ -73,7 +75,7 @@ def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inn
     mask = new if cache.length == 0 else torch.cat(
         [cache.key_mask[:, None, :].expand(b, t, cache.length), new], dim=2)  # (B, T, L+T)
     h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=valid, return_hidden=True)
-    return model.lm_head(h[:, -1])  # (B, V)
+    return model.lm_head(h[:, -1]) if logits else None  # (B, V)
 
 
 @torch.no_grad()
@@ -98,30 +100,41 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
         has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
         cache.hide((segs == int(Seg.IE)) & has_xp)  # later (TD) tokens must not see IE either
         return Prefill(cache, logits, segs)
-    splits = []
+    splits = []  # context end = first TD token (PREFIX [+ IE [+ XP]] before it)
     for s in seqs:
-        xp = np.nonzero(s.segs == int(Seg.XP))[0]
-        splits.append(int(xp[-1]) + 1 if len(xp) else 0)
+        td = np.nonzero(s.segs == int(Seg.TD))[0]
+        splits.append(int(td[0]) if len(td) else len(s))
     if any(len(s) - a == 0 for s, a in zip(seqs, splits)):
         raise XPromptError("every prompt needs at least one token after its context (the query)")
+    ctx = [_slice(s, 0, a) for s, a in zip(seqs, splits)]
+    shared = (cache.length == 0 and b > 1 and splits[0] > 0
+              and all(np.array_equal(c.ids, ctx[0].ids) and np.array_equal(c.segs, ctx[0].segs) for c in ctx))
 
-    def run(parts: list[TokenSequence]) -> torch.Tensor:
+    def run(parts: list[TokenSequence], logits: bool = True) -> torch.Tensor | None:
         nonlocal segs
-        logits = append_block(model, cache, [p.ids for p in parts], pad_id)
+        logits = append_block(model, cache, [p.ids for p in parts], pad_id, logits=logits)
         segs = torch.cat([segs, _left_pad([p.segs for p in parts], PAD_SEG)[0].to(dev)], dim=1)
         return logits
 
-    if any(splits):  # stage A: PREFIX + IE + XP, then drop IE
-        run([_slice(s, 0, a) for s, a in zip(seqs, splits)])
-        keep = cache.key_mask & (segs != int(Seg.IE)) & (segs != PAD_SEG)  # (B, L)
-        n = keep.sum(1)  # (B,) entries kept per row
-        idx = torch.zeros(b, int(n.max()), dtype=torch.long, device=dev)  # (B, K) left-aligned, padded after
-        for r in range(b):
-            k = keep[r].nonzero().squeeze(1)
-            idx[r, : len(k)] = k
-        valid = torch.arange(idx.shape[1], device=dev)[None, :] < n[:, None]  # (B, K)
-        cache.keep(idx, valid)
-        segs = torch.where(valid, segs.gather(1, idx), torch.full_like(idx, PAD_SEG))
+    if any(splits):  # stage A: the context (PREFIX + IE + XP); then drop IE where there are XP tokens
+        if shared:  # queries sharing one context (same examples): prefill it once, then copy the cache
+            cache, segs = model.new_cache(), segs[:1]
+            run(ctx[:1], logits=False)
+        else:
+            run(ctx, logits=False)
+        has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
+        if bool(has_xp.any()):
+            keep = cache.key_mask & (segs != PAD_SEG) & ~((segs == int(Seg.IE)) & has_xp)  # (B, L)
+            n = keep.sum(1)  # (B,) entries kept per row
+            idx = torch.zeros(keep.shape[0], int(n.max()), dtype=torch.long, device=dev)  # (B, K) left-aligned
+            for r in range(keep.shape[0]):
+                k = keep[r].nonzero().squeeze(1)
+                idx[r, : len(k)] = k
+            valid = torch.arange(idx.shape[1], device=dev)[None, :] < n[:, None]  # (B, K)
+            cache.keep(idx, valid)
+            segs = torch.where(valid, segs.gather(1, idx), torch.full_like(idx, PAD_SEG))
+        if shared:
+            cache, segs = cache.expand(b), segs.expand(b, -1).contiguous()
     logits = run([_slice(s, a, len(s)) for s, a in zip(seqs, splits)])  # stage B: the TD part
     return Prefill(cache, logits, segs)
 
