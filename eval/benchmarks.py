@@ -269,6 +269,14 @@ def _depth_palette(item: Item) -> tuple[np.ndarray, np.ndarray]:
     return lut, 1.0 - np.arange(256) / 255.0
 
 
+def _exact_depth(item: Item, gt: np.ndarray):
+    if not item.scene_before:
+        return gt
+    from xprompt.train import scenes
+
+    return scenes.render_maps(scenes.Scene.from_dict(item.scene_before), gt.shape[0])["depth"]  # (H, W)
+
+
 def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
     """Per-sample values of every metric of ``spec`` (mIoU: the predicted/GT class maps, reduced later)."""
     from xprompt.eval import detect
@@ -291,8 +299,8 @@ def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
         elif m in ("closer", "changed_psnr"):
             cr = cr or M.changed_region(pred, _resize_to(q, gt.shape), gt)
             out[m] = cr["closer" if m == "closer" else "psnr"]
-        elif m == "rmse":
-            out[m] = M.depth_rmse(pred, gt, *_depth_palette(item))
+        elif m == "rmse":  # against the scene's exact depth when there is a scene, else the decoded target
+            out[m] = M.depth_rmse(pred, _exact_depth(item, gt), *_depth_palette(item))
         elif m == "angle":
             out[m] = M.normal_angle_error(pred, gt)
         elif m == "miou":

@@ -206,3 +206,25 @@ def test_gap_closed_and_compare_table(ckpt, tmp_path, capsys):
     assert main(args) == 0 and "50 %" in (tmp_path / "res.md").read_text()
     assert main(args[:-1] + [f"full={tmp_path / 'full'}:zz"]) == 2
     assert "not 'zz'" in capsys.readouterr().err
+
+
+def test_sample_scores_of_the_ground_truth_are_perfect():
+    """No model: scoring the ground truth itself must give each metric's best value (and the detector agrees)."""
+    specs = {s.task: s for b in ("unseen", "seen", "raie") for s in B.TASKS[b]}
+    sc = B.Scorers()
+    for task, check in {
+        "derain": lambda r: (
+            r["psnr"] == M.PSNR_CAP and r["ssim"] == pytest.approx(1.0) and r["closer"] == 1.0
+        ),
+        "depth_reserved": lambda r: r["rmse"] < 0.002,
+        "segmentation": lambda r: True,
+        "normals": lambda r: r["angle"] < 1.0,
+        "add_object": lambda r: r["success"] == 1.0 and r["clip_dir"] == M.NO_WEIGHTS,
+        "recolor": lambda r: r["success"] == 1.0 and r["l1"] == 0.0,
+        "inpainting": lambda r: r["mse"] == 0.0,
+    }.items():
+        for it in B.suite_items(task, 2, 64, 5):
+            r = B.sample_scores(specs[task], it, it.target, sc)
+            assert check(r), (task, r)
+            if task == "segmentation":
+                assert B.reduce_scores("miou", [r["miou"]]) == pytest.approx(100.0)
