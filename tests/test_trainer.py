@@ -204,3 +204,43 @@ def test_trains_on_a_real_data_build(tmp_path, env):
         assert out["steps"] == 1 and out["tokens_seen"] > 0
     run = json.loads((tmp_path / "xp" / "run.json").read_text())
     assert "image_tokenizer" in run["data"]["meta"]["tokenizers.json"]  # the tokenizers the data was built with
+
+
+@pytest.mark.slow
+def test_real_sigint_saves_a_usable_checkpoint(tmp_path, data):
+    """A real Ctrl-C (SIGINT) to `xprompt train model`: exit 130, a checkpoint at the last step, resumable."""
+    import signal
+    import subprocess
+    import time
+
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(dict(TINY, steps=500, val_fraction=0.0)))
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "xprompt", "train", "model", "--config", str(c), "--data", str(data), "--out",
+           str(out), "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        m = out / "metrics.jsonl"
+        if m.exists() and sum('"train"' in x for x in m.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    tag = (out / "checkpoints" / "latest").read_text().strip()
+    step = int(tag.split("_")[1])
+    assert step >= 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["steps"] == step
+    from xprompt.train.trainer import train
+
+    saved = dict(os.environ)
+    try:
+        res = train(config_from_dict(TrainConfig, dict(TINY, steps=500, val_fraction=0.0)), data, out,
+                    resume=True, stop_after=1, progress=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert res["steps"] == step + 1

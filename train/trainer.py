@@ -33,6 +33,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +140,34 @@ def _set_rng_state(st: dict) -> None:
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM -> one ``KeyboardInterrupt``; later signals are ignored so the save can finish.
+
+    The deepspeed launcher answers Ctrl-C with SIGTERM to every rank and SIGKILL 30 s later; treating the
+    first signal as a stop request and shielding the save from the second gives the ranks time to checkpoint.
+    """
+
+    def __init__(self):
+        self.stopping = False
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -332,7 +362,11 @@ def train(
     t_start = time.time()
     last_loss = float("nan")
     interrupted = False
+    if engine.global_steps != start:
+        raise CheckpointError(f"--resume: the DeepSpeed checkpoint is at step {engine.global_steps}, the trainer "
+                              f"state at {start}; the checkpoint is inconsistent")
     engine.train()
+    stop = _StopSignals().__enter__()
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
@@ -395,9 +429,15 @@ def train(
                 on_step(step + 1, rec)
     except KeyboardInterrupt:
         interrupted = True
+        stop.stopping = True  # from here on further signals are ignored: let the save finish
+    except BaseException:
+        stop.__exit__(None, None, None)
+        raise
     finally:
         bar.close()
-    final = state["step"]
+    # the optimizer's own count is the truth: an interrupt between the last micro-batch's update and the
+    # bookkeeping above must not make a resume repeat that update
+    state["step"] = final = int(engine.global_steps)
     if latest_tag(out) != f"{TAG_PREFIX}{final:07d}":
         save(final)
     log.write(
@@ -430,6 +470,7 @@ def train(
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
         plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"{mcfg.name} ({cfg.mode})")
     dist.barrier()
+    stop.__exit__(None, None, None)
     if interrupted:
         raise KeyboardInterrupt
     return summary
