@@ -12,7 +12,8 @@ Design choices
       the default store or ``--store``), optionally ``oracle`` (the instance's own example pair).
     t2i: ``t2i`` (the generated image); plus ``gt`` (the ground-truth render: the detector's ceiling).
   Every image benchmark adds ``copy`` (the query returned unchanged, DESIGN.md's copy baseline) and ``vq``
-  (the ground truth through the image tokenizer and back: the best any model with this tokenizer can do).
+  (the ground truth through the image tokenizer and back: practically the best a model decoding through this
+  tokenizer can do).
 * **Metrics** per task follow the paper's tables (see ``TASKS``), plus two changed-region metrics on every
   image task (pixels where query and ground truth differ): ``changed_psnr`` (PSNR there) and ``closer`` (the
   fraction of them that moved toward the ground truth; the copy baseline scores 0, but any output far from

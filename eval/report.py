@@ -72,10 +72,15 @@ def render_markdown(report: dict) -> str:
         "- rows: " + "; ".join(f"**{labels[r]}** (`{r}`)" for r in rows),
         (
             "- the copy baseline returns the query unchanged; the VQ ceiling is the ground truth passed through "
-            "the image tokenizer (no model can beat it on pixel metrics)"
+            "the image tokenizer (practically the ceiling of a model decoding through that tokenizer)"
         ),
-        "",
     ]
+    tm = ck.get("train_mode")
+    if tm and any(r in ("full", "xp") and r != tm for r in rows):
+        other = [r for r in rows if r in ("full", "xp") and r != tm]
+        lines.append(f"- note: this checkpoint was trained in `{tm}` mode, so the {other} row(s) run it in a context "
+                     "layout it never saw in training; compare with a checkpoint trained in that mode")  # fmt: skip
+    lines.append("")
     for task, t in report["tasks"].items():
         ms = t["metrics"]
         lines += [f"## {t['label']} (`{task}`, n = {t['n']})", ""]
