@@ -250,6 +250,16 @@ def cmd_edit(args) -> int:
     if out.suffix.lower() != ".png":
         raise XPromptError(f"-o {out}: the edited image is written as PNG; use a .png path")
     image = read_image(args.image)
+    from xprompt.paths import shipped
+
+    try:
+        from xprompt.pipeline import XPrompt
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("xprompt"):
+            raise XPromptError("`xprompt edit` needs the model pipeline (xprompt.pipeline), which is missing") from None
+        raise
+    ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
+    model = XPrompt.from_pretrained(ckpt)  # before retrieval: a bad checkpoint fails fast
     examples, hits = [], []
     if not args.no_retrieval:
         store = open_store(args.store, args.encoder)
@@ -261,16 +271,6 @@ def cmd_edit(args) -> int:
         if args.show_retrieved:
             for r, (s, rec) in enumerate(hits):
                 print(f"retrieved {r + 1}: score {s:.3f}  [{rec.task}]  {rec.instruction}", file=sys.stderr)
-    from xprompt.paths import shipped
-
-    try:
-        from xprompt.pipeline import XPrompt
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("xprompt"):
-            raise XPromptError("`xprompt edit` needs the model pipeline (xprompt.pipeline), which is missing") from None
-        raise
-    ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
-    model = XPrompt.from_pretrained(ckpt)
     mode = "xp" if examples else "none"
     edited = model.generate(examples=examples, query=image, instruction=instruction, mode=mode, seed=args.seed,
                             greedy=args.greedy)  # uint8 (H, W, 3) at the model's image size
