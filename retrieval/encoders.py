@@ -218,6 +218,9 @@ class OpenCLIPEncoder(TextEncoder):
         try:
             model = open_clip.create_model(arch, pretrained=None, load_weights=False, pretrained_text=False,
                                            pretrained_image=False, device="cpu")
+        except OSError as e:  # HF-text architectures fetch their text config from the hub (offline here)
+            raise XPromptError(f"open_clip cannot build {arch} offline ({str(e).splitlines()[0][:120]}); "
+                               "use a CLIP architecture such as ViT-B-32") from None
         finally:
             logging.getLogger().setLevel(level)
         try:
@@ -227,7 +230,11 @@ class OpenCLIPEncoder(TextEncoder):
             msg = msg.split(". ")[0][:200]  # torch's messages run on for paragraphs; keep one line
             raise XPromptError(f"cannot load CLIP weights {weights} into {arch}: {msg}") from None
         self.model = model.eval().to(device)
-        self.tokenizer = open_clip.get_tokenizer(arch)
+        try:  # CLIP's BPE ships with open_clip; HF-tokenizer archs would need the hub, which is offline here
+            self.tokenizer = open_clip.get_tokenizer(arch)
+        except OSError as e:
+            raise XPromptError(f"the tokenizer of {arch} is not available offline ({str(e).splitlines()[0][:120]}); "
+                               "use a CLIP architecture such as ViT-B-32") from None
         self.device = device
         self.arch = arch
         self.name = f"openclip:{arch}"
