@@ -183,6 +183,14 @@ class XPrompt:
                               image_top_k=image_top_k_default if top_k is None else int(top_k),
                               text_top_k=10 if top_k is None else int(top_k))
 
+    # public names for the helpers other parts use (eval benchmarks build their own batched prompts)
+    def encode_examples(self, examples, text_outputs: bool = False) -> list[tuple]:
+        return self._examples(examples, text_outputs)
+
+    def sampling_config(self, seed=None, greedy=False, top_k=None, temperature=1.0, cfg_scale=1.0,
+                        image_top_k_default=200) -> SamplingConfig:
+        return self._sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default)
+
     def _check_mode(self, mode: str, examples) -> None:
         if mode not in MODES:
             raise XPromptError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
