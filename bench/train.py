@@ -6,8 +6,9 @@ task-suite dataset built here (64 px images, the 8x grid test tokenizer unless `
 checkpoint; the token count per image is what matters for speed). Throughput is the median over the steps
 after ``--warmup`` of the trainer's own ``tokens_per_s`` (non-padding tokens / step wall time).
 
-* Peak: a large square matmul in fp32 and in bf16 with the same threads as the trainer, timed for a few
-  seconds each, in this run (the machine is shared: the load average is recorded beside the numbers).
+* Peak: a large square matmul in fp32 and in bf16 with all cores' threads, timed for a few seconds, in this
+  run: once at the start and again right before every trainer run (the machine is shared and its load
+  drifts; each run's MFU uses the peak measured just before it; load averages are recorded too).
 * MFU = 6 * N * tokens/s / peak, N = parameters that take part in matmuls (all but the input embedding
   table; the LM head counts). Attention score FLOPs are left out of the numerator, as in the usual 6N rule.
 * Packing: the same model and precision with ``pack`` on (bins of max_len), with one sample per row padded to
@@ -152,8 +153,14 @@ def main(argv=None) -> int:
         out = {}
         print("trainer runs...", flush=True)
         for name, (ov, ds, procs) in runs.items():
+            prec = ov["precision"]
+            # the machine is shared and its load drifts: the peak this run is compared with is measured
+            # right before it
+            local_peak = measure_peak(prec, threads=threads, seconds=2.0)
             res = run_trainer(tmp, name, data, dict(ov, steps=args.steps), ds, procs)
             s = summarize(res, args.warmup)
+            s["peak_flops_before"] = local_peak
+            s["precision"] = prec
             s["params"] = res["start"]["params"]
             s["processes"] = procs
             s["zero_stage"] = res["run"]["zero_stage"]
@@ -161,9 +168,8 @@ def main(argv=None) -> int:
         mc = res["run"]["model_config"]
     n_total = out["bf16_packed"]["params"]
     n_matmul = n_total - mc["vocab_size"] * mc["dim"]
-    for name, s in out.items():
-        prec = "fp32" if name.startswith("fp32") else "bf16"
-        s["mfu"] = 6 * n_matmul * s["tokens_per_s"] / peak[prec]
+    for s in out.values():
+        s["mfu"] = 6 * n_matmul * s["tokens_per_s"] / s["peak_flops_before"]
     result["model"] = {"preset": "tiny", "params": n_total, "matmul_params": n_matmul, "vocab_size": mc["vocab_size"],
                        "dim": mc["dim"], "n_layers": mc["n_layers"], "max_len": 1024}
     result["runs"] = out
