@@ -90,3 +90,14 @@ def test_atomic_write_text(tmp_path):
     p = tmp_path / "a" / "f.json"
     atomic_write_text(p, json.dumps({"x": 1}))
     assert json.loads(p.read_text()) == {"x": 1}
+
+
+def test_atomic_write_permissions(tmp_path):
+    import os
+    import stat
+
+    p = tmp_path / "f.bin"
+    atomic_write_text(p, "x")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~umask  # not mkstemp's 0600
