@@ -371,12 +371,12 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
                                      query=item.query))  # fmt: skip
             sizes.append((side, side))
             continue
-        codes_ex = pipe._examples([ex]) if row_mode != "none" else []
+        codes_ex = pipe.encode_examples([ex]) if row_mode != "none" else []
         q = pipe.encode(item.query)  # (h, w)
         seqs.append(build_sample(pipe.vocab, pipe.text_tok, mode=row_mode, instruction=item.instruction,
                                  examples=codes_ex, query=q))  # fmt: skip
         sizes.append(tuple(q.shape))
-    sampling = pipe._sampling(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
+    sampling = pipe.sampling_config(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
     codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False)
     return [pipe.decode(c) for c in codes]
 
