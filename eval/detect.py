@@ -237,7 +237,7 @@ def edit_success(pred, edit: dict, reference=None) -> bool:
     the scene would be a "removal". The prediction's blobs are found generously (within ``PRED_COLOR_DIST``,
     >= ``PRED_MIN_AREA``), the reference's strictly (80, ``REF_MIN_AREA``): measured on the suite's
     instances, the ground truth passes 97-100 %, the copy baseline 0-3 %, and the ground truth through the
-    shipped 64-px VQ 78-88 % (the tokenizer's ceiling).
+    shipped 64-px VQ (v2) 85-98 % (the tokenizer's ceiling).
     """
     kind = edit.get("kind")
     if kind not in EDIT_KINDS:
