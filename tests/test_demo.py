@@ -6,9 +6,9 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gen_helpers import tiny_checkpoint  # noqa: E402
+from gen_helpers import tiny_checkpoint
 
-from xprompt.cli import main  # noqa: E402
+from xprompt.cli import main
 
 
 def test_demo_writes_grid_and_page(tmp_path, capsys):

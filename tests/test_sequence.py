@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from xprompt.tokenizer.text import TextTokenizer
+from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.errors import VocabularyError, XPromptError
 from xprompt.sequence import (
@@ -14,8 +16,6 @@ from xprompt.sequence import (
     parse_image,
     split_items,
 )
-from xprompt.tokenizer.text import TextTokenizer
-from xprompt.tokenizer.vocab import Vocabulary
 
 CORPUS = ["remove the red circle", "add rain to the photo", "make it brighter", "a small blue square"] * 20
 
@@ -81,7 +81,7 @@ def test_build_sample_layout_xp(vocab, tok):
 
 def test_modes_and_convert(vocab, tok):
     a, b, q, ans = (np.full((2, 2), k) for k in range(4))
-    kw = dict(instruction="derain", examples=[(a, b), (b, a)], query=q, answer=ans)
+    kw = {"instruction": "derain", "examples": [(a, b), (b, a)], "query": q, "answer": ans}
     xp = build_sample(vocab, tok, mode="xp", **kw)
     for mode in ("full", "none"):
         direct = build_sample(vocab, tok, mode=mode, **kw)

@@ -11,8 +11,8 @@ Design choices
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_write_text
@@ -68,7 +68,7 @@ class TextTokenizer:
             raise XPromptError(f"text tokenizer not found: {path} (train one with `xprompt train bpe`)")
         try:
             return cls(Tokenizer.from_str(path.read_text()))
-        except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        except Exception as e:  # noqa: BLE001 (tokenizers raises a bare Exception on malformed files)
             raise XPromptError(f"{path} is not a valid tokenizer.json: {str(e).splitlines()[0]}") from None
 
     def to_json(self) -> dict:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def _pack(ids: np.ndarray) -> Any:
     """Contiguous id arrays serialise as {start, count}; others as a list."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0 or np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
-        return {"start": int(ids[0]) if len(ids) else 0, "count": int(len(ids))}
+        return {"start": int(ids[0]) if len(ids) else 0, "count": len(ids)}
     return ids.tolist()
 
 

@@ -1,6 +1,6 @@
 """``python -m xprompt.train ...``: the trainer entry point for launchers.
 
-    deepspeed --num_gpus 2 -m xprompt.train --config configs/tiny.json --data DIR --out runs/NAME
+    deepspeed --num_gpus 2 --module xprompt.train --config configs/tiny.json --data DIR --out runs/NAME
     torchrun --nproc_per_node 2 -m xprompt.train --config configs/tiny.json --data DIR --out runs/NAME
 
 Takes the arguments of ``xprompt train model`` (an optional leading ``model`` is accepted), plus the
@@ -14,7 +14,7 @@ import sys
 
 from xprompt.train.cli import add_arguments, run
 
-from xprompt.errors import XPromptError
+from xprompt.cli import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xprompt.train", description="train the X-Prompt model")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except XPromptError as e:
-        print(f"xprompt: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("xprompt: interrupted", file=sys.stderr)
-        return 130
+    return run_command(run, args)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ Design choices
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xprompt.configs import config_from_dict, load_config
+from xprompt.configs import config_from_dict, load_config, load_json_object
 from xprompt.errors import ConfigError
 from xprompt.sequence import MODES
 
@@ -181,16 +180,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
 
 # ---------------------------------------------------------------------- DeepSpeed config
 def load_ds_config(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"DeepSpeed config not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return data
+    return load_json_object(path, "DeepSpeed config")
 
 
 def _enabled(section, name: str, where: str):

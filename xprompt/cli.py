@@ -93,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command(args.func, args)
+
+
+def run_command(func, args) -> int:
+    """Run ``func(args)``: ``XPromptError`` -> one line on stderr, exit 2; Ctrl-C -> exit 130."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except XPromptError as e:
         print(f"xprompt: error: {e}", file=sys.stderr)
         return 2

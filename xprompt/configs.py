@@ -26,11 +26,11 @@ def _check_type(cls, name: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(
-                f"{cls.__name__}.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}"
-            )
+    wrong = hint in (int, float, str, bool) and (
+        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
+    )
+    if wrong:
+        raise ConfigError(f"{cls.__name__}.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         return type(value)(value) if origin is list else tuple(value)
     return value
@@ -54,15 +54,22 @@ def config_from_dict(cls: type[T], data: dict, *, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
+def load_json_object(path: str | Path, what: str = "config file") -> dict:
+    """Read a JSON file that must hold an object; missing file / bad JSON -> ``ConfigError``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    return config_from_dict(cls, data, where=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    return config_from_dict(cls, load_json_object(path), where=str(path))
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -17,15 +17,15 @@ Design choices
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Sequence, Union
 
 import numpy as np
 
 from xprompt.errors import VocabularyError, XPromptError
 
-Item = Union[str, np.ndarray]  # text, or an image as a (h, w) array of codes
+Item = str | np.ndarray  # text, or an image as a (h, w) array of codes
 MODES = ("xp", "full", "none")
 
 
@@ -99,7 +99,7 @@ def split_items(vocab, text_tok, ids: Sequence[int]) -> list[Item]:
     ids = [int(i) for i in ids]
     items: list[Item] = []
     text: list[int] = []
-    xp = set(int(x) for x in vocab.xp_ids)
+    xp = {int(x) for x in vocab.xp_ids}
 
     def flush():
         if text:
