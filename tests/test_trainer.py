@@ -144,6 +144,9 @@ def test_keep_last_and_modes(tmp_path, data, env):
     assert run["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     tags = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir() if p.name.startswith("step_"))
     assert tags == ["step_0000003", "step_0000004"]
+    recs = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    norms = [r["grad_norm"] for r in recs if r.get("kind") == "train"]
+    assert norms and all(isinstance(g, float) and g > 0 for g in norms)  # recorded at ZeRO stage 0 too
 
 
 # ---------------------------------------------------------------------- bad input through the CLI

@@ -366,6 +366,7 @@ def train(
         raise CheckpointError(f"--resume: the DeepSpeed checkpoint is at step {engine.global_steps}, the trainer "
                               f"state at {start}; the checkpoint is inconsistent")
     engine.train()
+    stage0, gn0 = zero_stage(ds) == 0, None
     stop = _StopSignals().__enter__()
     try:
         for step in range(start, end):
@@ -379,6 +380,10 @@ def train(
                     logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask
                 )
                 engine.backward(o["loss"])
+                if stage0 and engine.is_gradient_accumulation_boundary():
+                    # DeepSpeed clips without recording the norm at stage 0; grads are already all-reduced here
+                    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+                    gn0 = float(torch.nn.utils.get_total_norm(grads))
                 engine.step()
                 n, nt, ni = int(o["n_tokens"]), int(o["text_tokens"]), int(o["image_tokens"])
                 acc += [
@@ -396,7 +401,7 @@ def train(
             state["step"] = step + 1
             state["tokens_seen"] += int(acc[6])
             state["samples_seen"] += int(acc[7])
-            gn = engine.get_global_grad_norm()
+            gn = engine.get_global_grad_norm() if not stage0 else gn0
             rec = {
                 "kind": "train",
                 "step": step + 1,
