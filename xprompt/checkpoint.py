@@ -124,6 +124,16 @@ def load_state_strict(model, sd: dict, where: str) -> None:
         model.load_state_dict(sd, strict=True)
 
 
+def _build_loaded(cfg: ModelConfig, sd: dict, where: str, dtype):
+    """A model of ``cfg`` holding exactly ``sd`` (built on the meta device: no wasted random init)."""
+    from xprompt.model import XPromptModel
+
+    with torch.device("meta"):
+        model = XPromptModel(cfg)
+    load_state_strict(model, sd, where)
+    return (model.to(dtype) if dtype is not None else model).eval()
+
+
 def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | torch.device = "cpu",
                     attn_impl: str | None = None):
     """Load ``(XPromptModel in eval mode, Vocabulary)`` from a checkpoint directory, strictly.
@@ -135,7 +145,6 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from xprompt.model import XPromptModel
 
     path = Path(path)
     if is_hf_checkpoint(path):
@@ -150,12 +159,7 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
         sd = load_file(str(path / "model.safetensors"), device=str(device))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path / 'model.safetensors'} is unreadable ({str(e).splitlines()[0]})") from None
-    with torch.device("meta"):
-        model = XPromptModel(cfg)
-    load_state_strict(model, sd, str(path))
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval(), vocab
+    return _build_loaded(cfg, sd, str(path), dtype), vocab
 
 
 # ====================================================================== transformers / Chameleon HF format
@@ -309,7 +313,6 @@ def load_hf_checkpoint(path, *, num_xp: int = 32, dtype: torch.dtype | None = No
     """
     from transformers import AutoConfig
 
-    from xprompt.model import XPromptModel
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -326,12 +329,7 @@ def load_hf_checkpoint(path, *, num_xp: int = 32, dtype: torch.dtype | None = No
     sd = state_dict_from_hf(_read_hf_weights(path), str(path))
     if "lm_head.weight" not in sd:
         raise CheckpointError(f"{path} has no lm_head.weight (a bare ChameleonModel cannot generate)")
-    with torch.device("meta"):
-        model = XPromptModel(cfg)
-    load_state_strict(model, sd, str(path))
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval(), vocab
+    return _build_loaded(cfg, sd, str(path), dtype), vocab
 
 
 def is_hf_checkpoint(path) -> bool:
