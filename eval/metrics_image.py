@@ -160,16 +160,21 @@ def ssim(pred, gt) -> float:
     )
 
 
-def l1(pred, gt, mask=None) -> float | Unavailable:
-    """MagicBrush L1: mean absolute difference of [0, 1] images."""
-    pred, gt = _pair(pred, gt)
-    d = np.abs(to_unit(pred) - to_unit(gt))  # (H, W, 3)
+def _masked_mean(d: np.ndarray, mask, shape) -> float | Unavailable:
+    """Mean of the per-pixel errors ``d`` (H, W, 3), over ``mask`` when given (empty mask: ``EMPTY_REGION``)."""
     if mask is not None:
-        m = _mask(mask, pred.shape)
+        m = _mask(mask, shape)
         if not m.any():
             return EMPTY_REGION
         d = d[m]
     return float(d.mean())
+
+
+def l1(pred, gt, mask=None) -> float | Unavailable:
+    """MagicBrush L1: mean absolute difference of [0, 1] images."""
+    pred, gt = _pair(pred, gt)
+    d = np.abs(to_unit(pred) - to_unit(gt))  # (H, W, 3)
+    return _masked_mean(d, mask, pred.shape)
 
 
 def l2(pred, gt, mask=None) -> float | Unavailable:
@@ -186,12 +191,7 @@ def mse(pred, gt, mask=None, space: str = "unit") -> float | Unavailable:
     elif space != "unit":
         raise XPromptError(f"mse space must be 'unit' or 'imagenet', got {space!r}")
     d = (a - b) ** 2
-    if mask is not None:
-        m = _mask(mask, pred.shape)
-        if not m.any():
-            return EMPTY_REGION
-        d = d[m]
-    return float(d.mean())
+    return _masked_mean(d, mask, pred.shape)
 
 
 # ---------------------------------------------------------------------- changed region

@@ -18,6 +18,7 @@ Design choices
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -120,14 +121,7 @@ def _text_strip(text: str, width: int, height: int, wrap: bool = False) -> np.nd
     im = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(im)
     if wrap:
-        words, lines, cur = text.split(), [], ""
-        for w in words:
-            if len(cur) + len(w) + 1 > max(8, width // 6):
-                lines.append(cur)
-                cur = w
-            else:
-                cur = f"{cur} {w}".strip()
-        lines.append(cur)
+        lines = textwrap.wrap(text, width=max(8, width // 6)) or [""]
         for i, ln in enumerate(lines[: height // 12]):
             d.text((2, 2 + 12 * i), ln, fill="black")
     else:

@@ -9,6 +9,7 @@ Heavy imports stay inside the functions so that ``xprompt --help`` is fast.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from xprompt.errors import XPromptError
@@ -106,15 +107,7 @@ def _text_tile(text: str, width: int, height: int):
 
     im = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(im)
-    words, lines, cur = text.split(), [], ""
-    max_chars = max(8, width // 6)
-    for w in words:
-        if len(cur) + len(w) + 1 > max_chars:
-            lines.append(cur)
-            cur = w
-        else:
-            cur = f"{cur} {w}".strip()
-    lines.append(cur)
+    lines = textwrap.wrap(text, width=max(8, width // 6)) or [""]
     for i, line in enumerate(lines[: height // 11]):
         d.text((3, 2 + 11 * i), line, fill=(0, 0, 0))
     return im
