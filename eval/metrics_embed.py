@@ -176,13 +176,18 @@ def _cos(a, b) -> float:
     )
 
 
+def _image_cosine(pred, gt, features) -> float:
+    """Cosine of the embeddings ``features([pred, gt])`` (2, D) of two images (CLIP-I, DINO)."""
+    pred, gt = _pair(pred, gt)
+    f = features([pred, gt])  # (2, D)
+    return _cos(f[0:1], f[1:2])
+
+
 def clip_i(pred, gt, scorer) -> float | Unavailable:
     """CLIP image similarity between the prediction and the ground truth."""
     if isinstance(scorer, Unavailable):
         return scorer
-    pred, gt = _pair(pred, gt)
-    f = scorer.image_features([pred, gt])  # (2, D)
-    return _cos(f[0:1], f[1:2])
+    return _image_cosine(pred, gt, scorer.image_features)
 
 
 def clip_t(pred, caption: str, scorer) -> float | Unavailable:
@@ -277,6 +282,4 @@ def dino(pred, gt, scorer) -> float | Unavailable:
     """DINO similarity: cosine of the CLS embeddings of prediction and ground truth."""
     if isinstance(scorer, Unavailable):
         return scorer
-    pred, gt = _pair(pred, gt)
-    f = scorer.features([pred, gt])  # (2, D)
-    return _cos(f[0:1], f[1:2])
+    return _image_cosine(pred, gt, scorer.features)
