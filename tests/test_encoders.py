@@ -122,6 +122,63 @@ PARAPHRASES_C = [
     ("Make the leaves green again.", "Turn the brown leaves back to green."),
 ]
 
+
+# Set D: written for issue #6 BEFORE any direction-aware method was tried (committed before being evaluated);
+# methods were tuned on A and B only, and D was evaluated once with the method fixed. Mix: the suite's
+# low-level tasks in both directions (haze, noise, rain, blur, brightness, resolution, JPEG), the suite's
+# object edits, MagicBrush-style object/attribute edits, and geometric/global edits.
+PARAPHRASES_D = [
+    ("Add a layer of haze to the photo.", "Make the picture look misty and hazy."),
+    ("Clear away the mist in this landscape shot.", "Dehaze the picture."),
+    ("Sprinkle some noise over the image.", "Introduce random grain into the picture."),
+    ("Get rid of the grainy speckles.", "Make the noisy photo clean and smooth."),
+    ("Overlay rain streaks on the image.", "Add falling rain to this photo."),
+    ("Take the rain streaks out of the picture.", "Wipe the rain off this photo."),
+    ("Make the photo blurry.", "Apply a soft blur filter to the picture."),
+    ("Make the blurry photo sharp again.", "Remove the motion blur from this picture."),
+    ("Darken the photo so it looks like dusk.", "Lower the brightness of the picture."),
+    ("Brighten up the dim photo.", "Increase the exposure of this dark image."),
+    ("Reduce the image to half its resolution.", "Make the picture lower resolution and pixelated."),
+    ("Make the pixelated image crisp and high resolution.", "Super-resolve this low-res picture."),
+    ("Compress the image heavily as a JPEG.", "Add blocky compression artifacts to the photo."),
+    ("Remove the blocky compression artifacts.", "Repair the JPEG damage in this image."),
+    ("Add a big red square in the middle.", "Place a large red square at the center of the image."),
+    ("Remove the small purple circle.", "Erase the little purple circle."),
+    ("Change the blue triangle to green.", "Recolor the blue triangle green."),
+    ("Move the yellow star to the left.", "Shift the yellow star over to the left side."),
+    ("Make the white square larger.", "Scale up the white square."),
+    ("Make the orange heart smaller.", "Shrink the orange heart."),
+    ("Give the shapes a gray background.", "Change the backdrop behind the shapes to gray."),
+    ("Put a green cross at the bottom.", "Add a green X near the bottom edge."),
+    ("Add a dog next to the girl.", "Put a dog beside the girl."),
+    ("Remove the umbrella from the man's hand.", "Take away the umbrella the man is holding."),
+    ("Make the shirt blue.", "Change the color of the shirt to blue."),
+    ("Turn the cake into a pizza.", "Replace the cake with a pizza."),
+    ("Put a crown on the king's head.", "Let the king wear a crown."),
+    ("Make the flowers pink.", "Change the flowers to pink ones."),
+    ("Add a clock on the wall.", "Hang a clock on the wall."),
+    ("Remove the cup from the table.", "Take the cup off the table."),
+    ("Make the sky stormy and dark.", "Fill the sky with dark storm clouds."),
+    ("Turn the horse into a zebra.", "Give the horse zebra stripes."),
+    ("Give the boy a backpack.", "Add a backpack on the boy's back."),
+    ("Make the house look abandoned.", "Turn the house into an old, run-down ruin."),
+    ("Render the image in the style of Van Gogh.", "Make the picture look like a Van Gogh painting."),
+    ("Remove the fence.", "Delete the fence from the scene."),
+    ("Make the apple green.", "Paint the apple green."),
+    ("Add a candle on the cake.", "Put a lit candle on top of the cake."),
+    ("Rotate the image 180 degrees.", "Turn the picture upside down."),
+    ("Flip the picture vertically.", "Mirror the image top to bottom."),
+    ("Rotate the image slightly, by about 15 degrees.", "Tilt the picture a little."),
+    ("Crop the image to the left half.", "Keep only the left half of the picture."),
+    ("Zoom out so more of the scene is visible.", "Widen the view to show more around the edges."),
+    ("Shift the whole image up a bit.", "Translate the picture upward slightly."),
+    ("Stretch the image horizontally.", "Make the picture wider without changing its height."),
+    ("Add a red border around the image.", "Frame the picture with a red border."),
+    ("Convert the picture to sepia.", "Give the photo an old brownish sepia tone."),
+    ("Invert the colors of the image.", "Make a color negative of the picture."),
+]
+
+
 def rank1_rate(encoder, pairs) -> tuple[float, list]:
     """Fraction of the 2N texts whose nearest other text is their partner; and the misses."""
     texts = [t for pair in pairs for t in pair]
