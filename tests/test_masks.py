@@ -7,8 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xprompt.masks import (
+    DocAttention,
     build_attention_mask,
     build_attention_mask_batch,
+    document_layout,
     kept_entries,
     position_ids,
     position_ids_batch,
@@ -62,6 +64,39 @@ def test_packed_documents_mix_modes():
     """)
     np.testing.assert_array_equal(build_attention_mask(np.array(segs), np.array(docs)), expected)
     np.testing.assert_array_equal(position_ids(np.array(docs)), [0, 1, 2, 3, 0, 1, 2, 3])
+
+
+def test_document_layout_gathers_each_document_with_its_own_mask():
+    segs = np.array([[P, IE, XP, TD, P, TD, P],     # row 0: xp document (4), none document (2), padding
+                     [P, IE, IE, TD, TD, P, P]])    # row 1: one full document (5), padding (2)
+    docs = np.array([[0, 0, 0, 0, 1, 1, -1],
+                     [0, 0, 0, 0, 0, -1, -1]])
+    index, valid, mask = document_layout(segs, docs)
+    np.testing.assert_array_equal(index, [[0, 1, 2, 3, 0], [4, 5, 0, 0, 0], [7, 8, 9, 10, 11]])
+    np.testing.assert_array_equal(valid, [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(mask[0], m("""
+        10000
+        11000
+        11100
+        10110
+        00001
+    """))  # TD cut from IE; the unused slot sees only itself
+    np.testing.assert_array_equal(mask[1], m("""
+        10000
+        11000
+        00100
+        00010
+        00001
+    """))
+    np.testing.assert_array_equal(mask[2], np.tri(5, dtype=bool))
+    # the dense equivalent is the block-diagonal mask restricted to document tokens
+    dense = DocAttention.from_layout(segs, docs).dense(2).numpy()
+    in_doc = docs >= 0
+    for r in range(2):
+        want = build_attention_mask(segs[r], docs[r]) & in_doc[r][:, None] & in_doc[r][None, :]
+        np.testing.assert_array_equal(dense[r], want)
+    with pytest.raises(ValueError, match="must both be"):
+        document_layout(segs[0], docs[0])
 
 
 def test_torch_matches_numpy_and_batch():

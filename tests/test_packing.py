@@ -153,6 +153,38 @@ def test_packed_loss_equals_unpacked_loss(tmp_path):
     torch.set_grad_enabled(True)
 
 
+def test_doc_attention_equals_dense_mask(tmp_path):
+    """Per-document attention gives the dense block-diagonal mask's logits and gradients (modes mixed, one row
+    padded), and the model refuses a layout that does not describe its batch."""
+    import torch
+
+    from xprompt.config import get_preset
+    from xprompt.loss import next_token_loss
+    from xprompt.model import XPromptModel
+
+    torch.manual_seed(0)
+    make_dataset(tmp_path / "d", n=7)
+    td = load_training_data(tmp_path / "d", val_fraction=0.0)
+    vocab = td.vocab
+    model = XPromptModel(get_preset("tiny", vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64))
+    s = td.train.get(range(7))
+    rows = [[s[0], convert_mode(s[1], "none"), convert_mode(s[2], "full")], [s[3]], [s[4], s[5], s[6]]]
+    out = {}
+    for doc_attention in (False, True):
+        b = collate(rows, vocab, doc_attention=doc_attention)
+        model.zero_grad()
+        logits = model(b.input_ids, b.position_ids, b.attn_mask)
+        next_token_loss(logits, b.input_ids, b.loss_mask)["loss"].backward()
+        real = b.input_ids != vocab.pad_id
+        out[doc_attention] = (logits[real].detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(out[True][0], out[False][0], atol=2e-5, rtol=1e-4)
+    for g1, g0 in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(g1, g0, atol=2e-5, rtol=1e-4)
+    b = collate(rows, vocab, doc_attention=True)
+    with pytest.raises(ValueError, match="DocAttention"):
+        model(b.input_ids[:2], b.position_ids[:2], b.attn_mask)
+
+
 def test_loader_reads_micro_batches(tmp_path):
     make_dataset(tmp_path / "d", n=30)
     td = load_training_data(tmp_path / "d", val_fraction=0.2, seed=1)

@@ -16,6 +16,9 @@ Design choices
   own id -1), the attention mask comes from ``xprompt.masks.build_attention_mask`` (document-aware, TD->IE
   cut in documents with XP tokens) and positions restart per document (``xprompt.masks.position_ids``).
   Rows are padded only to the longest row of the micro-batch; with packing that tail is small.
+* ``doc_attention=True`` (the default in training) hands the model a ``DocAttention`` layout instead of the
+  dense (B, T, T) mask: each document attends on its own, so attention costs sum(n_i^2) instead of T^2 per
+  row, with the same result (``tests/test_packing.py`` checks logits and gradients against the dense mask).
 * ``pack=False`` puts one sample per row (the baseline for the packing benchmark and the equality test).
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from xprompt.errors import XPromptError
-from xprompt.masks import build_attention_mask, position_ids
+from xprompt.masks import DocAttention, build_attention_mask, position_ids
 from xprompt.sequence import MODES, Seg, TokenSequence, convert_mode
 
 
@@ -177,7 +180,7 @@ def micro_batch_sequences(
 class Batch:
     input_ids: torch.Tensor  # (B, T) long  # noqa: F821
     position_ids: torch.Tensor  # (B, T) long  # noqa: F821
-    attn_mask: torch.Tensor  # (B, T, T) bool, True = may attend  # noqa: F821
+    attn_mask: object  # (B, T, T) bool tensor (True = may attend) or a DocAttention layout
     loss_mask: torch.Tensor  # (B, T) bool, token is a target  # noqa: F821
     image_mask: torch.Tensor  # (B, T) bool, token is an image code  # noqa: F821
     n_real: int  # non-padding tokens
@@ -195,8 +198,9 @@ class Batch:
         )
 
 
-def collate(rows: list[list[TokenSequence]], vocab, pad_to: int | None = None) -> Batch:
-    """Rows of packed samples -> a ``Batch`` padded to the longest row (or to ``pad_to``)."""
+def collate(rows: list[list[TokenSequence]], vocab, pad_to: int | None = None, doc_attention: bool = False) -> Batch:
+    """Rows of packed samples -> a ``Batch`` padded to the longest row (or to ``pad_to``); its attention is a
+    dense mask or, with ``doc_attention``, a per-document ``DocAttention`` layout."""
     import torch
 
     lens = [sum(len(s) for s in row) for row in rows]
@@ -217,13 +221,16 @@ def collate(rows: list[list[TokenSequence]], vocab, pad_to: int | None = None) -
             loss[r, pos : pos + n] = s.loss
             docs[r, pos : pos + n] = d
             pos += n
-    mask = np.stack([build_attention_mask(segs[r], docs[r]) for r in range(b)])  # (B, T, T)
+    if doc_attention:
+        mask = DocAttention.from_layout(segs, docs)
+    else:
+        mask = torch.from_numpy(np.stack([build_attention_mask(segs[r], docs[r]) for r in range(b)]))  # (B, T, T)
     pos_ids = np.stack([position_ids(docs[r]) for r in range(b)])  # (B, T)
     ids_t = torch.from_numpy(ids)
     return Batch(
         input_ids=ids_t,
         position_ids=torch.from_numpy(pos_ids),
-        attn_mask=torch.from_numpy(mask),
+        attn_mask=mask,
         loss_mask=torch.from_numpy(loss),
         image_mask=vocab.is_image(ids_t),
         n_real=int(sum(lens)),
@@ -244,9 +251,11 @@ class Loader:
         world: int,
         global_batch: int,
         pad_to: int | None = None,
+        doc_attention: bool = False,
     ):
         self.source, self.plan, self.vocab = source, plan, vocab
         self.micro, self.world, self.global_batch, self.pad_to = micro, world, global_batch, pad_to
+        self.doc_attention = doc_attention
 
     def micro_batch(self, step: int, accum: int, rank: int) -> tuple[Batch, int]:
         """(batch, epoch of its first sequence)."""
@@ -258,14 +267,14 @@ class Loader:
             e, members = self.plan.sequence(k)
             epoch = e if epoch is None else epoch
             rows.append(self.source.get(members))
-        return collate(rows, self.vocab, self.pad_to), int(epoch)
+        return collate(rows, self.vocab, self.pad_to, self.doc_attention), int(epoch)
 
     def eval_batch(self, i: int, rank: int) -> Batch:
         """Validation micro-batch ``i`` of process ``rank`` (fixed, epoch 0 of an unshuffled plan)."""
         start = (i * self.world + rank) * self.micro
         n = self.plan.epoch_size(0)
         rows = [self.source.get(self.plan.sequence(k % n)[1]) for k in range(start, start + self.micro)]
-        return collate(rows, self.vocab, self.pad_to)
+        return collate(rows, self.vocab, self.pad_to, self.doc_attention)
 
 
 # ---------------------------------------------------------------------- reading a built dataset

@@ -62,6 +62,7 @@ class TrainConfig:
     global_batch: int = 16  # sequences per optimizer step, all processes and accumulation
     pack: bool = True  # False: one sample per sequence, padded (the ablation / benchmark baseline)
     pad_to_max_len: bool = False  # fixed (B, max_len) shapes instead of padding to the longest row
+    doc_attention: bool = True  # attention per packed document (same result as the dense mask, cheaper)
     # optimisation
     steps: int = 1000
     lr: float = 2e-3

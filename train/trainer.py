@@ -232,13 +232,13 @@ def train(
         )
     pad_to = cfg.max_len if cfg.pad_to_max_len else None
     loader = Loader(td.train, plan, vocab, micro=cfg.micro_batch, world=info.world_size,
-                    global_batch=cfg.global_batch, pad_to=pad_to)
+                    global_batch=cfg.global_batch, pad_to=pad_to, doc_attention=cfg.doc_attention)
     val_loader = None
     if td.val is not None and len(td.val):
         vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
         if len(vplan.fits):
             val_loader = Loader(td.val, vplan, vocab, micro=cfg.micro_batch, world=info.world_size,
-                                global_batch=cfg.global_batch, pad_to=pad_to)
+                                global_batch=cfg.global_batch, pad_to=pad_to, doc_attention=cfg.doc_attention)
 
     # ---- process group, threads, run directory
     import deepspeed

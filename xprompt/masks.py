@@ -10,9 +10,18 @@ batches can mix modes with no extra metadata. PREFIX and XP stay visible to ever
 Position ids restart at 0 at each document start and run on continuously inside a document, so dropping the
 IE entries from a KV cache later changes nothing. Documents must be contiguous runs of equal ``doc_ids``
 (padding should get its own document id).
+
+Per-document attention (``document_layout`` / ``DocAttention``): a packed row of T tokens holding documents of
+lengths n_1..n_k costs T^2 in a dense masked attention but only sum(n_i^2) when each document attends on its
+own. The layout gathers every document into one row of a (N, L) batch (L = longest document, shorter ones
+padded), with its own (L, L) X-Prompt mask; linear layers still run on the packed rows, so nothing is spent
+on padding there. The result equals the dense block-diagonal mask exactly; tokens outside every document
+(doc id -1, row padding) get a zero attention output (they are never targets and never attended to).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -98,3 +107,65 @@ def kept_entries(segs):
     if (segs == int(Seg.XP)).any():
         return np.nonzero(segs != int(Seg.IE))[0]
     return np.arange(len(segs))
+
+
+def document_layout(segs, doc_ids):
+    """(B, T) segs and doc ids (-1 = no document) -> per-document attention layout, numpy.
+
+    Returns ``index`` (N, L) int64: flat position b*T + t of slot j of document n (0 in unused slots);
+    ``valid`` (N, L) bool: slot holds a token; ``mask`` (N, L, L) bool: that document's X-Prompt mask, with the
+    diagonal set in unused slots so no softmax row is empty. Documents are ordered by row, then position.
+    """
+    segs = np.asarray(segs).astype(np.int64)
+    doc = np.asarray(doc_ids).astype(np.int64)
+    if segs.ndim != 2 or doc.shape != segs.shape:
+        raise ValueError(f"segs and doc_ids must both be (B, T), got {segs.shape} and {doc.shape}")
+    t = segs.shape[1]
+    spans = []  # (flat start, length)
+    for r in range(segs.shape[0]):
+        start = np.flatnonzero(np.r_[True, doc[r, 1:] != doc[r, :-1]])
+        ends = np.r_[start[1:], t]
+        spans += [(r * t + a, e - a) for a, e in zip(start, ends) if doc[r, a] >= 0]
+    n_docs, width = len(spans), max((n for _, n in spans), default=1)
+    index = np.zeros((n_docs, width), np.int64)
+    valid = np.zeros((n_docs, width), bool)
+    mask = np.broadcast_to(np.eye(width, dtype=bool), (n_docs, width, width)).copy()
+    flat_segs = segs.reshape(-1)
+    for i, (a, n) in enumerate(spans):
+        index[i, :n] = np.arange(a, a + n)
+        valid[i, :n] = True
+        mask[i, :n, :n] = build_attention_mask(flat_segs[a : a + n])
+    return index, valid, mask
+
+
+@dataclass(frozen=True)
+class DocAttention:
+    """Torch form of ``document_layout``: what ``XPromptModel.forward`` accepts as ``attn_mask`` for packed
+    rows. ``index`` (N, L) long, ``valid`` (N, L) bool, ``mask`` (N, L, L) bool, ``tokens`` = B * T."""
+
+    index: object
+    valid: object
+    mask: object
+    tokens: int
+
+    @classmethod
+    def from_layout(cls, segs, doc_ids) -> DocAttention:
+        import torch
+
+        index, valid, mask = document_layout(segs, doc_ids)
+        return cls(torch.from_numpy(index), torch.from_numpy(valid), torch.from_numpy(mask), int(np.size(segs)))
+
+    def to(self, device) -> DocAttention:
+        return DocAttention(self.index.to(device), self.valid.to(device), self.mask.to(device), self.tokens)
+
+    def dense(self, batch: int):
+        """The equivalent (B, T, T) dense mask (tests and fallbacks)."""
+        import torch
+
+        t = self.tokens // batch
+        out = torch.zeros(self.tokens, self.tokens, dtype=torch.bool, device=self.mask.device)
+        for n in range(self.index.shape[0]):
+            pos = self.index[n][self.valid[n]]
+            k = len(pos)
+            out[pos[:, None], pos[None, :]] = self.mask[n, :k, :k]
+        return torch.stack([out[b * t : (b + 1) * t, b * t : (b + 1) * t] for b in range(batch)])

@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from xprompt.config import ModelConfig
 from xprompt.errors import ConfigError
 from xprompt.kv_cache import KVCache
+from xprompt.masks import DocAttention
 
 
 class RMSNorm(nn.Module):
@@ -106,6 +107,23 @@ def _flex_attention(q, k, v, mask, gqa: bool):
     return _FLEX(q, k, v, block_mask=block, enable_gqa=gqa)
 
 
+def _document_attention(q, k, v, docs: DocAttention, p: float, gqa: bool) -> torch.Tensor:
+    """Attention per packed document: gather each document into its own row, attend, scatter back.
+
+    q (B, H, T, hd), k/v (B, Hkv, T, hd) -> (B, T, H*hd); tokens outside every document get zeros."""
+    b, h, t, hd = q.shape
+
+    def rows(x):  # (B, h, T, hd) -> (N, h, L, hd)
+        flat = x.transpose(1, 2).reshape(b * t, x.shape[1], hd)  # (B*T, h, hd)
+        return flat[docs.index].transpose(1, 2)
+
+    o = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), attn_mask=docs.mask[:, None], dropout_p=p,
+                                       enable_gqa=gqa)  # (N, H, L, hd)
+    o = o.transpose(1, 2).reshape(-1, h * hd)[docs.valid.reshape(-1)]  # (tokens in documents, H*hd)
+    out = o.new_zeros(b * t, h * hd).index_copy(0, docs.index[docs.valid], o)
+    return out.view(b, t, h * hd)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -136,7 +154,9 @@ class Attention(nn.Module):
             k, v = kv_cache.update(self.layer, k, v)  # (B, Hkv, S, hd)
         gqa = cfg.n_kv_heads != cfg.n_heads
         p = cfg.dropout if self.training else 0.0
-        if cfg.attn_impl == "flash" and (mask is None or isinstance(mask, str)):
+        if isinstance(mask, DocAttention):
+            o = _document_attention(q, k, v, mask, p, gqa)
+        elif cfg.attn_impl == "flash" and (mask is None or isinstance(mask, str)):
             from flash_attn import flash_attn_func  # GPU-only optional dependency
 
             o = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, causal=True)
@@ -244,7 +264,7 @@ class XPromptModel(nn.Module):
 
         input_ids (B, T) long; position_ids (B, T) long (default: continue from the cache, or 0..T-1);
         attn_mask (B, T, S) bool, True = may attend, S = cached entries + T (default: causal, every valid cached
-        entry visible); key_valid (B, T) bool marks which new tokens later queries may see by default
+        entry visible), or a ``DocAttention`` layout of packed documents (no cache; attention per document); key_valid (B, T) bool marks which new tokens later queries may see by default
         (False for padding; only stored in the cache). ``return_hidden`` returns the final-norm hidden states
         (B, T, D) instead of logits.
         """
@@ -262,7 +282,11 @@ class XPromptModel(nn.Module):
                 full_view = True
             else:
                 attn_mask = kv_cache.default_mask(t, b, dev)
-        if attn_mask is not None:
+        if isinstance(attn_mask, DocAttention):
+            if kv_cache is not None or attn_mask.tokens != b * t:
+                raise ValueError("a DocAttention layout is for packed training rows: no KV cache, and it must "
+                                 f"describe the {b}x{t} batch (it has {attn_mask.tokens} tokens)")
+        elif attn_mask is not None:
             if attn_mask.shape != (b, t, past + t):
                 raise ValueError(f"attn_mask must be (B, T, S)=({b}, {t}, {past + t}), got {tuple(attn_mask.shape)}")
             diag = torch.zeros(t, past + t, dtype=torch.bool, device=dev)
