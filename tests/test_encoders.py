@@ -179,6 +179,61 @@ PARAPHRASES_D = [
 ]
 
 
+
+# Set E: written after D had been evaluated (for a possible second round of methods, which may use A, B, C
+# and D as development data); committed before any second-round method was tried. Same mix as D.
+PARAPHRASES_E = [
+    ("Give the photo a foggy look.", "Fill the scene with a light fog."),
+    ("Lift the fog from this scene.", "Make the foggy photo clear again."),
+    ("Add speckled noise to the picture.", "Corrupt the photo with random noise."),
+    ("Reduce the grain in this photograph.", "Smooth out the noise in this picture."),
+    ("Make it look like a rainy day.", "Add raindrops falling across the image."),
+    ("Remove the raindrops from the photo.", "Make the rainy picture look dry and clear."),
+    ("Soften the image with a blur.", "Make everything in the picture fuzzy."),
+    ("Sharpen the out-of-focus photo.", "Restore the fine details of this blurred image."),
+    ("Make the photo look like it was shot at night.", "Lower the light level so the image looks dark."),
+    ("Make the dark photo brighter.", "Fix the underexposure in this image."),
+    ("Downscale the image to a quarter of its size.", "Make the picture coarse and low resolution."),
+    ("Upsample the image to twice the resolution.", "Restore the detail of this pixelated picture."),
+    ("Save the photo with strong JPEG compression.", "Make the picture look heavily compressed and blocky."),
+    ("Undo the JPEG compression artifacts.", "Clean the blocky compression noise out of the image."),
+    ("Insert a small cyan circle at the top right.", "Draw a little cyan circle in the upper right corner."),
+    ("Delete the black triangle.", "Take the black triangle out of the image."),
+    ("Turn the pink square purple.", "Recolour the pink square in purple."),
+    ("Move the green diamond to the bottom.", "Drag the green diamond down to the bottom edge."),
+    ("Make the red cross larger.", "Enlarge the red cross."),
+    ("Make the cyan star tiny.", "Reduce the cyan star to a very small size."),
+    ("Use a checkered background.", "Replace the background with a checkerboard pattern."),
+    ("Remove the white heart at the top.", "Erase the white heart near the top."),
+    ("Add a bicycle leaning against the wall.", "Put a bike against the wall."),
+    ("Remove the lamp post.", "Take out the street lamp."),
+    ("Make the dress red.", "Change the dress color to red."),
+    ("Turn the bananas into pineapples.", "Replace the bananas with pineapples."),
+    ("Put a bow tie on the man.", "Give the man a bow tie."),
+    ("Add a snowman in the yard.", "Put a snowman in the garden."),
+    ("Remove the clouds from the sky.", "Make the sky completely clear."),
+    ("Change the wall color to yellow.", "Paint the walls yellow."),
+    ("Make the cat sleep.", "Show the cat sleeping."),
+    ("Add a steaming cup of coffee on the desk.", "Put a hot coffee cup on the desk."),
+    ("Give the boy a skateboard.", "Add a skateboard under the boy's feet."),
+    ("Make the trees bare.", "Remove all the leaves from the trees."),
+    ("Turn the painting into a mosaic.", "Render the image as a tile mosaic."),
+    ("Make the car look old and rusty.", "Add rust to the car."),
+    ("Replace the sandwich with a burger.", "Swap the sandwich for a hamburger."),
+    ("Rotate the picture 45 degrees.", "Turn the image diagonally by 45 degrees."),
+    ("Crop out the bottom third of the image.", "Cut away the lower third of the picture."),
+    ("Zoom into the center of the image.", "Enlarge the middle part of the picture."),
+    ("Move the whole picture to the right.", "Shift the image content rightwards."),
+    ("Squash the image vertically.", "Make the picture shorter without changing its width."),
+    ("Add a white margin around the picture.", "Pad the image with a white frame."),
+    ("Tile the image twice side by side.", "Repeat the picture two times horizontally."),
+    ("Swap the left and right halves of the image.", "Exchange the two halves of the picture."),
+    ("Increase the contrast.", "Make the image more contrasty."),
+    ("Make the colors more saturated.", "Boost the color saturation of the photo."),
+    ("Give the photo a cold blue tint.", "Make the picture look bluish and cold."),
+]
+
+
 def rank1_rate(encoder, pairs) -> tuple[float, list]:
     """Fraction of the 2N texts whose nearest other text is their partner; and the misses."""
     texts = [t for pair in pairs for t in pair]
