@@ -80,6 +80,25 @@ def load_text_tokenizer(spec):
     return TextTokenizer.load(p)
 
 
+def _check_trained_with(path, extra: dict, kind: str, spec) -> None:
+    """Refuse a tokenizer whose files differ from the ones the training data was tokenized with (the same
+    codebook size with other codes would silently produce garbage)."""
+    ref = _dig(extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe")
+    want = ref.get("fingerprint") if isinstance(ref, dict) else None
+    if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
+        return
+    from xprompt.train.build import file_fingerprint
+
+    p = Path(spec)
+    files = ([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()] if kind == "vq"
+             else [p / "tokenizer.json" if p.is_dir() else p])
+    got = file_fingerprint(files)
+    if got != want:
+        what = "image (VQ)" if kind == "vq" else "text (BPE)"
+        raise XPromptError(f"{path} was trained with the {what} tokenizer of fingerprint {want}, but {spec} has "
+                           f"fingerprint {got}; pass the tokenizer it was trained with (--{kind})")
+
+
 def _exists(spec: str) -> bool:
     return spec.startswith("grid:") or Path(spec).exists()
 
@@ -124,8 +143,11 @@ class XPrompt:
             raise XPromptError(f"no {'image' if kind == 'vq' else 'text'} tokenizer found for {path} (tried "
                                f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly")
 
-        image_tok = load_image_tokenizer(pick(vq, "vq", shipped("vq-64")))
-        text_tok = load_text_tokenizer(pick(bpe, "bpe", shipped("bpe")))
+        vq_spec, bpe_spec = pick(vq, "vq", shipped("vq-64")), pick(bpe, "bpe", shipped("bpe"))
+        _check_trained_with(path, extra, "vq", vq_spec)
+        _check_trained_with(path, extra, "bpe", bpe_spec)
+        image_tok = load_image_tokenizer(vq_spec)
+        text_tok = load_text_tokenizer(bpe_spec)
         if image_size is None:
             image_size = (_dig(extra, "image_size") or _dig(extra, "training", "data", "meta", "dataset_card.json",
                                                            "size") or 64)
