@@ -131,16 +131,20 @@ def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, **kw):
 
 
 # ---------------------------------------------------------------------------------------------- default store
+def _shipped_store() -> Path:
+    from xprompt.paths import shipped
+
+    return shipped("raie-store")
+
+
 def default_store_path(encoder=None) -> Path:
     """Where the default store lives: a shipped ``checkpoints/raie-store`` when present, else a per-user cache
     entry keyed by the suite spec, image size and encoder (so an openclip query builds its own)."""
     import hashlib
     import os
 
-    from xprompt.paths import shipped
-
-    if (shipped("raie-store") / "manifest.json").is_file():
-        return shipped("raie-store")
+    if (_shipped_store() / "manifest.json").is_file():
+        return _shipped_store()
     name = "minilm" if encoder is None else (encoder if isinstance(encoder, str) else encoder.spec)
     key = hashlib.sha1(f"{DEFAULT_SUITE}|{DEFAULT_SIZE}|{name}".encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -153,11 +157,20 @@ def open_store(path: str | Path | None = None, encoder=None, *, quiet: bool = Fa
 
     if path is not None:
         return InstructionStore.load(path, encoder)
+    from xprompt.retrieval.encoders import get_encoder
+    from xprompt.retrieval.store import read_manifest
+
     path = default_store_path(encoder)
-    if not (path / MANIFEST).is_file():
+    stale = False
+    if (path / MANIFEST).is_file() and path != _shipped_store():
+        # a cached store from an older rewriting / feature version of the same encoder spec: rebuild it
+        enc = encoder if encoder is not None and not isinstance(encoder, str) else get_encoder(encoder)
+        stale = read_manifest(path)["encoder"].get("version") != enc.version
+    if stale or not (path / MANIFEST).is_file():
         if not quiet:
+            why = "its encoder version changed; rebuilding" if stale else "this happens once"
             print(f"xprompt: building the default RAIE store ({DEFAULT_SUITE}, {DEFAULT_SIZE} px) at {path}; "
-                  "this happens once", file=sys.stderr)
+                  f"{why}", file=sys.stderr)
         store = InstructionStore(encoder)
         store.add_table(suite_table(DEFAULT_SUITE, size=DEFAULT_SIZE, progress=not quiet))
         store.save(path, overwrite=True)
@@ -289,7 +302,8 @@ def register(root, groups) -> None:
     b.add_argument("--pairs", required=True, help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
                    "directory with source_img, target_img, instruction columns")
     b.add_argument("--out", required=True, help="store directory to write")
-    b.add_argument("--encoder", default="minilm", help="minilm (default) or openclip:ARCH:WEIGHTS")
+    b.add_argument("--encoder", default="minilm", help="minilm (default), minilm+op (with edit-direction and "
+                   "operation features, docs/retrieval.md) or openclip:ARCH:WEIGHTS")
     b.add_argument("--factory", default="Flat", help="faiss index_factory string (Flat, IVF1024,PQ64, HNSW32...)")
     b.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default 32)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")

@@ -135,7 +135,8 @@ def drop_filler(text: str) -> str:
     """Normalised text without filler nouns ("remove the rain from this image" -> "remove the rain");
     the normalised text itself if nothing else is left."""
     t = normalize_instruction(text)
-    return " ".join(_FILLER.sub(" ", t).split()) or t
+    t2 = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_FILLER.sub(" ", t).split()))  # no space before punctuation
+    return t2 if t2.strip(".,;:!? ") else t
 
 
 def op_features(texts: Sequence[str], weights: tuple[float, float] = OP_WEIGHTS) -> np.ndarray:

@@ -234,11 +234,17 @@ PARAPHRASES_E = [
 ]
 
 
+_EMB: dict[tuple[str, str], np.ndarray] = {}  # (encoder version, text) -> embedding: pools share texts
+
+
 def rank1_rate(encoder, pairs) -> tuple[float, list]:
     """Fraction of the 2N texts whose nearest other text is their partner; and the misses."""
     texts = [t for pair in pairs for t in pair]
     partner = np.array([i ^ 1 for i in range(len(texts))])  # 0<->1, 2<->3, ...
-    v = encoder.encode(texts)
+    new = [t for t in dict.fromkeys(texts) if (encoder.version, t) not in _EMB]
+    if new:
+        _EMB.update(((encoder.version, t), e) for t, e in zip(new, encoder.encode(new)))
+    v = np.stack([_EMB[encoder.version, t] for t in texts])  # (2N, D)
     sims = v @ v.T
     np.fill_diagonal(sims, -np.inf)
     hit = sims.argmax(1) == partner
@@ -264,17 +270,73 @@ def test_minilm_contract(minilm):
     assert get_encoder("minilm") is minilm  # cached per process
 
 
+ALL_SETS = PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C + PARAPHRASES_D + PARAPHRASES_E
+
+
 def test_minilm_paraphrase_retrieval_rank1(minilm):
-    """Retrieval quality of the default encoder on 95 paraphrase pairs: each text is searched among the other
-    texts of its pool; a hit is its partner at rank 1. Measured (raw MiniLM -> with rewriting):
-    A 0.800 -> 0.886, B 0.867 -> 0.883, C (held out) 1.000 -> 1.000, pool A+B+C (190 texts) 0.779 -> 0.832.
-    The issue's 0.90 holds on the held-out set C but NOT on the adversarial set A, on B, or on the big pool
-    (misses: add-vs-remove direction and rotate/flip confusions; docs/retrieval.md). Guards these levels."""
-    assert len(PARAPHRASES) + len(PARAPHRASES_B) + len(PARAPHRASES_C) >= 30
-    for pairs, floor in ((PARAPHRASES_C, 0.90), (PARAPHRASES_B, 0.85), (PARAPHRASES, 0.85),
-                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80)):
+    """Retrieval quality of the default encoder on 191 paraphrase pairs: each text is searched among the other
+    texts of its pool; a hit is its partner at rank 1. Measured (raw MiniLM -> with rewriting, the default):
+    A 0.800 -> 0.886, B 0.867 -> 0.883, C 1.000 -> 1.000, pool A+B+C (190 texts) 0.779 -> 0.832; with
+    rewriting: D (held out, 48 pairs) 0.677, E (held out, 48 pairs) 0.625, pool A..E (382 texts) 0.618.
+    The issue's 0.90 holds on C only (misses: an operation vs its inverse, geometric edits, and in big pools
+    other pairs of the same operation; docs/retrieval.md). Guards these levels."""
+    assert len(ALL_SETS) == 191
+    for pairs, floor in ((PARAPHRASES_C, 0.95), (PARAPHRASES_B, 0.85), (PARAPHRASES, 0.85),
+                         (PARAPHRASES_D, 0.65), (PARAPHRASES_E, 0.60),
+                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80), (ALL_SETS, 0.60)):
         rate, misses = rank1_rate(minilm, pairs)
         assert rate >= floor, f"{len(pairs)} pairs: rank-1 rate {rate:.3f} < {floor}; misses: {misses}"
+
+
+@pytest.fixture(scope="module")
+def minilm_op():
+    return get_encoder("minilm+op")
+
+
+def test_op_features_paraphrase_retrieval_rank1(minilm, minilm_op):
+    """The opt-in ``minilm+op`` (edit direction + operation concept features, filler nouns dropped), designed
+    on A-D and frozen before E was first evaluated. Measured (default -> minilm+op): A 0.886 -> 0.971,
+    B 0.883 -> 0.967, C 1.000 -> 0.983, D 0.677 -> 0.844 (D was development data for this variant; its clean
+    first evaluation was 0.677 -> 0.760 with the direction feature alone), E (held out) 0.625 -> 0.688,
+    pool A+B+C 0.832 -> 0.884, pool A..E 0.618 -> 0.657. Better, but not the issue's 0.90 on held-out data,
+    so it is not the default. Guards these levels and that it beats the default on D and E."""
+    for pairs, floor in ((PARAPHRASES, 0.95), (PARAPHRASES_B, 0.95), (PARAPHRASES_C, 0.95),
+                         (PARAPHRASES_D, 0.82), (PARAPHRASES_E, 0.66),
+                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.86), (ALL_SETS, 0.64)):
+        rate, misses = rank1_rate(minilm_op, pairs)
+        assert rate >= floor, f"{len(pairs)} pairs: rank-1 rate {rate:.3f} < {floor}; misses: {misses}"
+    for pairs in (PARAPHRASES_D, PARAPHRASES_E):
+        assert rank1_rate(minilm_op, pairs)[0] > rank1_rate(minilm, pairs)[0]
+
+
+def test_op_features_geometry(minilm, minilm_op):
+    from xprompt.retrieval.encoders import OP_DIMS, drop_filler, edit_concepts, edit_direction, op_features
+
+    assert [edit_direction(t) for t in ("Add Gaussian noise to the image.", "Denoise this grainy photo.",
+                                        "Make the picture noisy and grainy.", "Sharpen the blurry image.",
+                                        "Make the car red.", "Derain it", "Put a hat on the man.")] == [
+        1, -1, 1, -1, 0, -1, 1]
+    assert edit_concepts("Remove the JPEG artefacts from this dark photo") == ["light", "jpeg"]
+    assert edit_concepts("Make the car red.") == []
+    assert drop_filler("Derain this image.") == "remove the rain." and drop_filler("The image.") == "the image."
+    f = op_features(["Add rain", "Remove the rain", "Make the car red", "Flip it"], (0.2, 0.3))  # (4, OP_DIMS)
+    assert f.shape == (4, OP_DIMS) and f.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f[:, :2], axis=1), np.sqrt(0.2), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(f[:, 2:], axis=1), np.sqrt(0.3), rtol=1e-6)
+    g = f @ f.T
+    assert abs(g[0, 1] - 0.3) < 1e-6  # same concept (rain), opposite directions: only the concept bonus
+    assert abs(g[2, 3] - 0.2) < 1e-6  # both directions unknown (full bonus), no shared concept
+    # the encoder: unit rows, 384 + OP_DIMS wide, a version and spec that tell its stores apart
+    v = minilm_op.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
+                          "Denoise this grainy photo."])
+    assert v.shape == (3, 384 + OP_DIMS) and v.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert minilm_op.dim == 384 + OP_DIMS and minilm_op.spec == "minilm+op"
+    assert minilm_op.version.startswith(minilm.version + "+op1") and minilm_op.version != minilm.version
+    assert v[0] @ v[2] > v[0] @ v[1]  # the direction separates "remove noise" from "add noise"
+    w = minilm.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
+                       "Denoise this grainy photo."])
+    assert w[0] @ w[2] < w[0] @ w[1]  # ... which the default encoder gets wrong
 
 
 def test_normalisation_helps_on_jargon(minilm):
@@ -361,11 +423,14 @@ def test_openclip_bad_weights(tiny_clip, tmp_path):
         get_encoder(f"openclip:NoSuchArch:{d / 'w.bin'}", cache=False)
 
 
-def test_suite_task_retrieval_accuracy(minilm):
+@pytest.mark.parametrize("spec, floor", [("minilm", 0.9), ("minilm+op", 0.95)])
+def test_suite_task_retrieval_accuracy(spec, floor):
     """RAIE on the task suite: the top-1 stored instruction (320 suite edit/low-level/degrade instructions) has
-    the query's task for held-out instructions (other seed). Measured: 0.96 at 1024 stored / 600 queries."""
+    the query's task for held-out instructions (other seed). Measured at 320 / 120: minilm 0.925, minilm+op
+    0.975; at 1,024 stored / 600 queries: 0.960 and 0.972 (the op lexicons drew on the suite's templates)."""
     from xprompt.retrieval.cli import suite_tasks
 
+    enc = get_encoder(spec)
     tasks = suite_tasks(["edit", "lowlevel", "degrade"])
 
     def gen(n, seed):
@@ -377,8 +442,8 @@ def test_suite_task_retrieval_accuracy(minilm):
         return out
 
     db, queries = gen(320, 0), gen(120, 1)
-    vb = minilm.encode([x for x, _ in db])
-    vq = minilm.encode([x for x, _ in queries])
+    vb = enc.encode([x for x, _ in db])
+    vq = enc.encode([x for x, _ in queries])
     top = (vq @ vb.T).argmax(1)
     acc = np.mean([db[j][1] == queries[i][1] for i, j in enumerate(top)])
-    assert acc >= 0.9, acc  # measured 0.925 at this size
+    assert acc >= floor, acc
