@@ -75,3 +75,12 @@ def test_edge_cases():
         nearest_neighbours(["ok", " "], enc)
     with pytest.raises(XPromptError, match="list of instructions"):
         nearest_neighbours("just one string", enc)
+
+
+def test_op_encoder_pairs_by_direction():
+    """With the opt-in ``minilm+op`` encoder each instruction's neighbour has the same edit direction; the
+    default pairs "Remove the noise" with "Add Gaussian noise" (docs/retrieval.md)."""
+    ins = ["Remove the noise from the image.", "Denoise this grainy photo.", "Add Gaussian noise to the image.",
+           "Make the picture noisy and grainy."]
+    assert nearest_neighbours(ins, "minilm+op").tolist() == [1, 0, 3, 2]
+    assert nearest_neighbours(ins, "minilm").tolist() == [2, 3, 0, 1]

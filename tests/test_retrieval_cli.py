@@ -202,3 +202,40 @@ def test_default_store_built_on_first_use(tmp_path, monkeypatch, capsys):
     assert path.is_relative_to(tmp_path / "cache") and json.loads((path / "manifest.json").read_text())["count"] == 12
     assert main(["index", "search", "--instruction", "Make the red star blue", "-k", "2"]) == 0
     assert "building" not in capsys.readouterr().err  # loaded, not rebuilt
+
+
+def test_op_encoder_store_end_to_end(tmp_path, capsys):
+    """`--encoder minilm+op`: the manifest records it (spec, 398-d, +op1 version), search needs no --encoder
+    (taken from the manifest) and gets both directions of a low-level task right; a default-encoder query is
+    refused with one line."""
+    out = tmp_path / "op-store"
+    assert main(["index", "build", "--pairs", "suite:lowlevel,degrade:28", "--out", str(out), "--size", "16",
+                 "--encoder", "minilm+op"]) == 0
+    enc = json.loads((out / "manifest.json").read_text())["encoder"]
+    assert enc["spec"] == "minilm+op" and enc["dim"] == 398 and "+op1" in enc["version"]
+    capsys.readouterr()
+    for text, task in (("Make this photo grainy", "add_noise"),
+                       ("Get rid of the grain in this photo", "denoise")):
+        assert main(["index", "search", "--store", str(out), "--instruction", text, "-k", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["task"] == task, text
+    assert main(["index", "search", "--store", str(out), "--instruction", "x", "--encoder", "minilm"]) == 2
+    err = capsys.readouterr().err
+    assert "was built with encoder all-MiniLM-L6-v2 (dim 398" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_store_rebuilt_when_encoder_version_changes(tmp_path, monkeypatch, capsys):
+    import xprompt.retrieval.cli as rcli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "no-shipped"))
+    monkeypatch.setattr(rcli, "DEFAULT_SUITE", "suite:edit:6")
+    monkeypatch.setattr(rcli, "DEFAULT_SIZE", 16)
+    path = rcli.default_store_path()
+    assert len(rcli.open_store(quiet=True)) == 6
+    man = json.loads((path / "manifest.json").read_text())
+    man["encoder"]["version"] += "+old"  # as if built by an older rewriting of the same spec
+    (path / "manifest.json").write_text(json.dumps(man))
+    capsys.readouterr()
+    assert len(rcli.open_store()) == 6
+    assert "encoder version changed; rebuilding" in capsys.readouterr().err
+    assert "+old" not in json.loads((path / "manifest.json").read_text())["encoder"]["version"]
