@@ -82,3 +82,23 @@ def test_bad_inputs(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.xpt"))
     with pytest.raises(XPromptError, match="no xprompt header"):
         CompiledPrompt.load(tmp_path / "plain.xpt")
+
+
+def test_damaged_cache_shapes_refused(tmp_path):
+    vocab, rng = tiny_vocab(), np.random.default_rng(3)
+    model = tiny_model(vocab)
+    seq = build_sample(vocab, TOK, mode="xp", examples=[(codes(rng, 2, 2), codes(rng, 2, 2))])
+    cp = compile_prompt(model, vocab, seq)
+    cp.cache.reserve(100)  # spare capacity is never written to the file
+    path = cp.save(tmp_path / "t.xpt")
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    assert tensors["k.0"].shape[2] == cp.length and tensors["key_mask"].shape == (1, cp.length)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors["k.1"] = tensors["k.1"][:, :, :-1].contiguous()  # one layer shorter than the others
+    save_file(tensors, str(tmp_path / "bad.xpt"), metadata=meta)
+    with pytest.raises(XPromptError, match="damaged task prompt"):
+        CompiledPrompt.load(tmp_path / "bad.xpt")

@@ -194,3 +194,106 @@ def test_shared_context_prefilled_once_equals_single_rows(mode):
     for i, p in enumerate(prompts):
         torch.testing.assert_close(batch.logits[i], prefill(model, [p], vocab.pad_id).logits[0], atol=2e-5,
                                    rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- KV cache buffers
+def _step_logits(model, cache, ids):
+    """Feed ``ids (B, n)`` one token at a time through ``cache`` -> (B, n, V) logits."""
+    with torch.no_grad():
+        return torch.cat([model(ids[:, t : t + 1], kv_cache=cache) for t in range(ids.shape[1])], 1)
+
+
+def test_cache_grows_past_capacity_and_reserve_avoids_copies():
+    from xprompt.kv_cache import MIN_CAPACITY
+
+    vocab = tiny_vocab()
+    model = tiny_model(vocab)
+    n = 3 * MIN_CAPACITY + 5  # three doublings from the first allocation
+    ids = torch.randint(0, vocab.size, (2, n), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids)  # (2, n, V)
+    cache = model.new_cache()
+    caps = []
+    with torch.no_grad():
+        got = [model(ids[:, :10], kv_cache=cache)]
+        for t in range(10, n):
+            got.append(model(ids[:, t : t + 1], kv_cache=cache))
+            caps.append(cache.capacity)
+    torch.testing.assert_close(torch.cat(got, 1), full, atol=2e-5, rtol=1e-4)
+    assert cache.length == n and cache.key_mask.shape == (2, n) and bool(cache.key_mask.all())
+    assert sorted(set(caps)) == [MIN_CAPACITY, 2 * MIN_CAPACITY, 4 * MIN_CAPACITY]  # doubling, not per step
+    assert cache.nbytes() < cache.capacity_nbytes()
+    # reserve: one allocation up front, then every step writes in place
+    cache = model.new_cache().reserve(n)
+    with torch.no_grad():
+        model(ids[:, :10], kv_cache=cache)
+        ptr = cache.k[0].data_ptr()
+        out = _step_logits(model, cache, ids[:, 10:])
+    assert cache.k[0].data_ptr() == ptr and cache.capacity == n + 10
+    torch.testing.assert_close(out, full[:, 10:], atol=2e-5, rtol=1e-4)
+
+
+def test_keep_after_growth_equals_hiding_the_dropped_entries():
+    vocab = tiny_vocab()
+    model = tiny_model(vocab)
+    ids = torch.randint(0, vocab.size, (1, 150), generator=torch.Generator().manual_seed(1))
+    a, b = model.new_cache(), model.new_cache()
+    with torch.no_grad():
+        model(ids[:, :100], kv_cache=a)
+        _step_logits(model, a, ids[:, 100:140])  # grown past its first capacity
+        model(ids[:, :140], kv_cache=b)
+    keep = torch.cat([torch.arange(0, 5), torch.arange(60, 140)])  # drop entries 5..59
+    a.keep(keep)
+    assert a.length == len(keep) and a.next_pos.tolist() == [140]
+    hidden = torch.zeros(1, 140, dtype=torch.bool)
+    hidden[0, 5:60] = True
+    b.hide(hidden)  # same visibility, entries still stored
+    assert not b.all_valid() and a.all_valid()
+    torch.testing.assert_close(_step_logits(model, a, ids[:, 140:]), _step_logits(model, b, ids[:, 140:]),
+                               atol=2e-5, rtol=1e-4)
+    assert a.length == len(keep) + 10 and b.length == 150
+    with pytest.raises(IndexError):
+        a.keep(torch.tensor([0, a.length]))
+
+
+def test_cache_state_dict_round_trip_holds_committed_entries_only():
+    from xprompt.kv_cache import KVCache
+
+    vocab = tiny_vocab()
+    model = tiny_model(vocab)
+    ids = torch.randint(0, vocab.size, (2, 90), generator=torch.Generator().manual_seed(2))
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids[:, :70], kv_cache=cache)
+        _step_logits(model, cache, ids[:, 70:80])
+    hidden = torch.zeros(2, 80, dtype=torch.bool)
+    hidden[1, :3] = True
+    cache.hide(hidden)
+    sd = cache.state_dict()
+    assert sd["k.0"].shape[2] == 80 and sd["key_mask"].shape == (2, 80) and sd["key_mask"].sum() == 157
+    back = KVCache.from_state_dict({k: v.clone() for k, v in sd.items()}, model.cfg.n_layers)
+    assert back.length == 80 and torch.equal(back.key_mask, cache.key_mask) and torch.equal(back.next_pos, cache.next_pos)
+    torch.testing.assert_close(_step_logits(model, back, ids[:, 80:]), _step_logits(model, cache, ids[:, 80:]),
+                               atol=0, rtol=0)
+    copy = back.clone()
+    assert copy.length == 90 and torch.equal(copy.k[0], back.k[0][:, :, :90])
+    copy.hide(torch.ones(2, 90, dtype=torch.bool))  # a clone shares no storage with its source
+    assert bool(back.key_mask.all(1)[0]) and not bool(copy.key_mask.any())
+    with pytest.raises(ValueError, match="batch-1"):
+        back.expand(3)
+    with pytest.raises(ValueError, match="entries"):
+        KVCache.from_state_dict(dict(sd, **{"v.1": sd["v.1"][:, :, :-1]}), model.cfg.n_layers)
+
+
+def test_image_grid_schedule_tables():
+    vocab = tiny_vocab()
+    proc = ImageGrid(vocab, [2, 1], [2, 3])  # bodies 6 and 4 tokens; 7 steps
+    assert proc.steps == 7
+    expect_forced = [[-1, -1], [-1, -1], [vocab.eol_id, -1], [-1, vocab.eol_id], [-1, vocab.eoi_id],
+                     [vocab.eol_id, vocab.eos_id], [vocab.eoi_id, vocab.eos_id], [vocab.eos_id, vocab.eos_id]]
+    for s, row in enumerate(expect_forced + [expect_forced[-1]] * 3):  # past the end: <eos> forever
+        assert proc.forced(s).tolist() == row
+        assert proc.is_image(s).tolist() == [r == -1 for r in row]
+        assert proc.all_forced(s) == all(r >= 0 for r in row)
+    assert proc.finished(4, torch.zeros(2)).tolist() == [False, True]
+    assert proc.finished(6, torch.zeros(2)).tolist() == [True, True]

@@ -101,6 +101,8 @@ class CompiledPrompt:
             cache = KVCache.from_state_dict(tensors, int(header["n_layers"]))
         except KeyError as e:
             raise XPromptError(f"{path}: damaged task prompt (missing tensor {e})") from None
+        except ValueError as e:
+            raise XPromptError(f"{path}: damaged task prompt ({e})") from None
         cp = cls(cache, tensors["segs"].long(), header["model_fingerprint"], header["vocab_fingerprint"],
                  header.get("info", {}))
         if model is not None and vocab is not None:

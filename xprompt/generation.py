@@ -69,12 +69,17 @@ def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inn
     npad = (~valid).sum(1)  # (B,)
     start = cache.next_pos if cache.next_pos is not None else torch.zeros(b, dtype=torch.long, device=dev)
     pos = start[:, None] + torch.arange(t, device=dev)[None, :] - npad[:, None]  # (B, T)
-    new = torch.ones(t, t, dtype=torch.bool, device=dev).tril()[None] & valid[:, None, :]  # (B, T, T)
-    if inner_mask is not None:
-        new = new & inner_mask.to(dev)
-    mask = new if cache.length == 0 else torch.cat(
-        [cache.key_mask[:, None, :].expand(b, t, cache.length), new], dim=2)  # (B, T, L+T)
-    h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=valid, return_hidden=True)
+    all_valid = bool(valid.all())
+    if cache.length == 0 and inner_mask is None and all_valid:
+        mask = None  # plain causal from an empty cache: SDPA's causal kernel, no (B, T, T) mask (2-3x faster)
+    else:
+        new = torch.ones(t, t, dtype=torch.bool, device=dev).tril()[None] & valid[:, None, :]  # (B, T, T)
+        if inner_mask is not None:
+            new = new & inner_mask.to(dev)
+        mask = new if cache.length == 0 else torch.cat(
+            [cache.key_mask[:, None, :].expand(b, t, cache.length), new], dim=2)  # (B, T, L+T)
+    h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=None if all_valid else valid,
+              return_hidden=True)
     return model.lm_head(h[:, -1]) if logits else None  # (B, V)
 
 
@@ -160,15 +165,19 @@ def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n
     copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step.
 
     Processors with ``allowed_ids``/``forced`` (see ``xprompt.sampling``) get logits only for the allowed ids
-    (a sub-matrix of the LM head) and none at all on steps where every row is forced.
+    (a sub-matrix of the LM head) and none at all on steps where every row is forced. The cache is sized for
+    all ``steps`` up front (``KVCache.reserve``), so no step reallocates it.
     """
     cache = pre.cache
     b = n_cond if n_cond is not None else pre.logits.shape[0]
     dev = pre.logits.device
     gen = sampling.generator(dev)
     allowed = getattr(proc, "allowed_ids", None)
+    allowed = None if allowed is None else allowed.to(dev)
     linear = isinstance(model.lm_head, torch.nn.Linear)
-    head = model.lm_head.weight[allowed.to(dev)] if allowed is not None and linear else None  # (n, D)
+    head = model.lm_head.weight[allowed] if allowed is not None and linear else None  # (n, D)
+    all_forced = getattr(proc, "all_forced", None)
+    cache.reserve(steps)
     hidden = None
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
@@ -179,12 +188,12 @@ def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n
         it = tqdm(it, desc="generating", unit="tok", leave=False)
     for s in it:
         forced = proc.forced(s, b, dev).to(dev) if hasattr(proc, "forced") else None
-        if forced is not None and bool((forced >= 0).all()):
+        if forced is not None and (all_forced(s) if all_forced is not None else bool((forced >= 0).all())):
             tok = forced
         else:
             if hidden is None or head is None:  # first step (prefill logits) or a non-Linear head
                 lg = pre.logits if hidden is None else model.lm_head(hidden)  # (B', V)
-                lg = lg if allowed is None else lg[:, allowed.to(dev)]
+                lg = lg if allowed is None else lg[:, allowed]
             else:
                 lg = hidden @ head.T  # (B', n) only the allowed rows of the LM head
             if n_cond is not None:
@@ -194,7 +203,7 @@ def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n
                 lg = proc(s, lg)
             tok = sample(lg, sampling, proc.is_image(s, b, dev), gen)
             if allowed is not None:
-                tok = allowed.to(dev)[tok]
+                tok = allowed[tok]
             if forced is not None:
                 tok = torch.where(forced >= 0, forced, tok)
         tok = torch.where(done, torch.full_like(tok, fill_id), tok)

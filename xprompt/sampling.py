@@ -11,8 +11,9 @@ Design choices
 * Classifier-free guidance combines log-probabilities, ``uncond + scale * (cond - uncond)`` (as transformers'
   CFG processor does); the two branches are rows of one batch, so one forward pass serves both.
 * Sampling uses an explicit ``torch.Generator`` so a seed reproduces an output exactly.
-* Processors expose ``allowed_ids`` (the only ids that can ever be sampled) and ``forced(step)`` (a token
-  that needs no sampling, -1 otherwise), so decoding computes the LM head only over the allowed rows (image
+* Processors expose ``allowed_ids`` (the only ids that can ever be sampled), ``forced(step)`` (a token
+  that needs no sampling, -1 otherwise) and optionally ``all_forced(step)`` (a host-side bool, so decoding
+  need not sync on a tensor to learn it), so decoding computes the LM head only over the allowed rows (image
   codes inside an image: 2/3 of a 12k vocabulary here, 1/8 of Chameleon's) and skips it on forced steps.
   Restricting the softmax to the allowed set changes nothing: forbidden ids have probability 0 either way,
   and CFG on log-probabilities is invariant to the per-row normaliser.
@@ -72,6 +73,9 @@ class TextOnly:
     def forced(self, step: int, batch: int = 1, device=None) -> torch.Tensor:
         return torch.full((batch,), -1, dtype=torch.long, device=device)
 
+    def all_forced(self, step: int) -> bool:
+        return False
+
     def __call__(self, step: int, logits: torch.Tensor) -> torch.Tensor:  # logits (B, V)
         return logits.masked_fill(~self.allow, NEG)
 
@@ -100,21 +104,37 @@ class ImageGrid:
         self.eol, self.eoi, self.eos = vocab.eol_id, vocab.eoi_id, vocab.eos_id
         self.body = self.h * (self.w + 1)  # (B,) tokens in rows incl. <eol>
         self.allowed_ids = torch.as_tensor(vocab.image_ids, dtype=torch.long, device=device)  # sampled ids
+        # The whole schedule is known up front: one table per query, built once (decoding then only indexes a
+        # row per step instead of running ~10 small tensor ops, and asks the host list whether to sample).
+        n = self.steps
+        s = torch.arange(n + 1, device=self.h.device)[:, None]  # (n+1, 1); row n = after every row's <eoi>
+        img = (s < self.body) & (s % (self.w + 1) < self.w)  # (n+1, B)
+        forced = torch.where(s < self.body, self.eol, self.eos)
+        forced = torch.where(s == self.body, self.eoi, forced)
+        self._img = img
+        self._forced = torch.where(img, -1, forced)  # (n+1, B)
+        self._finished = s >= self.body  # (n+1, B)
+        self._all_forced = (~img).all(1).tolist()  # host list: steps where nothing is sampled
 
     @property
     def steps(self) -> int:
         """Decoding steps until every row has produced its ``<eoi>``."""
         return int(self.body.max()) + 1
 
+    def _row(self, step: int) -> int:
+        return min(max(int(step), 0), self.steps)
+
     def is_image(self, step: int, batch: int | None = None, device=None) -> torch.Tensor:
-        return (step < self.body) & (step % (self.w + 1) < self.w)  # (B,)
+        """(B,) True where step ``step`` samples an image code."""
+        return self._img[self._row(step)]
 
     def forced(self, step: int, batch: int | None = None, device=None) -> torch.Tensor:
         """(B,) forced token id, or -1 where an image code is to be sampled."""
-        out = torch.full_like(self.h, self.eos)
-        out = torch.where(step < self.body, torch.full_like(self.h, self.eol), out)
-        out = torch.where(step == self.body, torch.full_like(self.h, self.eoi), out)
-        return torch.where(self.is_image(step), torch.full_like(self.h, -1), out)
+        return self._forced[self._row(step)]
+
+    def all_forced(self, step: int) -> bool:
+        """True when no row samples at this step (a host-side answer: no device sync)."""
+        return self._all_forced[self._row(step)]
 
     def __call__(self, step: int, logits: torch.Tensor) -> torch.Tensor:  # logits (B, V)
         forced = self.forced(step).to(logits.device)
@@ -126,7 +146,7 @@ class ImageGrid:
         return logits.masked_fill(~allow, NEG)
 
     def finished(self, step: int, tokens: torch.Tensor) -> torch.Tensor:
-        return (step >= self.body).to(tokens.device)
+        return self._finished[self._row(step)].to(tokens.device)
 
 
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
