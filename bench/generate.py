@@ -130,7 +130,23 @@ def analytic(cfg, vocab, prompt: TokenSequence, grid: int, batch: int, compiled:
     kv_per_key = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
     dec_bytes = 4 * (fed * linear_macs(cfg) + cfg.dim * head_rows) / batch + kv_per_key * keys
     return {"macs_per_image": stage_a / batch + stage_b + dec, "decode_macs_per_image": dec,
-            "decode_bytes_per_image": dec_bytes, "kept_entries": kept, "query_tokens": q}
+            "decode_bytes_per_image": dec_bytes, "kept_entries": kept, "query_tokens": q,
+            "decode_steps": fed, "mean_keys_per_step": keys / fed}
+
+
+def fit_step_cost(rows: list[dict]) -> dict | None:
+    """Least-squares fit of the measured batch-1 decoding step time = fixed + per_key * (keys the step sees),
+    over every mode and grid: how much of a step the cache size can change at all."""
+    pts = [(r["analytic"]["mean_keys_per_step"][m], r["decode_s_per_image"][m] / r["analytic"]["decode_steps"])
+           for r in rows if r["batch"] == 1 for m in MODES]
+    if len({round(x) for x, _ in pts}) < 2:
+        return None
+    x, y = np.array(pts).T
+    (per_key, fixed), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
+    pred = fixed + per_key * x
+    r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30)
+    return {"fixed_ms_per_step": 1e3 * fixed, "us_per_cached_key": 1e6 * per_key, "r2": float(r2), "points": len(pts),
+            "keys_costing_one_fixed_step": fixed / per_key if per_key > 0 else None}
 
 
 @torch.no_grad()
@@ -240,6 +256,8 @@ def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, re
             "speedup": wall["full"] / wall["xp"], "cpu_speedup": cpu["full"] / cpu["xp"],
             "decode_speedup": dec["full"] / dec["xp"], "compiled_speedup": wall["full"] / wall["xp_compiled"],
             "analytic": {"macs_per_image": {m: an[m]["macs_per_image"] for m in MODES},
+                         "decode_steps": an["xp"]["decode_steps"],
+                         "mean_keys_per_step": {m: an[m]["mean_keys_per_step"] for m in MODES},
                          "mac_ratio": an["full"]["macs_per_image"] / an["xp"]["macs_per_image"],
                          "compiled_mac_ratio": an["full"]["macs_per_image"] / an["xp_compiled"]["macs_per_image"],
                          "decode_mac_ratio": an["full"]["decode_macs_per_image"] / an["xp"]["decode_macs_per_image"],
@@ -344,6 +362,13 @@ def main(argv=None) -> int:
                       f"{row['analytic']['decode_bytes_ratio']:.2f}x; compiled {row['compiled_speedup']:.2f}x, bound "
                       f"{row['analytic']['compiled_mac_ratio']:.2f}x); peak KV {mib['xp']:.1f} vs "
                       f"{mib['full']:.1f} MiB", flush=True)
+
+    res["b_decode_step_fit"] = fit_step_cost(res["b_compression"])
+    if res["b_decode_step_fit"]:
+        f = res["b_decode_step_fit"]
+        print(f"(b) batch-1 decoding step = {f['fixed_ms_per_step']:.2f} ms fixed + {f['us_per_cached_key']:.3f} us per "
+              f"cached key (r2 {f['r2']:.3f}): the fixed part costs as much as "
+              f"{f['keys_costing_one_fixed_step'] or float('nan'):.0f} keys", flush=True)
 
     # (c) ours vs HF generate -------------------------------------------------------------------------------
     if not args.skip_hf:
