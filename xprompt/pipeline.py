@@ -136,7 +136,8 @@ class XPrompt:
                 return given
             tried = []
             for c in _tokenizer_candidates(extra, kind) + [str(default)]:
-                for cand in (c, str(path / c)) if not Path(c).is_absolute() else (c,):
+                # a relative path is first read against the checkpoint folder (how `xprompt export` records it)
+                for cand in (str(path / c), c) if not Path(c).is_absolute() else (c,):
                     tried.append(cand)
                     if _exists(cand):
                         return cand

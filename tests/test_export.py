@@ -1,0 +1,38 @@
+"""``xprompt export``: a run's model becomes a bf16 release folder that records its tokenizers relatively."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from test_pipeline_tokenizers import _checkpoint
+from xprompt.train.build import file_fingerprint
+
+from xprompt.checkpoint import load_pretrained
+from xprompt.cli_export import export
+from xprompt.paths import shipped
+
+
+def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
+    # a run whose data was tokenized with the shipped vq-64 and BPE
+    src = _checkpoint(tmp_path / "run" / "model", file_fingerprint([shipped("bpe") / "tokenizer.json"]))
+    meta = json.loads((src / "meta.json").read_text())
+    meta["extra"]["training"]["data"]["meta"]["tokenizers.json"]["image_tokenizer"] = {
+        "path": str(shipped("vq-64")), "fingerprint": file_fingerprint(
+            [shipped("vq-64") / "config.json", shipped("vq-64") / "model.safetensors"])}
+    (src / "meta.json").write_text(json.dumps(meta))
+    out = export(src, tmp_path / "release")
+    rel = json.loads((out / "meta.json").read_text())
+    assert rel["dtype"] == "bfloat16"
+    assert not any(p.startswith("/") for p in rel["extra"]["tokenizers"].values())
+    a, _ = load_pretrained(src)
+    b, _ = load_pretrained(out)
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert y.dtype == torch.bfloat16 and torch.equal(x.to(torch.bfloat16), y), k
+
+
+def test_export_bad_input_exits_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "xprompt", "export", "--checkpoint", str(tmp_path), "--out",
+                        str(tmp_path / "o")], check=False, capture_output=True, text=True)
+    assert r.returncode == 2 and "is not an xprompt model checkpoint" in r.stderr
+    assert not (tmp_path / "o").exists()

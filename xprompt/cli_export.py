@@ -1,0 +1,61 @@
+"""``xprompt export``: turn a trained run's model into a release folder (the shipped ``checkpoints/xprompt-tiny``).
+
+Design choices
+* The weights are loaded strictly and re-saved with ``save_pretrained`` (atomic; bf16 by default to halve the
+  file; the config and vocabulary are unchanged). ``meta.json`` keeps the run's records (step, tokens seen,
+  training data and its tokenizer fingerprints).
+* Tokenizers are referenced, not copied: ``extra.tokenizers`` records the VQ and BPE locations *relative to
+  the release folder* (so a folder inside the repository points at the shipped ``checkpoints/vq-64`` and
+  ``checkpoints/bpe``). They default to the ones the training data was built with, and any tokenizer given
+  must have the files of that one (``XPrompt.from_pretrained`` checks the same fingerprints when loading).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from xprompt.errors import XPromptError
+
+
+def register(root, groups) -> None:
+    p = root.add_parser("export", help="export a trained model as a release folder (bf16, tokenizer references)")
+    p.add_argument("--checkpoint", required=True, help="a run's exported model dir (runs/NAME/model)")
+    p.add_argument("--out", required=True, help="release folder to write (replaced only if it is a checkpoint)")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="weight dtype (default bf16)")
+    p.add_argument("--vq", help="image tokenizer dir (default: the one the training data was built with)")
+    p.add_argument("--bpe", help="BPE tokenizer.json (default: the one the training data was built with)")
+    p.set_defaults(func=run)
+
+
+def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
+    import torch
+
+    from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta, save_pretrained
+    from xprompt.pipeline import _check_trained_with, _dig
+
+    src, out = Path(src), Path(out)
+    if not (src / "meta.json").is_file() or is_hf_checkpoint(src):
+        raise XPromptError(f"{src} is not an xprompt model checkpoint (expected config.json, meta.json, "
+                           "model.safetensors; use runs/NAME/model)")
+    if out.resolve() == src.resolve():
+        raise XPromptError("--out must differ from --checkpoint")
+    extra = dict(read_meta(src).get("extra", {}))
+    data_tok = _dig(extra, "training", "data", "meta", "tokenizers.json") or {}
+    refs = {}
+    for kind, given, key in (("vq", vq, "image_tokenizer"), ("bpe", bpe, "bpe")):
+        spec = given or _dig(data_tok, key, "path")
+        if not spec or not Path(spec).exists():
+            raise XPromptError(f"no {kind} tokenizer found for {src} (recorded: {spec}); pass --{kind}")
+        _check_trained_with(src, extra, kind, spec)
+        refs[kind] = os.path.relpath(Path(spec).resolve(), out.resolve().parent / out.name)
+    extra["tokenizers"] = refs
+    model, vocab = load_pretrained(src)
+    return save_pretrained(out, model, vocab, extra=extra,
+                           dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+
+
+def run(args) -> int:
+    out = export(args.checkpoint, args.out, dtype=args.dtype, vq=args.vq, bpe=args.bpe)
+    print(out)
+    return 0
