@@ -6,7 +6,7 @@ import sys
 
 import torch
 from test_pipeline_tokenizers import _checkpoint
-from xprompt.train.build import file_fingerprint
+from xprompt.train.build import tokenizer_fingerprint
 
 from xprompt.checkpoint import load_pretrained
 from xprompt.cli_export import export
@@ -15,11 +15,10 @@ from xprompt.paths import shipped
 
 def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
     # a run whose data was tokenized with the shipped vq-64 and BPE
-    src = _checkpoint(tmp_path / "run" / "model", file_fingerprint([shipped("bpe") / "tokenizer.json"]))
+    src = _checkpoint(tmp_path / "run" / "model", tokenizer_fingerprint("bpe", shipped("bpe")))
     meta = json.loads((src / "meta.json").read_text())
     meta["extra"]["training"]["data"]["meta"]["tokenizers.json"]["image_tokenizer"] = {
-        "path": str(shipped("vq-64")), "fingerprint": file_fingerprint(
-            [shipped("vq-64") / "config.json", shipped("vq-64") / "model.safetensors"])}
+        "path": str(shipped("vq-64")), "fingerprint": tokenizer_fingerprint("vq", shipped("vq-64"))}
     (src / "meta.json").write_text(json.dumps(meta))
     out = export(src, tmp_path / "release")
     rel = json.loads((out / "meta.json").read_text())

@@ -3,7 +3,7 @@
 import pytest
 from gen_helpers import tiny_model
 from xprompt.tokenizer.vocab import Vocabulary
-from xprompt.train.build import file_fingerprint
+from xprompt.train.build import tokenizer_fingerprint
 
 from xprompt.checkpoint import save_pretrained
 from xprompt.errors import XPromptError
@@ -22,7 +22,7 @@ def _checkpoint(path, bpe_fingerprint):
 
 
 def test_recorded_fingerprint_must_match(tmp_path):
-    real = file_fingerprint([shipped("bpe") / "tokenizer.json"])
+    real = tokenizer_fingerprint("bpe", shipped("bpe"))
     XPrompt.from_pretrained(_checkpoint(tmp_path / "ok", real))  # the BPE it was trained with: loads
     bad = _checkpoint(tmp_path / "bad", "0123456789abcdef")
     with pytest.raises(XPromptError, match="trained with the text .BPE. tokenizer of fingerprint 0123456789abcdef"):

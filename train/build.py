@@ -199,6 +199,15 @@ def file_fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
+    """Identity of a tokenizer's files: ``kind`` "vq" (a checkpoint dir: config + weights) or "bpe" (a
+    ``tokenizer.json`` or its dir). What datasets record and what loading a model checks against."""
+    p = Path(path)
+    if kind == "vq":
+        return file_fingerprint([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()])
+    return file_fingerprint([p / "tokenizer.json" if p.is_dir() else p])
+
+
 def load_image_tokenizer(spec: str | Path):
     """A VQ checkpoint directory, or ``grid:F`` for the parameter-free ``GridTokenizer`` (tests/benchmarks)."""
     s = str(spec)
@@ -212,8 +221,7 @@ def load_image_tokenizer(spec: str | Path):
             f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer"
         )
     tok = VQTokenizer.from_pretrained(p)
-    files = [f for f in (p / "config.json", p / "model.safetensors") if f.is_file()]  # weights identity only
-    return tok, {"path": str(p.resolve()), "fingerprint": file_fingerprint(files)}
+    return tok, {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("vq", p)}
 
 
 def load_text_tokenizer(spec: str | Path):
@@ -224,7 +232,7 @@ def load_text_tokenizer(spec: str | Path):
         p = p / "tokenizer.json"
     if not p.is_file():
         raise XPromptError(f"BPE tokenizer {p} not found; train it with `xprompt train bpe` or pass --bpe")
-    return TextTokenizer.load(p), {"path": str(p.resolve()), "fingerprint": file_fingerprint([p])}
+    return TextTokenizer.load(p), {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("bpe", p)}
 
 
 def _image_slots(s: RawSample) -> list[np.ndarray]:

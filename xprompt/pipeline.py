@@ -87,12 +87,9 @@ def _check_trained_with(path, extra: dict, kind: str, spec) -> None:
     want = ref.get("fingerprint") if isinstance(ref, dict) else None
     if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
         return
-    from xprompt.train.build import file_fingerprint
+    from xprompt.train.build import tokenizer_fingerprint
 
-    p = Path(spec)
-    files = ([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()] if kind == "vq"
-             else [p / "tokenizer.json" if p.is_dir() else p])
-    got = file_fingerprint(files)
+    got = tokenizer_fingerprint(kind, spec)
     if got != want:
         what = "image (VQ)" if kind == "vq" else "text (BPE)"
         raise XPromptError(f"{path} was trained with the {what} tokenizer of fingerprint {want}, but {spec} has "
