@@ -94,10 +94,14 @@ class KVCache:
             return
         old = buf.shape[2] if buf is not None else 0
         cap = max(need, 2 * old, MIN_CAPACITY) if buf is not None else max(need + self._reserve, MIN_CAPACITY)
+        self._realloc(layer, cap, like)
+
+    def _realloc(self, layer: int, cap: int, like: torch.Tensor) -> None:
+        """New (B, Hkv, cap, hd) buffers for ``layer`` (dtype/device/shape of ``like``), committed entries copied."""
         b, h, _, d = like.shape
         new_k, new_v = like.new_empty(b, h, cap, d), like.new_empty(b, h, cap, d)
-        if buf is not None and self.length:
-            new_k[:, :, : self.length] = buf[:, :, : self.length]
+        if self.k[layer] is not None and self.length:
+            new_k[:, :, : self.length] = self.k[layer][:, :, : self.length]
             new_v[:, :, : self.length] = self.v[layer][:, :, : self.length]
         self.k[layer], self.v[layer] = new_k, new_v
 
@@ -120,13 +124,8 @@ class KVCache:
             return self
         need = self.length + int(extra)
         for i in range(self.n_layers):
-            buf = self.k[i]
-            if buf is not None and buf.shape[2] < need:
-                b, h, _, d = buf.shape
-                new_k, new_v = buf.new_empty(b, h, need, d), buf.new_empty(b, h, need, d)
-                new_k[:, :, : self.length] = buf[:, :, : self.length]
-                new_v[:, :, : self.length] = self.v[i][:, :, : self.length]
-                self.k[i], self.v[i] = new_k, new_v
+            if self.k[i] is not None and self.k[i].shape[2] < need:
+                self._realloc(i, need, self.k[i])
         if self._mask is not None:
             self._grow_mask(self._mask.shape[0], need, self._mask.device)
         return self
