@@ -115,9 +115,9 @@ _FILLER = re.compile(r"\b(?:of |from |in |to |on )?(?:the|this|that|a) (?:whole 
 OP_DIMS = 2 + len(_CONCEPTS) + 1
 
 
-def edit_direction(text: str) -> int:
-    """+1 if the edit introduces / increases something, -1 if it removes or restores, 0 if unknown."""
-    t = normalize_instruction(text)
+# The public functions take raw text; the ``_``-prefixed ones take text already through
+# ``normalize_instruction`` (so the encoder normalises each instruction once).
+def _direction(t: str) -> int:
     if _REMOVE_CUES.search(t):
         return -1
     if _ADD_CUES.search(t):
@@ -125,18 +125,29 @@ def edit_direction(text: str) -> int:
     return 0
 
 
+def _concepts(t: str) -> list[str]:
+    return [k for k, rx in zip(_CONCEPTS, _CONCEPT_RX) if rx.search(t)]
+
+
+def _drop_filler(t: str) -> str:
+    t2 = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_FILLER.sub(" ", t).split()))  # no space before punctuation
+    return t2 if t2.strip(".,;:!? ") else t
+
+
+def edit_direction(text: str) -> int:
+    """+1 if the edit introduces / increases something, -1 if it removes or restores, 0 if unknown."""
+    return _direction(normalize_instruction(text))
+
+
 def edit_concepts(text: str) -> list[str]:
     """The operation concepts an instruction names (keys of ``_CONCEPTS``), in a fixed order."""
-    t = normalize_instruction(text)
-    return [k for k, rx in zip(_CONCEPTS, _CONCEPT_RX) if rx.search(t)]
+    return _concepts(normalize_instruction(text))
 
 
 def drop_filler(text: str) -> str:
     """Normalised text without filler nouns ("remove the rain from this image" -> "remove the rain");
     the normalised text itself if nothing else is left."""
-    t = normalize_instruction(text)
-    t2 = re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_FILLER.sub(" ", t).split()))  # no space before punctuation
-    return t2 if t2.strip(".,;:!? ") else t
+    return _drop_filler(normalize_instruction(text))
 
 
 def op_features(texts: Sequence[str], weights: tuple[float, float] = OP_WEIGHTS) -> np.ndarray:
@@ -145,12 +156,16 @@ def op_features(texts: Sequence[str], weights: tuple[float, float] = OP_WEIGHTS)
     normalised indicator of the named concepts, or of "none". Appended to a unit embedding, the inner
     product gains w_dir for equal directions (0.71 w_dir known vs unknown, 0 for opposite ones) and w_concept
     times the cosine of the concept indicators."""
+    return _op_features([normalize_instruction(t) for t in texts], weights)
+
+
+def _op_features(normed: Sequence[str], weights: tuple[float, float]) -> np.ndarray:
     wd, wc = weights
-    f = np.zeros((len(texts), OP_DIMS), dtype=np.float32)  # (N, 2 + C + 1)
-    for i, t in enumerate(texts):
-        d = edit_direction(t)
+    f = np.zeros((len(normed), OP_DIMS), dtype=np.float32)  # (N, 2 + C + 1)
+    for i, t in enumerate(normed):
+        d = _direction(t)
         f[i, :2] = (1.0, 0.0) if d > 0 else (0.0, 1.0) if d < 0 else (1 / np.sqrt(2), 1 / np.sqrt(2))
-        hits = [_CONCEPT_INDEX[c] for c in edit_concepts(t)] or [len(_CONCEPTS)]
+        hits = [_CONCEPT_INDEX[c] for c in _concepts(t)] or [len(_CONCEPTS)]
         f[i, 2 + np.array(hits)] = 1 / np.sqrt(len(hits))
     f[:, :2] *= np.float32(np.sqrt(wd))
     f[:, 2:] *= np.float32(np.sqrt(wc))
@@ -203,8 +218,9 @@ class TextEncoder:
 
         texts = check_instructions(texts)
         if self.op_weights:
-            extra = op_features(texts, self.op_weights)  # (N, OP_DIMS)
-            texts = [drop_filler(t) for t in texts]  # already normalised
+            normed = [normalize_instruction(t) for t in texts]
+            extra = _op_features(normed, self.op_weights)  # (N, OP_DIMS)
+            texts = [_drop_filler(t) for t in normed]
         elif self.normalize:
             texts = [normalize_instruction(t) for t in texts]
         bs = batch_size or self.batch_size
