@@ -159,7 +159,7 @@ class DocAttention:
         return DocAttention(self.index.to(device), self.valid.to(device), self.mask.to(device), self.tokens)
 
     def dense(self, batch: int):
-        """The equivalent (B, T, T) dense mask (tests and fallbacks)."""
+        """The equivalent (B, T, T) dense mask, for checking a layout against ``build_attention_mask``."""
         import torch
 
         t = self.tokens // batch

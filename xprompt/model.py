@@ -264,8 +264,9 @@ class XPromptModel(nn.Module):
 
         input_ids (B, T) long; position_ids (B, T) long (default: continue from the cache, or 0..T-1);
         attn_mask (B, T, S) bool, True = may attend, S = cached entries + T (default: causal, every valid cached
-        entry visible), or a ``DocAttention`` layout of packed documents (no cache; attention per document); key_valid (B, T) bool marks which new tokens later queries may see by default
-        (False for padding; only stored in the cache). ``return_hidden`` returns the final-norm hidden states
+        entry visible), or a ``DocAttention`` layout of packed documents (no cache; attention per document);
+        key_valid (B, T) bool marks which new tokens later queries may see by default (False for padding; only
+        stored in the cache). ``return_hidden`` returns the final-norm hidden states
         (B, T, D) instead of logits.
         """
         if input_ids.dim() != 2:
