@@ -1,5 +1,7 @@
 """The decoder: shapes, masks, KV cache, packing, autocast, checkpointing, presets."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,24 @@ def test_chameleon_7b_matches_transformers_parameter_count():
     n_hf = sum(p.numel() for k, p in hf.named_parameters() if ".vqmodel." not in k)
     assert ours.num_params() == n_hf  # 7,013,666,816 (the VQ-VAE is not part of the decoder)
     assert ours.num_params() == 7_013_666_816
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="FlexAttention on CPU compiles through inductor, which needs a C++ compiler")
+def test_flex_path_equals_sdpa_on_xprompt_masks():
+    """The GPU fast path's code (dense X-Prompt mask -> FlexAttention block mask, GQA) run for real on the CPU
+    (flex_attention compiles for CPU too): same logits as SDPA on X-Prompt masks with grouped-query heads.
+    The model refuses ``attn_impl="flex"`` without CUDA (slow to compile, no faster here), so the switch is
+    made on a built model."""
+    m = small(n_kv_heads=2)
+    segs = np.array([[P, IE, IE, IE, IE, XP, XP, TD, TD, TD, TD], [P, P, P, IE, IE, IE, XP, XP, TD, TD, TD]])
+    masks = torch.from_numpy(build_attention_mask_batch(segs))  # (2, 11, 11), two different layouts
+    x = torch.randint(0, V, (2, 11))
+    ref = m(x, attn_mask=masks)
+    m.cfg.attn_impl = "flex"
+    try:
+        with torch.no_grad():  # FlexAttention has no backward on the CPU
+            torch.testing.assert_close(m(x, attn_mask=masks), ref, atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(m(x), m(x, attn_mask=torch.ones(2, 11, 11, dtype=torch.bool).tril()))
+    finally:
+        m.cfg.attn_impl = "sdpa"
