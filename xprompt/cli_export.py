@@ -32,7 +32,7 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
     import torch
 
     from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta, save_pretrained
-    from xprompt.pipeline import _check_trained_with, _dig
+    from xprompt.pipeline import check_trained_with, dig
 
     src, out = Path(src), Path(out)
     if not (src / "meta.json").is_file() or is_hf_checkpoint(src):
@@ -41,13 +41,13 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
     if out.resolve() == src.resolve():
         raise XPromptError("--out must differ from --checkpoint")
     extra = dict(read_meta(src).get("extra", {}))
-    data_tok = _dig(extra, "training", "data", "meta", "tokenizers.json") or {}
+    data_tok = dig(extra, "training", "data", "meta", "tokenizers.json") or {}
     refs = {}
     for kind, given, key in (("vq", vq, "image_tokenizer"), ("bpe", bpe, "bpe")):
-        spec = given or _dig(data_tok, key, "path")
+        spec = given or dig(data_tok, key, "path")
         if not spec or not Path(spec).exists():
             raise XPromptError(f"no {kind} tokenizer found for {src} (recorded: {spec}); pass --{kind}")
-        _check_trained_with(src, extra, kind, spec)
+        check_trained_with(src, extra, kind, spec)
         refs[kind] = os.path.relpath(Path(spec).resolve(), out.resolve().parent / out.name)
     extra["tokenizers"] = refs
     model, vocab = load_pretrained(src)

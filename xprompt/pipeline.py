@@ -32,7 +32,8 @@ T2I_INSTRUCTION = "Generate an image of: "
 DIFF_INSTRUCTION = "What changed between these two images?"
 
 
-def _dig(d: Any, *keys):
+def dig(d: Any, *keys):
+    """``d[k1][k2]...``, or None where a key is missing (nested checkpoint metadata)."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -42,11 +43,11 @@ def _dig(d: Any, *keys):
 
 def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
     """Recorded tokenizer locations in a checkpoint's ``extra`` (kind: "vq" or "bpe"), most specific first."""
-    data_meta = _dig(extra, "training", "data", "meta", "tokenizers.json") or {}
+    data_meta = dig(extra, "training", "data", "meta", "tokenizers.json") or {}
     recorded = [
-        _dig(extra, "tokenizers", kind),
-        _dig(extra, "tokenizers", "image_tokenizer" if kind == "vq" else "text"),
-        _dig(data_meta, "image_tokenizer" if kind == "vq" else "bpe", "path"),
+        dig(extra, "tokenizers", kind),
+        dig(extra, "tokenizers", "image_tokenizer" if kind == "vq" else "text"),
+        dig(data_meta, "image_tokenizer" if kind == "vq" else "bpe", "path"),
     ]
     return [r if isinstance(r, str) else r.get("path") for r in recorded if isinstance(r, (str, dict)) and r]
 
@@ -80,10 +81,10 @@ def load_text_tokenizer(spec):
     return TextTokenizer.load(p)
 
 
-def _check_trained_with(path, extra: dict, kind: str, spec) -> None:
+def check_trained_with(path, extra: dict, kind: str, spec) -> None:
     """Refuse a tokenizer whose files differ from the ones the training data was tokenized with (the same
     codebook size with other codes would silently produce garbage)."""
-    ref = _dig(extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe")
+    ref = dig(extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe")
     want = ref.get("fingerprint") if isinstance(ref, dict) else None
     if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
         return
@@ -142,12 +143,12 @@ class XPrompt:
                                f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly")
 
         vq_spec, bpe_spec = pick(vq, "vq", shipped("vq-64")), pick(bpe, "bpe", shipped("bpe"))
-        _check_trained_with(path, extra, "vq", vq_spec)
-        _check_trained_with(path, extra, "bpe", bpe_spec)
+        check_trained_with(path, extra, "vq", vq_spec)
+        check_trained_with(path, extra, "bpe", bpe_spec)
         image_tok = load_image_tokenizer(vq_spec)
         text_tok = load_text_tokenizer(bpe_spec)
         if image_size is None:
-            image_size = (_dig(extra, "image_size") or _dig(extra, "training", "data", "meta", "dataset_card.json",
+            image_size = (dig(extra, "image_size") or dig(extra, "training", "data", "meta", "dataset_card.json",
                                                            "size") or 64)
         return cls(model, vocab, text_tok, image_tok, image_size=int(image_size), checkpoint=str(path))
 
