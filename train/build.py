@@ -209,30 +209,25 @@ def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
 
 
 def load_image_tokenizer(spec: str | Path):
-    """A VQ checkpoint directory, or ``grid:F`` for the parameter-free ``GridTokenizer`` (tests/benchmarks)."""
-    s = str(spec)
-    if s.startswith("grid:"):
-        return GridTokenizer(int(s.split(":", 1)[1])), {"path": s, "fingerprint": s}
-    from xprompt.tokenizer.vq import VQTokenizer
+    """(tokenizer, ref) for a VQ checkpoint directory or ``grid:F`` (the parameter-free ``GridTokenizer``);
+    ref = {"path", "fingerprint"} is what a dataset records."""
+    from xprompt.pipeline import load_image_tokenizer as load
 
-    p = Path(s)
-    if not p.is_dir():
-        raise XPromptError(
-            f"image tokenizer {p} not found; train one (xprompt train tokenizer) or pass --tokenizer"
-        )
-    tok = VQTokenizer.from_pretrained(p)
-    return tok, {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("vq", p)}
+    s = str(spec)
+    tok = load(s, "train one (xprompt train tokenizer) or pass --tokenizer")
+    if s.startswith("grid:"):
+        return tok, {"path": s, "fingerprint": s}
+    return tok, {"path": str(Path(s).resolve()), "fingerprint": tokenizer_fingerprint("vq", s)}
 
 
 def load_text_tokenizer(spec: str | Path):
-    from xprompt.tokenizer.text import TextTokenizer
+    """(tokenizer, ref) for a BPE ``tokenizer.json`` or its directory."""
+    from xprompt.pipeline import load_text_tokenizer as load
 
     p = Path(spec)
-    if p.is_dir():
-        p = p / "tokenizer.json"
-    if not p.is_file():
-        raise XPromptError(f"BPE tokenizer {p} not found; train it with `xprompt train bpe` or pass --bpe")
-    return TextTokenizer.load(p), {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("bpe", p)}
+    p = p / "tokenizer.json" if p.is_dir() else p
+    tok = load(p, "train it with `xprompt train bpe` or pass --bpe")
+    return tok, {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("bpe", p)}
 
 
 def _image_slots(s: RawSample) -> list[np.ndarray]:

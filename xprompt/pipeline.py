@@ -52,9 +52,9 @@ def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
     return [r if isinstance(r, str) else r.get("path") for r in recorded if isinstance(r, (str, dict)) and r]
 
 
-def load_image_tokenizer(spec):
+def load_image_tokenizer(spec, hint: str = "pass the checkpoint's VQ directory (--vq)"):
     """A VQ checkpoint dir, ``grid:F`` (the parameter-free test tokenizer of ``xprompt.train.build``), or an object
-    with ``encode``/``decode``/``factor``/``codebook_size``."""
+    with ``encode``/``decode``/``factor``/``codebook_size``. ``hint`` ends the not-found message."""
     if not isinstance(spec, (str, Path)):
         return spec
     s = str(spec)
@@ -65,11 +65,12 @@ def load_image_tokenizer(spec):
     from xprompt.tokenizer.vq import VQTokenizer
 
     if not Path(s).is_dir():
-        raise XPromptError(f"image tokenizer directory not found: {s}")
+        raise XPromptError(f"image tokenizer directory not found: {s}; {hint}")
     return VQTokenizer.from_pretrained(s)
 
 
-def load_text_tokenizer(spec):
+def load_text_tokenizer(spec, hint: str = "pass the checkpoint's BPE tokenizer.json (--bpe)"):
+    """A BPE ``tokenizer.json`` (or its directory), or a loaded tokenizer."""
     if not isinstance(spec, (str, Path)):
         return spec
     from xprompt.tokenizer.text import TextTokenizer
@@ -77,7 +78,7 @@ def load_text_tokenizer(spec):
     p = Path(spec)
     p = p / "tokenizer.json" if p.is_dir() else p
     if not p.is_file():
-        raise XPromptError(f"BPE tokenizer not found: {p}")
+        raise XPromptError(f"BPE tokenizer not found: {p}; {hint}")
     return TextTokenizer.load(p)
 
 
