@@ -296,6 +296,44 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def _json_texts(path: str) -> list[str]:
+    """Every string inside a JSON file (a list of texts, of [a, b] pairs, or objects holding them)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise XPromptError(f"--exclude {path}: file not found") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise XPromptError(f"--exclude {path}: not JSON ({e})") from None
+    out: list[str] = []
+
+    def walk(x):
+        if isinstance(x, str):
+            out.append(x)
+        elif isinstance(x, list):
+            for y in x:
+                walk(y)
+        elif isinstance(x, dict):
+            for y in x.values():
+                walk(y)
+
+    walk(data)
+    if not out:
+        raise XPromptError(f"--exclude {path}: holds no texts")
+    return out
+
+
+def cmd_train_encoder(args) -> int:
+    from xprompt.retrieval.train_encoder import EditEncoderConfig, train_edit_encoder
+
+    exclude = [t for f in args.exclude or [] for t in _json_texts(f)]
+    cfg = EditEncoderConfig(train_layers=args.layers, corpus_size=args.corpus_size, corpus_seed=args.corpus_seed,
+                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, threads=args.threads)
+    train_edit_encoder(cfg, args.out, exclude=exclude, overwrite=args.overwrite, max_steps=args.max_steps)
+    return 0
+
+
 def register(root, groups) -> None:
     b = groups["index"].add_parser("build", help="build a FAISS instruction store",
                                    description="Build a RAIE instruction store from edit pairs.")
@@ -326,6 +364,24 @@ def register(root, groups) -> None:
     s.add_argument("--encoder", default=None, help="query encoder (default: the one the store was built with)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_index_search)
+
+    t = groups["index"].add_parser(
+        "train-encoder", help="train the minilm-edit text encoder (docs/retrieval.md)",
+        description="Fine-tune the top layers of the packaged MiniLM on a generated corpus of edit-instruction "
+        "paraphrases with hard negatives (inverse operations); writes model.safetensors + config.json.")
+    t.add_argument("--out", required=True, help="output directory (the shipped one is checkpoints/minilm-edit)")
+    t.add_argument("--corpus-size", type=int, default=20000, help="training triples (default 20000)")
+    t.add_argument("--corpus-seed", type=int, default=0)
+    t.add_argument("--layers", type=int, default=2, help="train the last N transformer layers (default 2)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--lr", type=float, default=5e-5)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick runs)")
+    t.add_argument("--exclude", action="append", metavar="JSON",
+                   help="JSON file of texts (or pairs) the corpus must not contain, e.g. test paraphrases")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=cmd_train_encoder)
 
     e = root.add_parser("edit", help="retrieval-augmented image editing",
                         description="Edit IMAGE by INSTRUCTION, with the most similar stored edit pair(s) as the "

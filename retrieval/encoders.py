@@ -263,7 +263,8 @@ class MiniLMEncoder(TextEncoder):
     dim = 384
 
     def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256,
-                 normalize: bool = True, op_weights: tuple[float, float] | None = None):
+                 normalize: bool = True, op_weights: tuple[float, float] | None = None,
+                 edit_dir: str | Path | None = None):
         if op_weights is not None and (len(op_weights) != 2 or min(op_weights) < 0 or not normalize):
             raise XPromptError(f"op_weights must be two weights >= 0 (with normalize=True), got {op_weights}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -286,13 +287,28 @@ class MiniLMEncoder(TextEncoder):
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(device)
+        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+        base_fp = weights_fingerprint(weights)
+        if edit_dir is not None:  # minilm-edit: the top layers replaced by the shipped, trained ones
+            from xprompt.retrieval.train_encoder import WEIGHTS, load_edit_layers
+
+            if not normalize or op_weights is not None:
+                raise XPromptError("edit_dir needs normalize=True and no op_weights (it was trained that way)")
+            edit_dir = Path(edit_dir)
+            ecfg = load_edit_layers(self.model, edit_dir, base_fp)
+            if ecfg.normalize_version != NORMALIZE_VERSION:
+                raise XPromptError(f"{edit_dir} was trained with rewriting {ecfg.normalize_version!r}, this version "
+                                   f"applies {NORMALIZE_VERSION!r}: retrain with `xprompt index train-encoder`")
+        self.model = self.model.to(device)
         self.device = device
         self.max_length = max_length
         self.normalize = normalize
         self.op_weights = tuple(float(w) for w in op_weights) if op_weights is not None else None
         self.dim = int(self.model.config.hidden_size) + (OP_DIMS if self.op_weights else 0)
-        self.version = weights_fingerprint(weights) + (f"+{NORMALIZE_VERSION}" if normalize else "")
+        self.version = base_fp + (f"+{NORMALIZE_VERSION}" if normalize else "")
+        if edit_dir is not None:  # the trained layers' own fingerprint tells retrained weights apart
+            self.version += f"+edit{weights_fingerprint(edit_dir / WEIGHTS)}"
+            self.spec, self.name, self.edit_dir = "minilm-edit", "all-MiniLM-L6-v2-edit", edit_dir
         if self.op_weights:  # the lexicon version and both weights change the vectors
             self.version += f"+{OP_VERSION}d{self.op_weights[0]:g}c{self.op_weights[1]:g}"
             self.spec = "minilm+op"
@@ -385,6 +401,20 @@ class OpenCLIPEncoder(TextEncoder):
         return out
 
 
+EDIT_CHECKPOINT = "minilm-edit"
+
+
+def edit_checkpoint() -> Path:
+    """The shipped ``minilm-edit`` layers: ``checkpoints/minilm-edit`` (``$XPROMPT_HOME`` overrides)."""
+    from xprompt.paths import shipped
+
+    path = shipped(EDIT_CHECKPOINT)
+    if not (path / "model.safetensors").is_file():
+        raise XPromptError(f"minilm-edit weights not found at {path}; train them with "
+                           f"`xprompt index train-encoder --out {path}` or use --encoder minilm")
+    return path
+
+
 _CACHE: dict[str, TextEncoder] = {}
 
 
@@ -401,6 +431,8 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
         enc: TextEncoder = MiniLMEncoder(device=device)
     elif low == "minilm+op":
         enc = MiniLMEncoder(device=device, op_weights=OP_WEIGHTS)
+    elif low == "minilm-edit":
+        enc = MiniLMEncoder(device=device, edit_dir=edit_checkpoint())
     elif spec.startswith("openclip:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:
@@ -408,7 +440,8 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
                                "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors")
         enc = OpenCLIPEncoder(parts[1], parts[2], device=device)
     else:
-        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm+op' or 'openclip:ARCH:WEIGHTS'")
+        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm-edit', 'minilm+op' or "
+                           "'openclip:ARCH:WEIGHTS'")
     if cache:
         _CACHE[key] = enc
     return enc
