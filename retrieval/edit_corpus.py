@@ -412,14 +412,16 @@ class _Gen:
         t1, t2 = self.two(templates)
         a, p = render(t1, s), render(t2, s)
         r = self.rng.random()
-        if op in INVERSE and r < 0.7:
+        on_object = [o for o in names if o != op and "o" in OPS[o][1]] if "o" in slot_names else []
+        if op in INVERSE and r < 0.4:
             nop, ns = INVERSE[op], s
-        elif op == "replace" and r < 0.5:  # B -> A is the inverse of A -> B
+        elif op == "replace" and r < 0.3:  # B -> A is the inverse of A -> B
             nop, ns = op, {**s, "o": s["b"], "b": s["o"]}
-        elif op == "attr" and r < 0.6:
+        elif op == "attr" and r < 0.35:
             nop, ns = op, {**s, "at": s["_anti"]}
-        elif op == "move" and r < 0.4:
-            nop, ns = "remove", {**s, "pl": ""}
+        elif on_object and r < 0.75:  # another operation on the same object: the operation must dominate
+            nop = self.pick(on_object)
+            ns = {**self._slots(OPS[nop][1], shapes), "o": s["o"]}
         else:  # the same operation with one slot changed
             diff: list[str] = []
             while not diff:  # redraw until some identifying slot differs
@@ -473,6 +475,34 @@ class _Gen:
         return Triple(self.surface(a), self.surface(p), self.surface(neg), key(task, params), nkey)
 
 
+def build_order_corpus(n: int, seed: int = 0, exclude: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+    """``n`` (anchor, same operation on other slots, another operation on the anchor's object) triples of
+    object / shape edits, for a margin loss that ranks "same operation" above "same object" (what task-level
+    RAIE retrieval needs when the store has no paraphrase of the query). Deterministic in ``seed``."""
+    gen = _Gen(seed + 7919)
+    banned = {canon(t) for t in exclude}
+    out: list[tuple[str, str, str]] = []
+    while len(out) < n:
+        shapes = bool(gen.rng.random() < 0.5)
+        names = ["add", "remove", "recolor", "bigger", "smaller", "move"] + ([] if shapes else ["replace", "attr"])
+        op = gen.pick(names)
+        s = gen._slots(OPS[op][1], shapes)
+        s2 = gen._slots(OPS[op][1], shapes)
+        if s2["o"] == s["o"]:
+            continue
+        nop = gen.pick([o for o in names if o != op and o != INVERSE.get(op)])
+        s3 = {**gen._slots(OPS[nop][1], shapes), "o": s["o"]}
+
+        def render(o, sl):
+            var = {"pos": gen.pick(POSITIONS[sl["pos"]])} if "pos" in sl else {}
+            return gen.fill(gen.pick(OPS[o][0]), **{**sl, **var})
+
+        tr = (render(op, s), render(op, s2), render(nop, s3))
+        if not banned & {canon(t) for t in tr}:
+            out.append(tr)
+    return out
+
+
 def tasks_by_name() -> dict:
     from xprompt.train.tasks import all_tasks
 
@@ -480,7 +510,7 @@ def tasks_by_name() -> dict:
 
 
 # share of each generator in the corpus
-MIX = (("lowlevel", 0.22), ("objects", 0.30), ("shapes", 0.12), ("geometry", 0.16), ("suite", 0.20))
+MIX = (("lowlevel", 0.22), ("objects", 0.28), ("shapes", 0.15), ("geometry", 0.15), ("suite", 0.20))
 
 
 def build_corpus(n: int, seed: int = 0, exclude: Iterable[str] = ()) -> list[Triple]:

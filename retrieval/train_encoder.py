@@ -52,6 +52,11 @@ class EditEncoderConfig:
     # instructions (a query with stored texts, and stored texts with each other when pairing)
     directions: list[str] = field(default_factory=lambda: list(ALL_DIRECTIONS))
     hardness_strength: float = 0.0  # > 0: MNRL "hard_negatives" weighting of the explicit negatives
+    # Auxiliary margin loss (weight 0 = off): per step ``order_batch`` (anchor, same operation on another
+    # object, other operation on the same object) triples, cosine TripletLoss with ``order_margin``.
+    order_weight: float = 0.0
+    order_batch: int = 12
+    order_margin: float = 0.1
     max_length: int = 64
     save_dtype: str = "float16"
     threads: int = 1
@@ -107,7 +112,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
     from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from transformers import get_linear_schedule_with_warmup
-    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, batches, build_corpus
+    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, batches, build_corpus, build_order_corpus
     from xprompt.retrieval.encoders import NORMALIZE_VERSION, normalize_instruction, weights_fingerprint
 
     from xprompt.configs import config_to_dict
@@ -145,6 +150,12 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         hard = {"hardness_mode": "hard_negatives", "hardness_strength": cfg.hardness_strength} \
             if cfg.hardness_strength > 0 else {}
         loss_fn = _mnrl()(model, scale=cfg.scale, directions=tuple(cfg.directions), **hard)
+        order = None
+        if cfg.order_weight > 0:
+            from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
+
+            order_loss = TripletLoss(model, distance_metric=TripletDistanceMetric.COSINE,
+                                     triplet_margin=cfg.order_margin)
         plan = []
         for ep in range(cfg.epochs):
             plan += [b for b in batches(triples, cfg.batch_size, seed=cfg.seed + ep) if len(b) >= cfg.batch_size // 2]
@@ -152,6 +163,8 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
             plan = plan[:max_steps]
         if not plan:
             raise XPromptError(f"corpus of {len(triples)} triples gives no batch of >= {cfg.batch_size // 2}")
+        if cfg.order_weight > 0:
+            order = build_order_corpus(len(plan) * cfg.order_batch, cfg.corpus_seed, exclude=exclude)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * len(plan)), len(plan))
         model.train()
@@ -160,6 +173,10 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
             cols = [[normalize_instruction(getattr(tr, c)) for tr in batch] for c in ("anchor", "positive", "negative")]
             feats = [tokenize(c) for c in cols]  # 3 x {input_ids (B, T), attention_mask (B, T), ...}
             loss = loss_fn(feats, None)
+            if order is not None:
+                ob = order[step * cfg.order_batch:(step + 1) * cfg.order_batch]
+                ofeats = [tokenize([normalize_instruction(t[c]) for t in ob]) for c in range(3)]
+                loss = loss + cfg.order_weight * order_loss(ofeats, None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

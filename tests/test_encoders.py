@@ -4,6 +4,7 @@ CLIP saved to tmp, no download) and bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -447,3 +448,146 @@ def test_suite_task_retrieval_accuracy(spec, floor):
     top = (vq @ vb.T).argmax(1)
     acc = np.mean([db[j][1] == queries[i][1] for i, j in enumerate(top)])
     assert acc >= floor, acc
+
+
+# ---------------------------------------------------------------------------------------------- minilm-edit
+F_PATH = Path(__file__).parent / "data" / "paraphrases_f.json"
+
+
+def load_pairs(path) -> list[tuple[str, str]]:
+    """Paraphrase pairs from JSON: a list of [a, b] pairs or of {"a": .., "b": ..} objects, or an object holding
+    such a list under "pairs"."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        data = data["pairs"]
+    pairs = [tuple(p) if isinstance(p, list) else tuple(v for v in p.values() if isinstance(v, str))[:2]
+             for p in data]
+    assert pairs and all(len(p) == 2 and all(isinstance(t, str) and t.strip() for t in p) for p in pairs)
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def minilm_edit():
+    return get_encoder("minilm-edit")
+
+
+def test_minilm_edit_contract(minilm, minilm_edit):
+    from xprompt.retrieval.encoders import edit_checkpoint
+
+    v = minilm_edit.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
+                            "Denoise this grainy photo."])
+    assert v.shape == (3, 384) and v.dtype == np.float32 and v.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert minilm_edit.spec == "minilm-edit" and minilm_edit.dim == 384
+    fp = weights_fingerprint(edit_checkpoint() / "model.safetensors")
+    assert minilm_edit.version == f"{minilm.version}+edit{fp}"  # base + rewriting + the trained layers
+    assert v[0] @ v[2] > v[0] @ v[1]  # the learned encoder separates "remove noise" from "add noise"
+    size = (edit_checkpoint() / "model.safetensors").stat().st_size
+    assert size <= 10 * 2**20, f"shipped minilm-edit weights are {size} bytes (> 10 MiB)"
+
+
+def _copy_edit_ckpt(dst):
+    import shutil
+
+    from xprompt.retrieval.encoders import edit_checkpoint
+
+    shutil.copytree(edit_checkpoint(), dst)
+    return dst
+
+
+def test_minilm_edit_loads_strictly_and_versions_by_weights(tmp_path, minilm_edit):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from xprompt.retrieval.encoders import MiniLMEncoder
+
+    from xprompt.errors import ConfigError
+
+    ck = _copy_edit_ckpt(tmp_path / "ok")
+    state = load_file(str(ck / "model.safetensors"))
+    assert set(json.loads((ck / "config.json").read_text())["layers"]) == {
+        int(k.split(".")[2]) for k in state}  # exactly the recorded layers
+    enc = MiniLMEncoder(edit_dir=ck)
+    assert enc.version == minilm_edit.version  # same bytes -> same version
+    np.testing.assert_allclose(enc.encode(["Flip it"]), minilm_edit.encode(["Flip it"]), atol=1e-6)
+    key = next(k for k in sorted(state) if k.endswith("output.dense.bias"))
+    changed = dict(state, **{key: state[key] + 0.01})
+    save_file(changed, str(ck / "model.safetensors"))
+    assert MiniLMEncoder(edit_dir=ck).version != minilm_edit.version  # retrained weights -> new version
+    for name, bad in (("extra", dict(state, **{"pooler.dense.bias": torch.zeros(384)})),
+                      ("missing", {k: v for k, v in state.items() if k != key}),
+                      ("shape", dict(state, **{key: torch.zeros(3)}))):
+        d = _copy_edit_ckpt(tmp_path / name)
+        save_file(bad, str(d / "model.safetensors"))
+        with pytest.raises(XPromptError, match="does not hold exactly|has shape"):
+            MiniLMEncoder(edit_dir=d)
+    d = _copy_edit_ckpt(tmp_path / "base")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(dict(cfg, base_fingerprint="0" * 16)))
+    with pytest.raises(XPromptError, match="was trained on MiniLM weights 0000"):
+        MiniLMEncoder(edit_dir=d)
+    (d / "config.json").write_text(json.dumps(dict(cfg, surprise=1)))
+    with pytest.raises(ConfigError):
+        MiniLMEncoder(edit_dir=d)
+    (d / "model.safetensors").write_bytes(b"garbage")
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(XPromptError, match="cannot read"):
+        MiniLMEncoder(edit_dir=d)
+    with pytest.raises(XPromptError, match="not a minilm-edit checkpoint"):
+        MiniLMEncoder(edit_dir=tmp_path / "nowhere")
+
+
+def test_train_encoder_end_to_end_tiny(tmp_path, minilm_edit, capsys):
+    """`xprompt index train-encoder` on a tiny corpus (2 steps): writes strict, loadable weights + config."""
+    from xprompt.retrieval.encoders import MiniLMEncoder
+
+    from xprompt.cli import main
+
+    ex = tmp_path / "ex.json"
+    ex.write_text(json.dumps([["Remove the rain from this image.", "Derain the picture."]]))
+    out = tmp_path / "enc"
+    assert main(["index", "train-encoder", "--out", str(out), "--corpus-size", "40", "--batch-size", "8",
+                 "--max-steps", "2", "--exclude", str(ex)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["layers"] == [4, 5] and cfg["excluded_texts"] == 2 and cfg["corpus_size"] == 40
+    assert json.loads((out / "train_log.json").read_text())["steps"] == 2
+    enc = MiniLMEncoder(edit_dir=out)
+    assert enc.version != minilm_edit.version and enc.encode(["Add rain"]).shape == (1, 384)
+    capsys.readouterr()
+    assert main(["index", "train-encoder", "--out", str(out), "--max-steps", "1"]) == 2  # exists, no --overwrite
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["index", "train-encoder", "--out", str(tmp_path / "x"), "--exclude", str(tmp_path / "no.json")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    assert main(["index", "train-encoder", "--out", str(tmp_path / "x"), "--batch-size", "1"]) == 2
+    assert "batch_size must be >= 2" in capsys.readouterr().err
+
+
+def test_edit_corpus_properties():
+    from xprompt.retrieval.edit_corpus import batches, build_corpus, canon
+
+    a, b, c = build_corpus(300, 0), build_corpus(300, 0), build_corpus(300, 1)
+    assert a == b and a != c  # deterministic in the seed
+    assert all(canon(t.anchor) != canon(t.positive) and t.key != t.neg_key for t in a)
+    banned = [t.anchor for t in a[:20]]
+    assert not {canon(x) for x in banned} & {canon(x) for t in build_corpus(300, 0, exclude=banned)
+                                            for x in (t.anchor, t.positive, t.negative)}
+    for batch in batches(a, 16):
+        keys = [t.key for t in batch]
+        assert len(set(keys)) == len(keys) and not {t.neg_key for t in batch} & set(keys)
+    assert sorted(map(id, (t for bt in batches(a, 16) for t in bt))) == sorted(map(id, a))
+    kinds = {t.key.split(":")[0] for t in a}
+    assert kinds == {"ll", "op", "geo", "suite"}, kinds
+
+
+def test_shipped_corpus_has_no_test_sentences():
+    """The corpus the shipped weights were trained on (reproduced from their config, A..E excluded as at
+    training) contains none of the paraphrase test sentences A..F (F was not known at training time)."""
+    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, canon
+    from xprompt.retrieval.encoders import edit_checkpoint
+
+    cfg = json.loads((edit_checkpoint() / "config.json").read_text())
+    ae = [t for p in ALL_SETS for t in p]
+    assert cfg["corpus_version"] == CORPUS_VERSION and cfg["excluded_texts"] == len(ae)
+    corpus = build_corpus(cfg["corpus_size"], cfg["corpus_seed"], exclude=ae)
+    texts = {canon(x) for t in corpus for x in (t.anchor, t.positive, t.negative)}
+    tests = ae + [t for p in load_pairs(F_PATH) for t in p]
+    assert not [t for t in tests if canon(t) in texts]
