@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xprompt.cli import add_threads_arg
 from xprompt.errors import XPromptError
 
 
@@ -81,10 +82,6 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     _check_out(out, args.overwrite)
     check_checkpoint(cfg.checkpoint)
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
     report, visuals = run(cfg, progress=not args.quiet)
     write_report(out, report, visuals, overwrite=args.overwrite)
     if not args.quiet:
@@ -133,13 +130,7 @@ def register(root, groups) -> None:
     p.add_argument("--magicbrush", default=None, help="raie: a local MagicBrush-format dataset directory")
     p.add_argument("--split", default=None, help="split of --magicbrush (default test/dev)")
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: a small model gains nothing from more, and extra threads "
-        "spin badly on a shared machine; 0 = torch default)",
-    )
+    add_threads_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
     p.add_argument(

@@ -96,3 +96,26 @@ def test_output_and_missing_checkpoint(env, capsys, tmp_path):
     assert code == 2 and "must end in" in err
     code, _, err = run(["t2i", "--checkpoint", tmp_path / "none", "--prompt", "x", "-o", d / "o.png"], capsys)
     assert code == 2 and "not found" in err
+
+
+def test_threads_option(capsys):
+    """``--threads N`` is applied before the command runs (default 1); a negative count is a clean exit 2."""
+    import argparse
+
+    import torch
+
+    from xprompt.cli import add_threads_arg, run_command
+
+    before = torch.get_num_threads()
+    seen = []
+    p = argparse.ArgumentParser()
+    add_threads_arg(p)
+    try:
+        for argv, want in (([], 1), (["--threads", "2"], 2)):
+            assert run_command(lambda a: seen.append(torch.get_num_threads()), p.parse_args(argv)) == 0
+            assert seen[-1] == want
+        assert run_command(lambda a: 0, p.parse_args(["--threads", "0"])) == 0  # torch's default: untouched
+        assert main(["demo", "--threads", "-1"]) == 2
+        assert "--threads must be >= 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

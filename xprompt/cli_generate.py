@@ -16,6 +16,7 @@ import io
 import sys
 from pathlib import Path
 
+from xprompt.cli import add_threads_arg
 from xprompt.errors import XPromptError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -27,6 +28,7 @@ def _common(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     p.add_argument("--bpe", help="BPE tokenizer.json or dir (default: recorded in the checkpoint, else bpe)")
     p.add_argument("--image-size", type=int, help="fit images to this many pixels per side (default: as trained)")
     p.add_argument("--device", default="cpu")
+    add_threads_arg(p)
     if sampling:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         p.add_argument("--greedy", action="store_true", help="argmax decoding")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xprompt.cli import add_threads_arg
 from xprompt.errors import XPromptError
 
 DEFAULT_TASKS = ("invert", "derain", "low_light_enhance")
@@ -31,6 +32,7 @@ def register(root, groups) -> None:
     p.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="task names from the task suite")
     p.add_argument("--queries", type=int, default=3, help="queries per task")
+    add_threads_arg(p)
     p.add_argument("--modes", nargs="+", default=["xp"], choices=["xp", "full", "none"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", action="store_true", help="sample (top-k) instead of greedy decoding")
