@@ -145,7 +145,9 @@ def default_store_path(encoder=None) -> Path:
 
     if (_shipped_store() / "manifest.json").is_file():
         return _shipped_store()
-    name = "minilm" if encoder is None else (encoder if isinstance(encoder, str) else encoder.spec)
+    from xprompt.retrieval.encoders import DEFAULT_ENCODER
+
+    name = DEFAULT_ENCODER if encoder is None else (encoder if isinstance(encoder, str) else encoder.spec)
     key = hashlib.sha1(f"{DEFAULT_SUITE}|{DEFAULT_SIZE}|{name}".encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "xprompt" / "raie-store" / key
@@ -166,6 +168,14 @@ def open_store(path: str | Path | None = None, encoder=None, *, quiet: bool = Fa
         # a cached store from an older rewriting / feature version of the same encoder spec: rebuild it
         enc = encoder if encoder is not None and not isinstance(encoder, str) else get_encoder(encoder)
         stale = read_manifest(path)["encoder"].get("version") != enc.version
+    if path == _shipped_store() and (path / MANIFEST).is_file() and encoder is None and not quiet:
+        from xprompt.retrieval.encoders import DEFAULT_ENCODER
+
+        spec = read_manifest(path)["encoder"].get("spec")
+        if spec != DEFAULT_ENCODER:  # used with its own encoder (consistent vectors), but say so
+            print(f"xprompt: note: the store at {path} was built with encoder {spec}, not the default "
+                  f"{DEFAULT_ENCODER}; queries use {spec}. Rebuild it with `xprompt index build --pairs ... --out "
+                  f"{path} --overwrite` to use the default.", file=sys.stderr)
     if stale or not (path / MANIFEST).is_file():
         if not quiet:
             why = "its encoder version changed; rebuilding" if stale else "this happens once"
@@ -329,19 +339,23 @@ def cmd_train_encoder(args) -> int:
 
     exclude = [t for f in args.exclude or [] for t in _json_texts(f)]
     cfg = EditEncoderConfig(train_layers=args.layers, corpus_size=args.corpus_size, corpus_seed=args.corpus_seed,
-                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, threads=args.threads)
+                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, threads=args.threads,
+                            order_weight=args.order_weight)
     train_edit_encoder(cfg, args.out, exclude=exclude, overwrite=args.overwrite, max_steps=args.max_steps)
     return 0
 
 
 def register(root, groups) -> None:
+    from xprompt.retrieval.train_encoder import EditEncoderConfig
+
     b = groups["index"].add_parser("build", help="build a FAISS instruction store",
                                    description="Build a RAIE instruction store from edit pairs.")
     b.add_argument("--pairs", required=True, help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
                    "directory with source_img, target_img, instruction columns")
     b.add_argument("--out", required=True, help="store directory to write")
-    b.add_argument("--encoder", default="minilm", help="minilm (default), minilm+op (with edit-direction and "
-                   "operation features, docs/retrieval.md) or openclip:ARCH:WEIGHTS")
+    b.add_argument("--encoder", default=None, help="text encoder: minilm, minilm-edit (learned, direction-aware), "
+                   "minilm+op (rule features) or openclip:ARCH:WEIGHTS; default: the project default "
+                   "(docs/retrieval.md)")
     b.add_argument("--factory", default="Flat", help="faiss index_factory string (Flat, IVF1024,PQ64, HNSW32...)")
     b.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default 32)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
@@ -370,12 +384,15 @@ def register(root, groups) -> None:
         description="Fine-tune the top layers of the packaged MiniLM on a generated corpus of edit-instruction "
         "paraphrases with hard negatives (inverse operations); writes model.safetensors + config.json.")
     t.add_argument("--out", required=True, help="output directory (the shipped one is checkpoints/minilm-edit)")
-    t.add_argument("--corpus-size", type=int, default=20000, help="training triples (default 20000)")
-    t.add_argument("--corpus-seed", type=int, default=0)
-    t.add_argument("--layers", type=int, default=2, help="train the last N transformer layers (default 2)")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--lr", type=float, default=5e-5)
+    d = EditEncoderConfig()  # the shipped recipe
+    t.add_argument("--corpus-size", type=int, default=d.corpus_size, help=f"training triples ({d.corpus_size})")
+    t.add_argument("--corpus-seed", type=int, default=d.corpus_seed)
+    t.add_argument("--layers", type=int, default=d.train_layers, help="train the last N transformer layers")
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--epochs", type=int, default=d.epochs)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--order-weight", type=float, default=d.order_weight,
+                   help="weight of the same-operation-over-same-object margin loss (0 = off)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick runs)")
     t.add_argument("--exclude", action="append", metavar="JSON",
@@ -395,7 +412,8 @@ def register(root, groups) -> None:
     e.add_argument("--show-retrieved", action="store_true",
                    help="print the retrieved instructions and write OUT.retrieved.png")
     e.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
-    e.add_argument("--encoder", default=None, help="query encoder (default: the store's)")
+    e.add_argument("--encoder", default=None, help="query encoder (default: the store's; a new default store is "
+                   "built with minilm-edit)")
     e.add_argument("--image-weight", type=float, default=0.0,
                    help="weight of query-image similarity in retrieval (stores built with --image-embeddings)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")

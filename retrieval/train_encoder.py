@@ -39,7 +39,7 @@ class EditEncoderConfig:
     """How a ``minilm-edit`` checkpoint was trained and how to load it (saved as ``config.json``)."""
 
     train_layers: int = 2  # the last N BERT layers are trained and shipped
-    corpus_size: int = 20000
+    corpus_size: int = 28000
     corpus_seed: int = 0
     corpus_version: str = ""  # edit_corpus.CORPUS_VERSION, filled in by training
     batch_size: int = 32
@@ -53,9 +53,10 @@ class EditEncoderConfig:
     directions: list[str] = field(default_factory=lambda: list(ALL_DIRECTIONS))
     hardness_strength: float = 0.0  # > 0: MNRL "hard_negatives" weighting of the explicit negatives
     # Auxiliary margin loss (weight 0 = off): per step ``order_batch`` (anchor, same operation on another
-    # object, other operation on the same object) triples, cosine TripletLoss with ``order_margin``.
-    order_weight: float = 0.0
-    order_batch: int = 12
+    # object, other operation on the same object) triples, cosine TripletLoss with ``order_margin``. Without
+    # it the suite's task-level retrieval fell slightly (0.955 vs 0.960 at 1,024 stored); with 0.5 it is 0.99.
+    order_weight: float = 0.5
+    order_batch: int = 8
     order_margin: float = 0.1
     max_length: int = 64
     save_dtype: str = "float16"

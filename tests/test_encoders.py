@@ -1,5 +1,6 @@
-"""Text encoders: interface contract, the MiniLM default's retrieval quality, the open_clip path (random tiny
-CLIP saved to tmp, no download) and bad input."""
+"""Text encoders: interface contract, retrieval quality of ``minilm-edit`` (the default since issue #6),
+``minilm`` and ``minilm+op`` on paraphrase sets A-F, the learned encoder's strict loading and training, the
+open_clip path (random tiny CLIP saved to tmp, no download) and bad input."""
 
 from __future__ import annotations
 
@@ -275,16 +276,17 @@ ALL_SETS = PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C + PARAPHRASES_D + PARAPHR
 
 
 def test_minilm_paraphrase_retrieval_rank1(minilm):
-    """Retrieval quality of the default encoder on 191 paraphrase pairs: each text is searched among the other
-    texts of its pool; a hit is its partner at rank 1. Measured (raw MiniLM -> with rewriting, the default):
-    A 0.800 -> 0.886, B 0.867 -> 0.883, C 1.000 -> 1.000, pool A+B+C (190 texts) 0.779 -> 0.832; with
-    rewriting: D (held out, 48 pairs) 0.677, E (held out, 48 pairs) 0.625, pool A..E (382 texts) 0.618.
-    The issue's 0.90 holds on C only (misses: an operation vs its inverse, geometric edits, and in big pools
-    other pairs of the same operation; docs/retrieval.md). Guards these levels."""
-    assert len(ALL_SETS) == 191
+    """Retrieval quality of ``minilm`` (the default before issue #6) on 255 paraphrase pairs: each text is
+    searched among the other texts of its pool; a hit is its partner at rank 1. Measured (raw MiniLM -> with
+    rewriting, ``minilm``): A 0.800 -> 0.886, B 0.867 -> 0.883, C 1.000 -> 1.000, pool A+B+C (190 texts)
+    0.779 -> 0.832; with rewriting: D 0.677, E 0.625, F (64 pairs, tests/data) 0.586, pool A..E (382 texts)
+    0.618, pool A..F (510 texts) 0.563. The issue's 0.90 holds on C only (misses: an operation vs its inverse,
+    geometric edits, and in big pools other pairs of the same operation; docs/retrieval.md). Guards these."""
+    assert len(ALL_SETS) == 191 and len(F_SET) == 64
     for pairs, floor in ((PARAPHRASES_C, 0.95), (PARAPHRASES_B, 0.85), (PARAPHRASES, 0.85),
-                         (PARAPHRASES_D, 0.65), (PARAPHRASES_E, 0.60),
-                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80), (ALL_SETS, 0.60)):
+                         (PARAPHRASES_D, 0.65), (PARAPHRASES_E, 0.60), (F_SET, 0.55),
+                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80), (ALL_SETS, 0.60),
+                         (ALL_SETS + F_SET, 0.53)):
         rate, misses = rank1_rate(minilm, pairs)
         assert rate >= floor, f"{len(pairs)} pairs: rank-1 rate {rate:.3f} < {floor}; misses: {misses}"
 
@@ -299,14 +301,16 @@ def test_op_features_paraphrase_retrieval_rank1(minilm, minilm_op):
     on A-D and frozen before E was first evaluated. Measured (default -> minilm+op): A 0.886 -> 0.971,
     B 0.883 -> 0.967, C 1.000 -> 0.983, D 0.677 -> 0.844 (D was development data for this variant; its clean
     first evaluation was 0.677 -> 0.760 with the direction feature alone), E (held out) 0.625 -> 0.688,
-    pool A+B+C 0.832 -> 0.884, pool A..E 0.618 -> 0.657. Better, but not the issue's 0.90 on held-out data,
-    so it is not the default. Guards these levels and that it beats the default on D and E."""
+    F 0.586 -> 0.664, pool A+B+C 0.832 -> 0.884, pool A..E 0.618 -> 0.657, A..F 0.563 -> 0.600. Better, but
+    not the issue's 0.90 on held-out data, so it is not the default. Guards these levels and that it beats
+    ``minilm`` on D, E and F."""
     for pairs, floor in ((PARAPHRASES, 0.95), (PARAPHRASES_B, 0.95), (PARAPHRASES_C, 0.95),
-                         (PARAPHRASES_D, 0.82), (PARAPHRASES_E, 0.66),
-                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.86), (ALL_SETS, 0.64)):
+                         (PARAPHRASES_D, 0.82), (PARAPHRASES_E, 0.66), (F_SET, 0.63),
+                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.86), (ALL_SETS, 0.64),
+                         (ALL_SETS + F_SET, 0.57)):
         rate, misses = rank1_rate(minilm_op, pairs)
         assert rate >= floor, f"{len(pairs)} pairs: rank-1 rate {rate:.3f} < {floor}; misses: {misses}"
-    for pairs in (PARAPHRASES_D, PARAPHRASES_E):
+    for pairs in (PARAPHRASES_D, PARAPHRASES_E, F_SET):
         assert rank1_rate(minilm_op, pairs)[0] > rank1_rate(minilm, pairs)[0]
 
 
@@ -424,11 +428,12 @@ def test_openclip_bad_weights(tiny_clip, tmp_path):
         get_encoder(f"openclip:NoSuchArch:{d / 'w.bin'}", cache=False)
 
 
-@pytest.mark.parametrize("spec, floor", [("minilm", 0.9), ("minilm+op", 0.95)])
+@pytest.mark.parametrize("spec, floor", [("minilm", 0.9), ("minilm+op", 0.95), ("minilm-edit", 0.97)])
 def test_suite_task_retrieval_accuracy(spec, floor):
     """RAIE on the task suite: the top-1 stored instruction (320 suite edit/low-level/degrade instructions) has
     the query's task for held-out instructions (other seed). Measured at 320 / 120: minilm 0.925, minilm+op
-    0.975; at 1,024 stored / 600 queries: 0.960 and 0.972 (the op lexicons drew on the suite's templates)."""
+    0.975, minilm-edit 0.992; at 1,024 stored / 600 queries: 0.960, 0.972 and 0.993 (the op lexicons drew on
+    the suite's templates; minilm-edit was trained on the suite's paraphrases, other instances)."""
     from xprompt.retrieval.cli import suite_tasks
 
     enc = get_encoder(spec)
@@ -466,9 +471,35 @@ def load_pairs(path) -> list[tuple[str, str]]:
     return pairs
 
 
+F_SET = load_pairs(F_PATH)
+
+
 @pytest.fixture(scope="module")
 def minilm_edit():
     return get_encoder("minilm-edit")
+
+
+def test_minilm_edit_paraphrase_retrieval_rank1(minilm, minilm_edit):
+    """``minilm-edit``, the default encoder since issue #6 (docs/retrieval.md). Trained on a generated corpus
+    only; A-D were development sets (choice among 5 training runs), E was evaluated twice (mid-way 0.958 on
+    an earlier run, final 0.948; its wording was visible while the grammar was written, near-copies filtered
+    out), F (tests/data, written independently) was opened and evaluated once with the weights frozen.
+    Measured: A 0.943, B 0.983, C 0.983, D 0.927, E 0.948, F 0.914, pool A+B+C 0.937, A..E 0.751, A..F 0.710.
+    Guards these levels (a little below), the issue's 0.90 on E and F, and the gain over ``minilm``."""
+    for pairs, floor in ((PARAPHRASES, 0.92), (PARAPHRASES_B, 0.95), (PARAPHRASES_C, 0.95),
+                         (PARAPHRASES_D, 0.90), (PARAPHRASES_E, 0.92), (F_SET, 0.90),
+                         (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.91), (ALL_SETS, 0.72),
+                         (ALL_SETS + F_SET, 0.68)):
+        rate, misses = rank1_rate(minilm_edit, pairs)
+        assert rate >= floor, f"{len(pairs)} pairs: rank-1 rate {rate:.3f} < {floor}; misses: {misses}"
+    for pairs in (PARAPHRASES_D, PARAPHRASES_E, F_SET, ALL_SETS + F_SET):
+        assert rank1_rate(minilm_edit, pairs)[0] > rank1_rate(minilm, pairs)[0] + 0.05
+
+
+def test_default_encoder_is_minilm_edit(minilm_edit):
+    from xprompt.retrieval.encoders import DEFAULT_ENCODER
+
+    assert DEFAULT_ENCODER == "minilm-edit" and get_encoder() is minilm_edit
 
 
 def test_minilm_edit_contract(minilm, minilm_edit):
@@ -578,9 +609,16 @@ def test_edit_corpus_properties():
     assert kinds == {"ll", "op", "geo", "suite"}, kinds
 
 
+# F was unknown at training time; checked afterwards, three of its sentences are also generated by the grammar
+# (up to filler words): one whole pair (a 90-degree counterclockwise rotation, phrased as the grammar does) and
+# one text of another pair. On the 62 other pairs minilm-edit scores 0.919 (docs/retrieval.md).
+KNOWN_F_OVERLAP = {"Rotate the photo 90 degrees counterclockwise.", "turn the picture a quarter turn to the left",
+                   "Turn the photo into pixel art."}
+
+
 def test_shipped_corpus_has_no_test_sentences():
     """The corpus the shipped weights were trained on (reproduced from their config, A..E excluded as at
-    training) contains none of the paraphrase test sentences A..F (F was not known at training time)."""
+    training) contains none of the paraphrase test sentences A..E, and of F only the known three."""
     from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, canon
     from xprompt.retrieval.encoders import edit_checkpoint
 
@@ -589,5 +627,5 @@ def test_shipped_corpus_has_no_test_sentences():
     assert cfg["corpus_version"] == CORPUS_VERSION and cfg["excluded_texts"] == len(ae)
     corpus = build_corpus(cfg["corpus_size"], cfg["corpus_seed"], exclude=ae)
     texts = {canon(x) for t in corpus for x in (t.anchor, t.positive, t.negative)}
-    tests = ae + [t for p in load_pairs(F_PATH) for t in p]
-    assert not [t for t in tests if canon(t) in texts]
+    assert not [t for t in ae if canon(t) in texts]
+    assert {t for p in F_SET for t in p if canon(t) in texts} == KNOWN_F_OVERLAP
