@@ -78,9 +78,15 @@ def test_edge_cases():
 
 
 def test_op_encoder_pairs_by_direction():
-    """With the opt-in ``minilm+op`` encoder each instruction's neighbour has the same edit direction; the
-    default pairs "Remove the noise" with "Add Gaussian noise" (docs/retrieval.md)."""
+    """With the opt-in ``minilm+op`` encoder and with the default ``minilm-edit`` each instruction's neighbour
+    has the same edit direction; plain ``minilm`` pairs "Remove the noise" with "Add Gaussian noise"
+    (docs/retrieval.md)."""
     ins = ["Remove the noise from the image.", "Denoise this grainy photo.", "Add Gaussian noise to the image.",
            "Make the picture noisy and grainy."]
     assert nearest_neighbours(ins, "minilm+op").tolist() == [1, 0, 3, 2]
+    assert nearest_neighbours(ins).tolist() == [1, 0, 3, 2]  # the default encoder, minilm-edit
     assert nearest_neighbours(ins, "minilm").tolist() == [2, 3, 0, 1]
+    more = ["Remove the rain from the photo.", "Get rid of the rain streaks.", "Add rain to the picture.",
+            "Make it rain in this shot.", "Make the tree bigger.", "Enlarge the tree.", "Shrink the tree.",
+            "Make the tree smaller."]
+    assert nearest_neighbours(more).tolist() == [1, 0, 3, 2, 5, 4, 7, 6]

@@ -25,7 +25,8 @@ def suite_store(tmp_path_factory):
 
 def test_build_from_suite_and_search(suite_store, capsys):
     man = json.loads((suite_store / "manifest.json").read_text())
-    assert man["count"] == 36 and man["encoder"]["name"] == "all-MiniLM-L6-v2"
+    assert man["count"] == 36 and man["encoder"]["spec"] == "minilm-edit"  # the default encoder since issue #6
+    assert man["encoder"]["name"] == "all-MiniLM-L6-v2-edit" and "+edit" in man["encoder"]["version"]
     assert set(man["tasks"]) == {"add_object", "remove_object", "recolor", "move", "resize", "replace_background"}
     capsys.readouterr()
     assert main(["index", "search", "--store", str(suite_store), "--instruction", "Delete the red square", "-k",
@@ -239,3 +240,29 @@ def test_default_store_rebuilt_when_encoder_version_changes(tmp_path, monkeypatc
     assert len(rcli.open_store()) == 6
     assert "encoder version changed; rebuilding" in capsys.readouterr().err
     assert "+old" not in json.loads((path / "manifest.json").read_text())["encoder"]["version"]
+
+
+def test_default_store_follows_the_default_encoder(tmp_path, monkeypatch, capsys):
+    """A default store cached for the pre-issue-#6 default (minilm) is not used for default queries: the cache
+    key includes the encoder, so a minilm-edit store is built beside it. A store placed at the shipped location
+    but built with another encoder is used with its own encoder, with a note on stderr."""
+    import xprompt.retrieval.cli as rcli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(rcli, "DEFAULT_SUITE", "suite:edit:6")
+    monkeypatch.setattr(rcli, "DEFAULT_SIZE", 16)
+    old = rcli.open_store(encoder="minilm", quiet=True)
+    assert old.encoder.spec == "minilm" and rcli.default_store_path("minilm") != rcli.default_store_path()
+    capsys.readouterr()
+    new = rcli.open_store()
+    assert new.encoder.spec == "minilm-edit" and "building the default RAIE store" in capsys.readouterr().err
+    assert json.loads((rcli.default_store_path() / "manifest.json").read_text())["encoder"]["spec"] == "minilm-edit"
+    shipped = tmp_path / "home" / "raie-store"
+    assert main(["index", "build", "--pairs", "suite:edit:6", "--out", str(shipped), "--size", "16",
+                 "--encoder", "minilm"]) == 0
+    capsys.readouterr()
+    st = rcli.open_store()
+    assert st.path == shipped and st.encoder.spec == "minilm"
+    err = capsys.readouterr().err
+    assert "was built with encoder minilm, not the default minilm-edit" in err and len(err.strip().splitlines()) == 1
