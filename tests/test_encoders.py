@@ -619,7 +619,7 @@ KNOWN_F_OVERLAP = {"Rotate the photo 90 degrees counterclockwise.", "turn the pi
 def test_shipped_corpus_has_no_test_sentences():
     """The corpus the shipped weights were trained on (reproduced from their config, A..E excluded as at
     training) contains none of the paraphrase test sentences A..E, and of F only the known three."""
-    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, canon
+    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, build_order_corpus, canon
     from xprompt.retrieval.encoders import edit_checkpoint
 
     cfg = json.loads((edit_checkpoint() / "config.json").read_text())
@@ -629,3 +629,6 @@ def test_shipped_corpus_has_no_test_sentences():
     texts = {canon(x) for t in corpus for x in (t.anchor, t.positive, t.negative)}
     assert not [t for t in ae if canon(t) in texts]
     assert {t for p in F_SET for t in p if canon(t) in texts} == KNOWN_F_OVERLAP
+    steps = json.loads((edit_checkpoint() / "train_log.json").read_text())["steps"]  # the margin-loss triples
+    order = build_order_corpus(steps * cfg["order_batch"], cfg["corpus_seed"], exclude=ae)
+    assert not {canon(x) for t in order for x in t} & {canon(t) for t in ae + [t for p in F_SET for t in p]}
