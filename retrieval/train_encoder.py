@@ -2,7 +2,9 @@
 
 ``train_edit_encoder(cfg, out_dir)`` generates the corpus (``edit_corpus.build_corpus``), fine-tunes the last
 ``cfg.train_layers`` BERT layers of the packaged MiniLM with sentence-transformers'
-``MultipleNegativesRankingLoss`` (in-batch negatives + one hard negative per anchor), and writes
+``MultipleNegativesRankingLoss`` (in-batch negatives + one hard negative per anchor; all four interaction
+directions) plus, weighted ``order_weight``, a cosine ``TripletLoss`` on (anchor, same operation on another
+object, another operation on the same object) triples (``edit_corpus.build_order_corpus``), and writes
 ``out_dir/model.safetensors`` (only the trained layers, BertModel key names, ``cfg.save_dtype``),
 ``config.json`` (``EditEncoderConfig``: how to load them and how they were trained) and ``train_log.json``.
 CLI: ``xprompt index train-encoder --out DIR``.
