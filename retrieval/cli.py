@@ -335,11 +335,13 @@ def _json_texts(path: str) -> list[str]:
 
 
 def cmd_train_encoder(args) -> int:
+    import torch
     from xprompt.retrieval.train_encoder import EditEncoderConfig, train_edit_encoder
 
     exclude = [t for f in args.exclude or [] for t in _json_texts(f)]
     cfg = EditEncoderConfig(train_layers=args.layers, corpus_size=args.corpus_size, corpus_seed=args.corpus_seed,
-                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, threads=args.threads,
+                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+                            threads=args.threads or torch.get_num_threads(),  # --threads 0: torch's default
                             order_weight=args.order_weight)
     train_edit_encoder(cfg, args.out, exclude=exclude, overwrite=args.overwrite, max_steps=args.max_steps)
     return 0
@@ -347,6 +349,8 @@ def cmd_train_encoder(args) -> int:
 
 def register(root, groups) -> None:
     from xprompt.retrieval.train_encoder import EditEncoderConfig
+
+    from xprompt.cli import add_threads_arg
 
     b = groups["index"].add_parser("build", help="build a FAISS instruction store",
                                    description="Build a RAIE instruction store from edit pairs.")
@@ -368,6 +372,7 @@ def register(root, groups) -> None:
     b.add_argument("--instruction-column", default="instruction")
     b.add_argument("--source-column", default="source_img")
     b.add_argument("--target-column", default="target_img")
+    add_threads_arg(b)
     b.set_defaults(func=cmd_index_build)
 
     s = groups["index"].add_parser("search", help="search a store by instruction",
@@ -377,6 +382,7 @@ def register(root, groups) -> None:
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--encoder", default=None, help="query encoder (default: the one the store was built with)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_threads_arg(s)
     s.set_defaults(func=cmd_index_search)
 
     t = groups["index"].add_parser(
@@ -393,7 +399,7 @@ def register(root, groups) -> None:
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--order-weight", type=float, default=d.order_weight,
                    help="weight of the same-operation-over-same-object margin loss (0 = off)")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_threads_arg(t)
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick runs)")
     t.add_argument("--exclude", action="append", metavar="JSON",
                    help="JSON file of texts (or pairs) the corpus must not contain, e.g. test paraphrases")
@@ -418,4 +424,5 @@ def register(root, groups) -> None:
                    help="weight of query-image similarity in retrieval (stores built with --image-embeddings)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    add_threads_arg(e)
     e.set_defaults(func=cmd_edit)
