@@ -107,7 +107,8 @@ def raie_pair(samples: list[RawSample], encoder=None, seed: int = 0) -> int:
     """Re-pair the edit samples of ``samples`` (in place) with their nearest neighbour by instruction.
 
     Returns how many samples were re-paired. ``encoder`` is passed to
-    ``xprompt.retrieval.pairing.nearest_neighbours`` (None = its default, the embedded MiniLM encoder).
+    ``xprompt.retrieval.pairing.nearest_neighbours`` (None = its default, ``minilm-edit``; pass ``"minilm"`` for
+    the pairing of datasets built before issue #6).
     """
     try:
         from xprompt.retrieval.pairing import nearest_neighbours

@@ -48,6 +48,7 @@ COMMAND_MODULES: dict[str, list[tuple[str | None, str, str]]] = {
     "xprompt.retrieval.cli": [
         ("index", "build", "build a FAISS instruction store"),
         ("index", "search", "search a store by instruction"),
+        ("index", "train-encoder", "train the minilm-edit text encoder"),
         (None, "edit", "retrieval-augmented image editing"),
     ],
     "xprompt.eval.cli": [(None, "eval", "run a benchmark (unseen, seen, raie, t2i)")],
