@@ -327,7 +327,8 @@ class VQTokenizer:
             )
         out = np.empty((b, h // f, w // f), dtype=np.int64)
         for i in range(0, b, self.batch_size):
-            x = torch.from_numpy(arr[i : i + self.batch_size]).to(self.device)
+            # np.array copies the slice: read-only inputs (views of PIL images) would make torch warn
+            x = torch.as_tensor(np.array(arr[i : i + self.batch_size]), device=self.device)
             x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (b,3,H,W) in [-1,1]
             out[i : i + len(x)] = self.model.encode_tensor(x).cpu().numpy()
         return out
