@@ -480,6 +480,9 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         "benchmark": cfg.benchmark, "config": asdict(cfg), "checkpoint": checkpoint_info(pipe), "size": size,
         "greedy": greedy, "rows": rows, "row_labels": {r: ROW_LABELS[r] for r in rows}, "tasks": {},
     }  # fmt: skip
+    if store is not None:  # which store and encoder retrieved the examples (the default store follows the default)
+        report["retrieval"] = {"store": str(store.path) if store.path else "", "entries": len(store),
+                               "encoder": store.encoder.spec, "encoder_version": store.encoder.version}
     visuals: dict[str, list[Visual]] = {}
     n_batches = len(specs) * len(cfg.rows) * len(_batches(cfg.limit, cfg.batch_size))
     bar = tqdm(total=n_batches, desc=f"eval {cfg.benchmark}", unit="batch", disable=not progress)

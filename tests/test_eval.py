@@ -134,6 +134,12 @@ def test_raie_with_magicbrush_and_a_store(ckpt, pipe, tmp_path):
     assert isinstance(t["results"]["raie"]["l1"], float) and t["results"]["raie"]["clip_i"].startswith(
         "unavailable"
     )
+    from xprompt.eval.report import render_markdown
+    from xprompt.retrieval.encoders import DEFAULT_ENCODER
+
+    rt = rep["retrieval"]  # which store and encoder retrieved the examples is on record
+    assert rt["store"] == str(tmp_path / "store") and rt["entries"] == 2 and rt["encoder"] == DEFAULT_ENCODER
+    assert f"encoder `{DEFAULT_ENCODER}`" in render_markdown(rep)
 
 
 def test_cli_errors_exit_2(ckpt, tmp_path, capsys):
