@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from xprompt.cli import add_threads_arg
 from xprompt.errors import XPromptError
 
 
@@ -41,7 +42,7 @@ def register(root, groups) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-images", type=int, default=64, help="held-out images per source for the monitor")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the machine is shared)")
+    add_threads_arg(p)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this wall time")
     p.add_argument("--init", help="continue from this checkpoint (same architecture)")
     p.add_argument(
