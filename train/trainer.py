@@ -1,9 +1,13 @@
 """The DeepSpeed ZeRO trainer: engine setup, the packed training loop, validation, checkpoints and resume.
 
 Design choices
-* One function, ``train(...)``, used by the CLI (``xprompt train model``), by ``python -m xprompt.train`` under
-  the ``deepspeed`` / ``torchrun`` launchers, and by the tests. Every input is validated (data dir, configs,
-  resume compatibility) on every process *before* anything is written; errors are one-line ``XPromptError``s.
+* One entry point, ``train(...)``, used by the CLI (``xprompt train model``), by ``python -m xprompt.train``
+  under the ``deepspeed`` / ``torchrun`` launchers, and by the tests. It reads as the steps it runs:
+  ``setup`` (validates every input -- data dir, configs, resume compatibility -- on every process *before*
+  anything is written; errors are one-line ``XPromptError``s) -> ``build_engine`` -> ``start_or_resume`` ->
+  a loop of ``train_step`` (one optimizer step, advancing the ``TrainState``) with ``evaluate`` and ``save``
+  on their schedules -> the final save and summary. ``Run`` holds what setup resolved; ``TrainState`` is what
+  a checkpoint restores.
 * Engine: ``deepspeed.initialize`` with a client ``torch.optim.AdamW`` (no decay on norms) and a client
   ``LambdaLR`` (warmup + cosine, ``TrainConfig.lr_factor``); ZeRO stage and comm settings from the resolved
   ds config (see ``train_config.resolve_ds_config``). bf16 = DeepSpeed's ``torch_autocast`` (fp32 master
@@ -22,8 +26,8 @@ Design choices
 * Resume: the model config must equal the run's; DeepSpeed restores the engine, the loop continues at the
   saved step with the same data order; metrics after that step are dropped. In fp32 on one process the
   losses equal an uninterrupted run's (tested).
-* Ctrl-C: the loop catches ``KeyboardInterrupt``, saves a checkpoint at the last completed step, exports the
-  model and the loss curve, then re-raises (the CLI exits 130).
+* Ctrl-C: inside a ``with _StopSignals()`` block the loop catches ``KeyboardInterrupt``, saves a checkpoint
+  at the last completed step, exports the model and the loss curve, then re-raises (the CLI exits 130).
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from xprompt.train import dist
-from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve
-from xprompt.train.packing import Loader, SequencePlan, load_training_data
+from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve, read_metrics
+from xprompt.train.packing import Loader, SequencePlan, TrainingData, load_training_data
 from xprompt.train.train_config import (
     DEFAULT_DS_CONFIG,
     TrainConfig,
@@ -170,6 +175,330 @@ class _StopSignals:
         return False
 
 
+# ---------------------------------------------------------------------- state and setup
+@dataclass
+class TrainState:
+    """The trainer's progress. With the RNG states it is the DeepSpeed checkpoint's client state."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    samples_seen: int = 0
+
+    def client_state(self) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "samples_seen": self.samples_seen}
+
+
+@dataclass
+class Run:
+    """Everything ``setup`` validated before the first write: configs, data and loaders of one run."""
+
+    cfg: TrainConfig
+    out: Path
+    info: dist.DistInfo
+    resume: bool
+    data: TrainingData
+    mcfg: object  # xprompt.model_config.ModelConfig
+    model_cfg: dict  # mcfg as a dict (compared on resume, recorded in run.json)
+    changed: list[str]  # training fields changed since the run started (resume only; a warning)
+    ds: dict  # the resolved DeepSpeed config
+    precision: str
+    plan: SequencePlan
+    loader: Loader
+    val_loader: Loader | None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def accum(self) -> int:
+        return self.ds["gradient_accumulation_steps"]
+
+    def export_extra(self) -> dict:
+        """What every exported model's meta.json records about the training."""
+        return {
+            "training": {
+                "run_dir": str(self.out),
+                "data": self.data.describe(),
+                "train_config": config_to_dict(self.cfg),
+                "precision": self.precision,
+                "world_size": self.info.world_size,
+            }
+        }
+
+
+def _raw_ds_config(ds_config: str | Path | dict | None, zero_stage_override: int | None) -> tuple[dict, str]:
+    """The DeepSpeed config as given (dict, file, the repo's ds_config.json or the default) and where it came from."""
+    if isinstance(ds_config, dict):
+        ds_raw, ds_where = ds_config, "ds_config"
+    elif ds_config is not None:
+        ds_raw, ds_where = load_ds_config(ds_config), str(ds_config)
+    elif (REPO_ROOT / "ds_config.json").is_file():
+        ds_raw, ds_where = load_ds_config(REPO_ROOT / "ds_config.json"), str(REPO_ROOT / "ds_config.json")
+    else:
+        ds_raw, ds_where = DEFAULT_DS_CONFIG, "default ds config"
+    if zero_stage_override is not None:
+        if zero_stage_override not in (0, 1, 2, 3):
+            raise XPromptError(f"--zero-stage must be 0, 1, 2 or 3, got {zero_stage_override}")
+        ds_raw = dict(ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override))
+    return ds_raw, ds_where
+
+
+def _loaders(cfg: TrainConfig, td: TrainingData, info: dist.DistInfo) -> tuple[SequencePlan, Loader, Loader | None]:
+    plan = SequencePlan(td.train.lengths, cfg.max_len, cfg.seed, pack=cfg.pack)
+    if len(plan.fits) == 0:
+        raise XPromptError(
+            f"no training sample fits in max_len={cfg.max_len} tokens (longest: "
+            f"{int(td.train.lengths.max())}); raise max_len"
+        )
+    pad_to = cfg.max_len if cfg.pad_to_max_len else None
+    common = {"micro": cfg.micro_batch, "world": info.world_size, "global_batch": cfg.global_batch,
+              "pad_to": pad_to, "doc_attention": cfg.doc_attention}
+    loader = Loader(td.train, plan, td.vocab, **common)
+    val_loader = None
+    if td.val is not None and len(td.val):
+        vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
+        if len(vplan.fits):
+            val_loader = Loader(td.val, vplan, td.vocab, **common)
+    return plan, loader, val_loader
+
+
+def setup(
+    cfg: TrainConfig,
+    data: str | Path,
+    out: Path,
+    info: dist.DistInfo,
+    *,
+    ds_config: str | Path | dict | None,
+    resume: bool,
+    val_data: str | Path | None,
+    zero_stage_override: int | None,
+) -> Run:
+    """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
+    _check_out_dir(out, resume)
+    td = load_training_data(data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    from xprompt.config import get_preset
+
+    mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
+    if cfg.grad_checkpointing:
+        mcfg = mcfg.replace(gradient_checkpointing=True)
+    if mcfg.max_seq_len < cfg.max_len:
+        raise XPromptError(f"max_len={cfg.max_len} exceeds the model's max_seq_len={mcfg.max_seq_len}")
+    model_cfg = config_to_dict(mcfg)
+    changed = _check_resume_compatible(out, model_cfg, cfg) if resume else []
+    ds_raw, ds_where = _raw_ds_config(ds_config, zero_stage_override)
+    precision = resolve_precision(cfg.precision, dist.device_type())
+    ds = resolve_ds_config(ds_raw, cfg, info.world_size, precision, where=ds_where)
+    plan, loader, val_loader = _loaders(cfg, td, info)
+    return Run(cfg, out, info, resume, td, mcfg, model_cfg, changed, ds, precision, plan, loader, val_loader)
+
+
+def _write_run_files(run: Run, threads: int) -> None:
+    """train_config.json and the resolved ds_config.json every session; run.json when the run starts."""
+    import deepspeed
+    import torch
+
+    if not run.info.is_main:
+        return
+    out = run.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train_config.json", json.dumps(config_to_dict(run.cfg), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "ds_config.json", json.dumps(run.ds, indent=2, sort_keys=True) + "\n")
+    if run.resume:
+        return
+    record = {
+        "format": "xprompt-run/1",
+        "model_config": run.model_cfg,
+        "data": run.data.describe(),
+        "world_size": run.info.world_size,
+        "precision": run.precision,
+        "zero_stage": zero_stage(run.ds),
+        "gradient_accumulation_steps": run.accum,
+        "threads_per_process": threads,
+        "skipped_too_long": run.plan.skipped,
+        "epoch_sequences": run.plan.epoch_size(0),
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+    }
+    atomic_write_text(out / RUN_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def build_engine(run: Run) -> tuple[object, int]:
+    """The model (seeded), AdamW with no decay on norms, the warmup+cosine LambdaLR, in a DeepSpeed engine.
+
+    Returns the engine and the parameter count (counted before ZeRO-3 partitions the parameters)."""
+    import deepspeed
+    import torch
+
+    from xprompt.model import XPromptModel
+
+    cfg = run.cfg
+    torch.manual_seed(cfg.seed)
+    model = XPromptModel(run.mcfg)
+    model.set_gradient_checkpointing(cfg.grad_checkpointing)
+    n_params = model.num_params()
+    opt = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=opt, lr_scheduler=sched, config=run.ds, dist_init_required=False
+    )
+    return engine, n_params
+
+
+def start_or_resume(run: Run, engine, log: MetricsLog, n_params: int) -> TrainState:
+    """A fresh state (a "start" event), or the latest checkpoint's engine, state and RNGs (a "resume" event)."""
+    info = run.info
+    if not run.resume:
+        log.write({"kind": "event", "step": 0, "event": "start", "params": n_params, "world_size": info.world_size,
+                   "precision": run.precision, "zero_stage": zero_stage(run.ds)})
+        return TrainState()
+    tag = latest_tag(run.out)
+    try:
+        _, client = engine.load_checkpoint(
+            str(run.ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+    except Exception as e:  # noqa: BLE001 (DeepSpeed raises assorted errors for bad checkpoints)
+        raise CheckpointError(f"--resume: cannot load {run.ckpt_dir / tag}: {type(e).__name__}: {e}") from None
+    if client is None or "step" not in client:
+        raise CheckpointError(f"--resume: {run.ckpt_dir / tag} has no trainer state")
+    state = TrainState(client["step"], client["tokens_seen"], client["samples_seen"])
+    _set_rng_state(client["rng"])
+    log.truncate_after(state.step)
+    log.write({"kind": "event", "step": state.step, "event": "resume", "tag": tag, "changed": run.changed,
+               "world_size": info.world_size})
+    return state
+
+
+# ---------------------------------------------------------------------- steps
+def train_step(run: Run, engine, state: TrainState, step: int, device) -> dict:
+    """One optimizer step (``accum`` micro-batches on every process); advances ``state``, returns the record."""
+    import torch
+
+    from xprompt.loss import next_token_loss
+
+    cfg, stage0, gn0 = run.cfg, zero_stage(run.ds) == 0, None
+    t0 = time.perf_counter()
+    acc = np.zeros(8)  # ce*n, n, text*nt, nt, image*ni, ni, real tokens, samples
+    for a in range(run.accum):
+        batch, epoch = run.loader.micro_batch(step, a, run.info.rank)
+        batch = batch.to(device)
+        logits = engine(batch.input_ids, batch.position_ids, batch.attn_mask)  # (B, T, V)
+        o = next_token_loss(logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask)
+        engine.backward(o["loss"])
+        if stage0 and engine.is_gradient_accumulation_boundary():
+            # DeepSpeed clips without recording the norm at stage 0; grads are already all-reduced here
+            grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+            gn0 = float(torch.nn.utils.get_total_norm(grads))
+        engine.step()
+        n, nt, ni = int(o["n_tokens"]), int(o["text_tokens"]), int(o["image_tokens"])
+        acc += [float(o["ce"].detach()) * n, n, float(o["text_loss"]) * nt, nt, float(o["image_loss"]) * ni, ni,
+                batch.n_real, batch.n_samples]
+    acc = np.asarray(dist.all_reduce_sum(acc.tolist()))
+    dt = time.perf_counter() - t0
+    state.step = step + 1
+    state.tokens_seen += int(acc[6])
+    state.samples_seen += int(acc[7])
+    gn = engine.get_global_grad_norm() if not stage0 else gn0
+    return {
+        "kind": "train",
+        "step": step + 1,
+        "loss": acc[0] / max(acc[1], 1),
+        "text_loss": acc[2] / acc[3] if acc[3] else None,
+        "image_loss": acc[4] / acc[5] if acc[5] else None,
+        "lr": cfg.lr * cfg.lr_factor(step),
+        "grad_norm": float(gn) if gn is not None else None,
+        "tokens_per_s": acc[6] / dt,
+        "targets": int(acc[1]),
+        "tokens": int(acc[6]),
+        "tokens_seen": state.tokens_seen,
+        "epoch": epoch,
+        "step_time": dt,
+    }
+
+
+def evaluate(run: Run, engine, device) -> float | None:
+    """Mean validation cross-entropy over ``val_batches`` batches (all processes), or None without val data."""
+    import torch
+
+    from xprompt.loss import next_token_loss
+
+    if run.val_loader is None or run.cfg.val_batches == 0:
+        return None
+    engine.eval()
+    tot = [0.0, 0.0]
+    with torch.no_grad():
+        for i in range(run.cfg.val_batches):
+            b = run.val_loader.eval_batch(i, run.info.rank).to(device)
+            o = next_token_loss(engine(b.input_ids, b.position_ids, b.attn_mask), b.input_ids, b.loss_mask)
+            tot[0] += float(o["ce"]) * int(o["n_tokens"])
+            tot[1] += int(o["n_tokens"])
+    engine.train()
+    s, n = dist.all_reduce_sum(tot)
+    return s / max(n, 1)
+
+
+def save(run: Run, engine, state: TrainState, step: int) -> None:
+    """A checkpoint at ``step`` and the run's exported model (see ``_save_checkpoint``)."""
+    _save_checkpoint(engine, run.ckpt_dir, step, state, run.data.vocab, run.cfg.keep_last, run.info,
+                     run.export_extra(), run.out)
+
+
+def _after_step(run: Run, engine, state: TrainState, rec: dict, end: int, log: MetricsLog, bar: Progress,
+                device) -> None:
+    """Log the step, stop on a non-finite loss, validate and save on their schedules."""
+    cfg, step = run.cfg, rec["step"]
+    bar.update(rec["loss"], rec["tokens_per_s"], rec["lr"])
+    if step % cfg.log_every == 0 or step == end:
+        log.write(rec)
+    if not math.isfinite(rec["loss"]):
+        raise XPromptError(f"loss became {rec['loss']} at step {step}; lower lr or enable z_loss")
+    if run.val_loader is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+        vl = evaluate(run, engine, device)
+        if vl is not None:
+            log.write({"kind": "val", "step": step, "loss": vl})
+            bar.write(f"step {step}: val loss {vl:.4f}")
+    if step % cfg.save_every == 0 and step != end:
+        save(run, engine, state, step)
+
+
+def _finish(
+    run: Run, engine, state: TrainState, log: MetricsLog, *, n_params: int, t_start: float, last_loss: float,
+    interrupted: bool
+) -> dict:
+    """The final checkpoint (unless it exists), the stop event, summary.json and the loss curve."""
+    out = run.out
+    # the optimizer's own count is the truth: an interrupt between the last micro-batch's update and the
+    # bookkeeping in train_step must not make a resume repeat that update
+    state.step = final = int(engine.global_steps)
+    if latest_tag(out) != f"{TAG_PREFIX}{final:07d}":
+        save(run, engine, state, final)
+    log.write({"kind": "event", "step": final, "event": "interrupted" if interrupted else "stop",
+               "wall_time": time.time() - t_start})
+    log.close()
+    summary = {
+        "steps": final,
+        "target_steps": run.cfg.steps,
+        "tokens_seen": state.tokens_seen,
+        "samples_seen": state.samples_seen,
+        "last_train_loss": last_loss,
+        "wall_time_this_session": time.time() - t_start,
+        "interrupted": interrupted,
+        "checkpoint": str(run.ckpt_dir / (latest_tag(out) or "")),
+        "model": str(out / "model"),
+        "params": n_params,
+        "is_main": run.info.is_main,
+    }
+    if run.info.is_main:
+        vals = read_metrics(out / "metrics.jsonl", "val")
+        summary["last_val_loss"] = vals[-1]["loss"] if vals else None
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"{run.mcfg.name} ({run.cfg.mode})")
+    dist.barrier()
+    return summary
+
+
 # ---------------------------------------------------------------------- the trainer
 def train(
     cfg: TrainConfig,
@@ -192,297 +521,43 @@ def train(
     ``zero_stage_override`` replaces the ds config's ZeRO stage.
     """
     info = dist.setup_env(local_rank)
-    out = Path(out)
-    # ---- validate everything before writing anything
-    _check_out_dir(out, resume)
-    td = load_training_data(
-        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed
-    )
-    vocab = td.vocab
-    from xprompt.config import get_preset
-
-    mcfg = get_preset(cfg.preset, vocab.size, **cfg.model)
-    if cfg.grad_checkpointing:
-        mcfg = mcfg.replace(gradient_checkpointing=True)
-    if mcfg.max_seq_len < cfg.max_len:
-        raise XPromptError(f"max_len={cfg.max_len} exceeds the model's max_seq_len={mcfg.max_seq_len}")
-    model_cfg = config_to_dict(mcfg)
-    changed = _check_resume_compatible(out, model_cfg, cfg) if resume else []
-    if isinstance(ds_config, dict):
-        ds_raw, ds_where = ds_config, "ds_config"
-    elif ds_config is not None:
-        ds_raw, ds_where = load_ds_config(ds_config), str(ds_config)
-    elif (REPO_ROOT / "ds_config.json").is_file():
-        ds_raw, ds_where = load_ds_config(REPO_ROOT / "ds_config.json"), str(REPO_ROOT / "ds_config.json")
-    else:
-        ds_raw, ds_where = DEFAULT_DS_CONFIG, "default ds config"
-    if zero_stage_override is not None:
-        if zero_stage_override not in (0, 1, 2, 3):
-            raise XPromptError(f"--zero-stage must be 0, 1, 2 or 3, got {zero_stage_override}")
-        ds_raw = dict(ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override))
-    precision = resolve_precision(cfg.precision, dist.device_type())
-    ds = resolve_ds_config(ds_raw, cfg, info.world_size, precision, where=ds_where)
-    accum = ds["gradient_accumulation_steps"]
-
-    plan = SequencePlan(td.train.lengths, cfg.max_len, cfg.seed, pack=cfg.pack)
-    if len(plan.fits) == 0:
-        raise XPromptError(
-            f"no training sample fits in max_len={cfg.max_len} tokens (longest: "
-            f"{int(td.train.lengths.max())}); raise max_len"
-        )
-    pad_to = cfg.max_len if cfg.pad_to_max_len else None
-    loader = Loader(td.train, plan, vocab, micro=cfg.micro_batch, world=info.world_size,
-                    global_batch=cfg.global_batch, pad_to=pad_to, doc_attention=cfg.doc_attention)
-    val_loader = None
-    if td.val is not None and len(td.val):
-        vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
-        if len(vplan.fits):
-            val_loader = Loader(td.val, vplan, vocab, micro=cfg.micro_batch, world=info.world_size,
-                                global_batch=cfg.global_batch, pad_to=pad_to, doc_attention=cfg.doc_attention)
-
-    # ---- process group, threads, run directory
-    import deepspeed
-    import torch
-
-    from xprompt.loss import next_token_loss
-    from xprompt.model import XPromptModel
-
+    run = setup(cfg, data, Path(out), info, ds_config=ds_config, resume=resume, val_data=val_data,
+                zero_stage_override=zero_stage_override)
     device = dist.init_process_group(info)
-    threads = dist.set_threads(info, cfg.num_threads)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            out / "train_config.json", json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n"
-        )
-        atomic_write_text(out / "ds_config.json", json.dumps(ds, indent=2, sort_keys=True) + "\n")
-        if not resume:
-            run = {
-                "format": "xprompt-run/1",
-                "model_config": model_cfg,
-                "data": td.describe(),
-                "world_size": info.world_size,
-                "precision": precision,
-                "zero_stage": zero_stage(ds),
-                "gradient_accumulation_steps": accum,
-                "threads_per_process": threads,
-                "skipped_too_long": plan.skipped,
-                "epoch_sequences": plan.epoch_size(0),
-                "torch": torch.__version__,
-                "deepspeed": deepspeed.__version__,
-            }
-            atomic_write_text(out / RUN_MARKER, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    _write_run_files(run, dist.set_threads(info, cfg.num_threads))
     dist.barrier()
-
-    # ---- model and engine
-    torch.manual_seed(cfg.seed)
-    model = XPromptModel(mcfg)
-    model.set_gradient_checkpointing(cfg.grad_checkpointing)
-    n_params = model.num_params()
-    opt = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=opt, lr_scheduler=sched, config=ds, dist_init_required=False
-    )
-    ckpt_dir = out / "checkpoints"
-    log = MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    start, tokens_seen, samples_seen = 0, 0, 0
-    if resume:
-        tag = latest_tag(out)
-        try:
-            _, client = engine.load_checkpoint(
-                str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-            )
-        except Exception as e:  # noqa: BLE001 (DeepSpeed raises assorted errors for bad checkpoints)
-            raise CheckpointError(
-                f"--resume: cannot load {ckpt_dir / tag}: {type(e).__name__}: {e}"
-            ) from None
-        if client is None or "step" not in client:
-            raise CheckpointError(f"--resume: {ckpt_dir / tag} has no trainer state")
-        start, tokens_seen, samples_seen = client["step"], client["tokens_seen"], client["samples_seen"]
-        _set_rng_state(client["rng"])
-        log.truncate_after(start)
-        log.write(
-            {
-                "kind": "event",
-                "step": start,
-                "event": "resume",
-                "tag": tag,
-                "changed": changed,
-                "world_size": info.world_size,
-            }
-        )
-    else:
-        log.write(
-            {
-                "kind": "event",
-                "step": 0,
-                "event": "start",
-                "params": n_params,
-                "world_size": info.world_size,
-                "precision": precision,
-                "zero_stage": zero_stage(ds),
-            }
-        )
-
-    state = {"step": start, "tokens_seen": tokens_seen, "samples_seen": samples_seen}
-    export_extra = {
-        "training": {
-            "run_dir": str(out),
-            "data": td.describe(),
-            "train_config": config_to_dict(cfg),
-            "precision": precision,
-            "world_size": info.world_size,
-        }
-    }
-
-    def save(step: int) -> None:
-        _save_checkpoint(engine, ckpt_dir, step, state, vocab, cfg.keep_last, info, export_extra, out)
-
-    def run_val() -> float | None:
-        if val_loader is None or cfg.val_batches == 0:
-            return None
-        engine.eval()
-        tot = [0.0, 0.0]
-        with torch.no_grad():
-            for i in range(cfg.val_batches):
-                b = val_loader.eval_batch(i, info.rank).to(device)
-                o = next_token_loss(
-                    engine(b.input_ids, b.position_ids, b.attn_mask), b.input_ids, b.loss_mask
-                )
-                tot[0] += float(o["ce"]) * int(o["n_tokens"])
-                tot[1] += int(o["n_tokens"])
-        engine.train()
-        s, n = dist.all_reduce_sum(tot)
-        return s / max(n, 1)
-
-    bar = Progress(cfg.steps, start, enabled=info.is_main and progress)
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    t_start = time.time()
-    last_loss = float("nan")
-    interrupted = False
-    if engine.global_steps != start:
+    engine, n_params = build_engine(run)
+    log = MetricsLog(run.out / "metrics.jsonl", enabled=info.is_main)
+    state = start_or_resume(run, engine, log, n_params)
+    if engine.global_steps != state.step:
         raise CheckpointError(f"--resume: the DeepSpeed checkpoint is at step {engine.global_steps}, the trainer "
-                              f"state at {start}; the checkpoint is inconsistent")
+                              f"state at {state.step}; the checkpoint is inconsistent")
+    end = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
+    t_start, last_loss, interrupted = time.time(), float("nan"), False
     engine.train()
-    stage0, gn0 = zero_stage(ds) == 0, None
-    stop = _StopSignals().__enter__()
-    try:
-        for step in range(start, end):
-            t0 = time.perf_counter()
-            acc = np.zeros(8)  # ce*n, n, text*nt, nt, image*ni, ni, real tokens, samples
-            for a in range(accum):
-                batch, epoch = loader.micro_batch(step, a, info.rank)
-                batch = batch.to(device)
-                logits = engine(batch.input_ids, batch.position_ids, batch.attn_mask)  # (B, T, V)
-                o = next_token_loss(
-                    logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask
-                )
-                engine.backward(o["loss"])
-                if stage0 and engine.is_gradient_accumulation_boundary():
-                    # DeepSpeed clips without recording the norm at stage 0; grads are already all-reduced here
-                    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-                    gn0 = float(torch.nn.utils.get_total_norm(grads))
-                engine.step()
-                n, nt, ni = int(o["n_tokens"]), int(o["text_tokens"]), int(o["image_tokens"])
-                acc += [
-                    float(o["ce"].detach()) * n,
-                    n,
-                    float(o["text_loss"]) * nt,
-                    nt,
-                    float(o["image_loss"]) * ni,
-                    ni,
-                    batch.n_real,
-                    batch.n_samples,
-                ]
-            acc = np.asarray(dist.all_reduce_sum(acc.tolist()))
-            dt = time.perf_counter() - t0
-            state["step"] = step + 1
-            state["tokens_seen"] += int(acc[6])
-            state["samples_seen"] += int(acc[7])
-            gn = engine.get_global_grad_norm() if not stage0 else gn0
-            rec = {
-                "kind": "train",
-                "step": step + 1,
-                "loss": acc[0] / max(acc[1], 1),
-                "text_loss": acc[2] / acc[3] if acc[3] else None,
-                "image_loss": acc[4] / acc[5] if acc[5] else None,
-                "lr": cfg.lr * cfg.lr_factor(step),
-                "grad_norm": float(gn) if gn is not None else None,
-                "tokens_per_s": acc[6] / dt,
-                "targets": int(acc[1]),
-                "tokens": int(acc[6]),
-                "tokens_seen": state["tokens_seen"],
-                "epoch": epoch,
-                "step_time": dt,
-            }
-            last_loss = rec["loss"]
-            bar.update(rec["loss"], rec["tokens_per_s"], rec["lr"])
-            if (step + 1) % cfg.log_every == 0 or step + 1 == end:
-                log.write(rec)
-            if not math.isfinite(rec["loss"]):
-                raise XPromptError(f"loss became {rec['loss']} at step {step + 1}; lower lr or enable z_loss")
-            if val_loader is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                vl = run_val()
-                if vl is not None:
-                    log.write({"kind": "val", "step": step + 1, "loss": vl})
-                    bar.write(f"step {step + 1}: val loss {vl:.4f}")
-            if (step + 1) % cfg.save_every == 0 and step + 1 != end:
-                save(step + 1)
-            if on_step is not None:
-                on_step(step + 1, rec)
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.stopping = True  # from here on further signals are ignored: let the save finish
-    except BaseException:
-        stop.__exit__(None, None, None)
-        raise
-    finally:
-        bar.close()
-    # the optimizer's own count is the truth: an interrupt between the last micro-batch's update and the
-    # bookkeeping above must not make a resume repeat that update
-    state["step"] = final = int(engine.global_steps)
-    if latest_tag(out) != f"{TAG_PREFIX}{final:07d}":
-        save(final)
-    log.write(
-        {
-            "kind": "event",
-            "step": final,
-            "event": "interrupted" if interrupted else "stop",
-            "wall_time": time.time() - t_start,
-        }
-    )
-    log.close()
-    summary = {
-        "steps": final,
-        "target_steps": cfg.steps,
-        "tokens_seen": state["tokens_seen"],
-        "samples_seen": state["samples_seen"],
-        "last_train_loss": last_loss,
-        "wall_time_this_session": time.time() - t_start,
-        "interrupted": interrupted,
-        "checkpoint": str(ckpt_dir / (latest_tag(out) or "")),
-        "model": str(out / "model"),
-        "params": n_params,
-        "is_main": info.is_main,
-    }
-    if info.is_main:
-        from xprompt.train.logging_utils import read_metrics
-
-        vals = read_metrics(out / "metrics.jsonl", "val")
-        summary["last_val_loss"] = vals[-1]["loss"] if vals else None
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"{mcfg.name} ({cfg.mode})")
-    dist.barrier()
-    stop.__exit__(None, None, None)
+    with _StopSignals() as stop:
+        bar = Progress(cfg.steps, state.step, enabled=info.is_main and progress)
+        try:
+            for step in range(state.step, end):
+                rec = train_step(run, engine, state, step, device)
+                last_loss = rec["loss"]
+                _after_step(run, engine, state, rec, end, log, bar, device)
+                if on_step is not None:
+                    on_step(step + 1, rec)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.stopping = True  # from here on further signals are ignored: let the save finish
+        finally:
+            bar.close()
+        summary = _finish(run, engine, state, log, n_params=n_params, t_start=t_start, last_loss=last_loss,
+                          interrupted=interrupted)
     if interrupted:
         raise KeyboardInterrupt
     return summary
 
 
 def _save_checkpoint(
-    engine, ckpt_dir: Path, step: int, state: dict, vocab, keep_last: int, info, extra: dict, out: Path
+    engine, ckpt_dir: Path, step: int, state: TrainState, vocab, keep_last: int, info, extra: dict, out: Path
 ) -> None:
     """DeepSpeed checkpoint + exported model under a temporary tag, renamed when complete (see module doc)."""
     from xprompt.checkpoint import save_pretrained
@@ -493,10 +568,10 @@ def _save_checkpoint(
         shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
-    client = dict(state, rng=_rng_state())
+    client = dict(state.client_state(), rng=_rng_state())
     engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, client_state=client, save_latest=False)
     model = engine.module
-    meta = dict(extra, step=step, tokens_seen=state["tokens_seen"])
+    meta = dict(extra, step=step, tokens_seen=state.tokens_seen)
     if engine.zero_optimization_stage() == 3:  # parameters are partitioned: gather them for the export
         import deepspeed
 
