@@ -50,7 +50,7 @@ from xprompt.checkpoint import to_hf_model
 from xprompt.compiled import compile_prompt
 from xprompt.config import get_preset
 from xprompt.generation import decode, generate_images, prefill, td_only
-from xprompt.masks import build_attention_mask
+from xprompt.masks import build_attention_mask, kept_entries
 from xprompt.model import XPromptModel
 from xprompt.sampling import ImageGrid, SamplingConfig
 from xprompt.sequence import Seg, SequenceBuilder, TokenSequence
@@ -126,8 +126,7 @@ def analytic(cfg, vocab, prompt: TokenSequence, grid: int, batch: int, compiled:
     """
     segs = prompt.segs
     n_ctx = int(np.argmax(segs == int(Seg.TD)))
-    n_ie = int((segs[:n_ctx] == int(Seg.IE)).sum())
-    kept = n_ctx - n_ie if (segs == int(Seg.XP)).any() else n_ctx
+    kept = len(kept_entries(segs[:n_ctx]))
     q = len(prompt) - n_ctx + 3
     fed = grid * (grid + 1)  # decoding steps that run the model (the last sampled token is not fed back)
     head_rows = vocab.num_image_codes * (grid * grid - 1)

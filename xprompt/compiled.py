@@ -27,6 +27,7 @@ from xprompt.configs import config_to_dict
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_write_bytes
 from xprompt.kv_cache import KVCache
+from xprompt.masks import kept_entries
 from xprompt.sequence import Seg, TokenSequence
 
 FORMAT = "xprompt-task/1"
@@ -122,8 +123,9 @@ def compile_prompt(model, vocab, context: TokenSequence, info: dict | None = Non
     cache = model.new_cache()
     append_block(model, cache, [context.ids], vocab.pad_id, logits=False)
     segs = torch.as_tensor(context.segs.astype(np.int64), device=cache.key_mask.device)[None]  # (1, S)
-    if (context.segs == int(Seg.XP)).any():
-        keep = (segs[0] != int(Seg.IE)).nonzero().squeeze(1)
+    keep = kept_entries(context.segs)
+    if len(keep) < len(context):  # an XP layout: its IE entries are dropped
+        keep = torch.as_tensor(keep, device=segs.device)
         cache.keep(keep)
         segs = segs[:, keep]
     layout = "xp" if (context.segs == int(Seg.XP)).any() else "full"

@@ -30,7 +30,7 @@ import torch
 
 from xprompt.errors import XPromptError
 from xprompt.kv_cache import KVCache
-from xprompt.masks import build_attention_mask
+from xprompt.masks import build_attention_mask, compressed_away
 from xprompt.sampling import ImageGrid, SamplingConfig, TextOnly, cfg_combine, sample
 from xprompt.sequence import Seg, TokenSequence
 
@@ -73,11 +73,10 @@ def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inn
     if cache.length == 0 and inner_mask is None and all_valid:
         mask = None  # plain causal from an empty cache: SDPA's causal kernel, no (B, T, T) mask (2-3x faster)
     else:
-        new = torch.ones(t, t, dtype=torch.bool, device=dev).tril()[None] & valid[:, None, :]  # (B, T, T)
+        inner = valid[:, None, :].expand(b, t, t)  # (B, T, T) padding is seen by no one
         if inner_mask is not None:
-            new = new & inner_mask.to(dev)
-        mask = new if cache.length == 0 else torch.cat(
-            [cache.key_mask[:, None, :].expand(b, t, cache.length), new], dim=2)  # (B, T, L+T)
+            inner = inner & inner_mask.to(dev)
+        mask = cache.default_mask(t, b, dev, inner)  # (B, T, L+T)
     h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=None if all_valid else valid,
               return_hidden=True)
     return model.lm_head(h[:, -1]) if logits else None  # (B, V)
@@ -102,8 +101,7 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
     if not compress:
         logits = _masked_full(model, cache, seqs, pad_id)
         segs = _left_pad([s.segs for s in seqs], PAD_SEG)[0].to(dev)  # (B, L)
-        has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
-        cache.hide((segs == int(Seg.IE)) & has_xp)  # later (TD) tokens must not see IE either
+        cache.hide(compressed_away(segs))  # later (TD) tokens must not see IE either
         return Prefill(cache, logits, segs)
     splits = []  # context end = first TD token (PREFIX [+ IE [+ XP]] before it)
     for s in seqs:
@@ -127,9 +125,9 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
             run(ctx[:1], logits=False)
         else:
             run(ctx, logits=False)
-        has_xp = (segs == int(Seg.XP)).any(1, keepdim=True)
-        if bool(has_xp.any()):
-            keep = cache.key_mask & (segs != PAD_SEG) & ~((segs == int(Seg.IE)) & has_xp)  # (B, L)
+        dropped = compressed_away(segs)  # (B, L)
+        if bool(dropped.any()):
+            keep = cache.key_mask & (segs != PAD_SEG) & ~dropped  # (B, L)
             n = keep.sum(1)  # (B,) entries kept per row
             idx = torch.zeros(keep.shape[0], int(n.max()), dtype=torch.long, device=dev)  # (B, K) left-aligned
             for r in range(keep.shape[0]):

@@ -141,13 +141,15 @@ class KVCache:
         buf_v[:, :, self.length : need] = v
         return buf_k[:, :, :need], buf_v[:, :, :need]
 
-    def default_mask(self, t: int, batch: int, device) -> torch.Tensor:
-        """(B, T, L+T) bool: every valid cached key, causal among the T new tokens."""
-        causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()  # (T, T)
+    def default_mask(self, t: int, batch: int, device, inner: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, L+T) bool: every valid cached key, causal among the T new tokens (and ``inner (B, T, T)``)."""
+        new = torch.ones(t, t, dtype=torch.bool, device=device).tril().expand(batch, t, t)  # (B, T, T)
+        if inner is not None:
+            new = new & inner
         if self.length == 0:
-            return causal.expand(batch, t, t)
+            return new
         past = self.key_mask[:, None, :].expand(batch, t, self.length)  # (B, T, L)
-        return torch.cat([past, causal.expand(batch, t, t)], dim=2)
+        return torch.cat([past, new], dim=2)
 
     def all_valid(self) -> bool:
         """True when every cached entry is visible (no padding, nothing hidden): decoding needs no mask."""

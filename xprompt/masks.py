@@ -1,11 +1,13 @@
 """X-Prompt attention masks and position ids: pure functions (numpy in -> numpy out, torch in -> torch out).
 
-Rule (DESIGN.md "Mask rule"): token i may attend token j iff
+Rule (docs/design.md "Mask rule"): token i may attend token j iff
     j <= i,  j is in the same packed document as i,  and not (seg[i] = TD and seg[j] = IE and the document
     contains XP tokens).
-Compression is therefore a property of the *layout*: a document laid out in mode ``xp`` holds XP tokens and
-gets the TD->IE cut; a ``full`` document (IE, no XP) stays plain causal; a ``none`` document has no IE. Packed
-batches can mix modes with no extra metadata. PREFIX and XP stay visible to everything after them.
+The last clause is ``compressed_away``, the only place the compression rule is written: the attention cut
+here and the KV-cache entries generation and compiled prompts drop both come from it. Compression is
+therefore a property of the *layout*: a document laid out in mode ``xp`` holds XP tokens and gets the TD->IE
+cut; a ``full`` document (IE, no XP) stays plain causal; a ``none`` document has no IE. Packed batches can mix
+modes with no extra metadata. PREFIX and XP stay visible to everything after them.
 
 Position ids restart at 0 at each document start and run on continuously inside a document, so dropping the
 IE entries from a KV cache later changes nothing. Documents must be contiguous runs of equal ``doc_ids``
@@ -32,6 +34,29 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+def compressed_away(segs, doc_ids=None):
+    """The X-Prompt compression rule, the one place it is written: the entries TD tokens may not see.
+
+    (..., T) segment tags [+ (..., T) document ids; without them each row is one document] -> (..., T) bool,
+    True for an IE token of a document that holds XP tokens. ``build_attention_mask`` cuts every TD -> such
+    entry; generation and compiled prompts drop them from the KV cache after the context (``kept_entries``).
+    numpy in -> numpy out, torch in -> torch out.
+    """
+    xp = segs == int(Seg.XP)
+    if doc_ids is None:
+        has_xp = (xp.sum(-1) > 0)[..., None]  # (..., 1) the row's document holds XP
+    else:
+        same = doc_ids[..., :, None] == doc_ids[..., None, :]  # (..., T, T)
+        has_xp = (same & xp[..., None, :]).sum(-1) > 0  # (..., T) the token's document holds XP
+    return (segs == int(Seg.IE)) & has_xp
+
+
+def kept_entries(segs):
+    """(T,) segment tags of a context -> indices of the cache entries kept after compression (numpy)."""
+    segs = np.asarray(segs.cpu() if _is_torch(segs) else segs).astype(np.int64)
+    return np.nonzero(~compressed_away(segs))[0]
+
+
 def build_attention_mask(segs, doc_ids=None):
     """(T,) segment tags [+ (T,) document ids] -> (T, T) bool mask, True = row may attend column."""
     if _is_torch(segs):
@@ -42,21 +67,17 @@ def build_attention_mask(segs, doc_ids=None):
         doc = torch.zeros(t, dtype=torch.long, device=segs.device) if doc_ids is None else torch.as_tensor(
             doc_ids, device=segs.device).long()
         causal = torch.ones(t, t, dtype=torch.bool, device=segs.device).tril()
-        same = doc[:, None] == doc[None, :]
-        has_xp = (same & (segs == int(Seg.XP))[None, :]).any(1)  # (T,) token's document contains XP
-        cut = ((segs == int(Seg.TD)) & has_xp)[:, None] & (segs == int(Seg.IE))[None, :]
-        return causal & same & ~cut
-    segs = np.asarray(segs).astype(np.int64)
-    if segs.ndim != 1:
-        raise ValueError(f"segs must be 1-D, got shape {segs.shape}")
-    t = len(segs)
-    doc = np.zeros(t, np.int64) if doc_ids is None else np.asarray(doc_ids).astype(np.int64)
-    if doc.shape != segs.shape:
-        raise ValueError("segs and doc_ids must have one length")
-    causal = np.tri(t, dtype=bool)
+    else:
+        segs = np.asarray(segs).astype(np.int64)
+        if segs.ndim != 1:
+            raise ValueError(f"segs must be 1-D, got shape {segs.shape}")
+        t = len(segs)
+        doc = np.zeros(t, np.int64) if doc_ids is None else np.asarray(doc_ids).astype(np.int64)
+        if doc.shape != segs.shape:
+            raise ValueError("segs and doc_ids must have one length")
+        causal = np.tri(t, dtype=bool)
     same = doc[:, None] == doc[None, :]
-    has_xp = (same & (segs == int(Seg.XP))[None, :]).any(1)
-    cut = ((segs == int(Seg.TD)) & has_xp)[:, None] & (segs == int(Seg.IE))[None, :]
+    cut = (segs == int(Seg.TD))[:, None] & compressed_away(segs, doc)[None, :]  # (T, T) within a document
     return causal & same & ~cut
 
 
@@ -99,14 +120,6 @@ def position_ids_batch(doc_ids):
 
         return torch.stack([position_ids(d) for d in doc_ids])
     return np.stack([position_ids(d) for d in np.asarray(doc_ids)])
-
-
-def kept_entries(segs):
-    """Indices of the cache entries kept after compression: everything except IE when XP tokens are present."""
-    segs = np.asarray(segs.cpu() if _is_torch(segs) else segs).astype(np.int64)
-    if (segs == int(Seg.XP)).any():
-        return np.nonzero(segs != int(Seg.IE))[0]
-    return np.arange(len(segs))
 
 
 def document_layout(segs, doc_ids):
