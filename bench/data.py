@@ -63,11 +63,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    from xprompt.train.build import BuildConfig, build_dataset, draw_groups, load_image_tokenizer
+    from xprompt.tokenizer.loading import load_image_tokenizer
+    from xprompt.train.build import BuildConfig, build_dataset, draw_groups
 
     cfg = BuildConfig(split=args.split, n=args.n, size=args.size, seed=0, workers=args.workers,
                       group_size=args.group_size)  # fmt: skip
-    vq, _ = load_image_tokenizer(args.tokenizer)
+    vq = load_image_tokenizer(args.tokenizer)
 
     # raw generation alone (one process)
     n_groups = max(1, min(200, args.n) // cfg.group_size)

@@ -6,12 +6,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from xprompt.tokenizer.loading import GridTokenizer, load_text_tokenizer
 from xprompt.train.build import (
     BuildConfig,
-    GridTokenizer,
     build_dataset,
     load_built,
-    load_text_tokenizer,
     row_to_sequence,
 )
 from xprompt.train.pairing import RawSample, raie_pair
@@ -42,7 +41,7 @@ def test_build_columns_and_sequences(tmp_path):
     assert (out / "vocab.json").exists() and (out / "README.md").exists()
     refs = json.loads((out / "tokenizers.json").read_text())
     assert refs["vocab_fingerprint"] == vocab.fingerprint() and refs["bpe"]["fingerprint"]
-    bpe, _ = load_text_tokenizer(BPE)
+    bpe = load_text_tokenizer(BPE)
     for row in ds:
         seq = row_to_sequence(row)
         assert len(seq) == row["n_tokens"]

@@ -6,7 +6,7 @@ import sys
 
 import torch
 from test_pipeline_tokenizers import _checkpoint
-from xprompt.train.build import tokenizer_fingerprint
+from xprompt.tokenizer.loading import tokenizer_fingerprint
 
 from xprompt.checkpoint import load_pretrained
 from xprompt.cli_export import export

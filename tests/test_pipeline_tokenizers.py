@@ -2,8 +2,8 @@
 
 import pytest
 from gen_helpers import tiny_model
+from xprompt.tokenizer.loading import tokenizer_fingerprint
 from xprompt.tokenizer.vocab import Vocabulary
-from xprompt.train.build import tokenizer_fingerprint
 
 from xprompt.checkpoint import save_pretrained
 from xprompt.errors import XPromptError

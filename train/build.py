@@ -22,7 +22,6 @@ Design choices:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
 from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
 from xprompt.train.pairing import RawSample, draw_group, raie_pair
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
@@ -164,70 +164,8 @@ def draw_groups(cfg: BuildConfig, lo: int, hi: int, table=None) -> list[RawSampl
 # ------------------------------------------------------------------------------------- tokenization
 
 
-class GridTokenizer:
-    """A parameter-free image tokenizer for tests and benchmarks without a trained VQ: ``factor`` x ``factor``
-    block means quantised to 8 levels per channel (512 codes). Not a substitute for the VQ in real builds."""
-
-    codebook_size = 512
-
-    def __init__(self, factor: int = 8):
-        self.factor = factor
-
-    def encode(self, images) -> np.ndarray:
-        x = np.asarray(images, np.float32)  # (B, H, W, 3)
-        b, h, w, _ = x.shape
-        f = self.factor
-        if h % f or w % f:
-            raise XPromptError(f"image size {h}x{w} is not a multiple of the tokenizer factor {f}")
-        m = x.reshape(b, h // f, f, w // f, f, 3).mean(axis=(2, 4))  # (B, h, w, 3)
-        q = np.clip((m / 32).astype(np.int64), 0, 7)
-        return q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]  # (B, h, w)
-
-    def decode(self, codes) -> np.ndarray:
-        c = np.asarray(codes, np.int64)
-        rgb = np.stack([c // 64, (c // 8) % 8, c % 8], -1) * 32 + 16  # (B, h, w, 3)
-        return np.repeat(np.repeat(rgb, self.factor, 1), self.factor, 2).astype(np.uint8)
-
-
-def file_fingerprint(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
-    """Identity of a tokenizer's files: ``kind`` "vq" (a checkpoint dir: config + weights) or "bpe" (a
-    ``tokenizer.json`` or its dir). What datasets record and what loading a model checks against."""
-    p = Path(path)
-    if kind == "vq":
-        return file_fingerprint([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()])
-    return file_fingerprint([p / "tokenizer.json" if p.is_dir() else p])
-
-
-def load_image_tokenizer(spec: str | Path):
-    """(tokenizer, ref) for a VQ checkpoint directory or ``grid:F`` (the parameter-free ``GridTokenizer``);
-    ref = {"path", "fingerprint"} is what a dataset records."""
-    from xprompt.pipeline import load_image_tokenizer as load
-
-    s = str(spec)
-    tok = load(s, "train one (xprompt train tokenizer) or pass --tokenizer")
-    if s.startswith("grid:"):
-        return tok, {"path": s, "fingerprint": s}
-    return tok, {"path": str(Path(s).resolve()), "fingerprint": tokenizer_fingerprint("vq", s)}
-
-
-def load_text_tokenizer(spec: str | Path):
-    """(tokenizer, ref) for a BPE ``tokenizer.json`` or its directory."""
-    from xprompt.pipeline import load_text_tokenizer as load
-
-    p = Path(spec)
-    p = p / "tokenizer.json" if p.is_dir() else p
-    tok = load(p, "train it with `xprompt train bpe` or pass --bpe")
-    return tok, {"path": str(p.resolve()), "fingerprint": tokenizer_fingerprint("bpe", p)}
+VQ_HINT = "train one (xprompt train tokenizer) or pass --tokenizer"
+BPE_HINT = "train it with `xprompt train bpe` or pass --bpe"
 
 
 def _image_slots(s: RawSample) -> list[np.ndarray]:
@@ -334,8 +272,8 @@ def _init_worker(cfg: BuildConfig, tokenizer, bpe, vocab_dict: dict, threads: in
     from xprompt.tokenizer.vocab import Vocabulary
 
     torch.set_num_threads(threads)
-    vq = load_image_tokenizer(tokenizer)[0] if isinstance(tokenizer, (str, Path)) else tokenizer
-    text = load_text_tokenizer(bpe)[0] if isinstance(bpe, (str, Path)) else bpe
+    vq = load_image_tokenizer(tokenizer, VQ_HINT)
+    text = load_text_tokenizer(bpe, BPE_HINT)
     _WORKER.update(cfg=cfg, table=task_table(cfg), vq=vq, bpe=text, vocab=Vocabulary.from_dict(vocab_dict),
                    encoder=encoder)  # fmt: skip
 
@@ -374,12 +312,14 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CARD).exists())):
         raise XPromptError(f"{out} exists and is not an xprompt dataset; refusing to write into it")
-    vq, vq_ref = load_image_tokenizer(tokenizer)
+    vq = load_image_tokenizer(str(tokenizer), VQ_HINT)
+    vq_ref = tokenizer_ref("vq", tokenizer)
     if cfg.size % vq.factor:
         raise XPromptError(f"--size {cfg.size} is not a multiple of the image tokenizer factor {vq.factor}")
     if cfg.size // vq.factor > 64:
         raise XPromptError(f"--size {cfg.size} gives a {cfg.size // vq.factor}-token grid; the maximum is 64")
-    text_tok, bpe_ref = load_text_tokenizer(bpe)
+    text_tok = load_text_tokenizer(str(bpe), BPE_HINT)
+    bpe_ref = tokenizer_ref("bpe", bpe)
     vocab = Vocabulary.build(text_size=text_tok.vocab_size, num_image_codes=vq.codebook_size, num_xp=cfg.num_xp,
                              max_grid=64)  # fmt: skip
     eval_split = cfg.split == "eval"
@@ -495,7 +435,6 @@ __all__ = [
     "FAMILIES",
     "BuildConfig",
     "DataMix",
-    "GridTokenizer",
     "build_dataset",
     "load_built",
     "row_to_sequence",

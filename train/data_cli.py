@@ -159,14 +159,16 @@ def cmd_show(args) -> int:
     import io
 
     import numpy as np
-    from xprompt.train.build import load_built, load_image_tokenizer, load_text_tokenizer
+    from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
+    from xprompt.train.build import BPE_HINT, VQ_HINT, load_built
 
     from xprompt.io_utils import atomic_write_bytes
 
     ds, vocab, card = load_built(args.dir)
     refs = card["tokenizers"]
-    vq, vq_ref = load_image_tokenizer(args.tokenizer or refs["image_tokenizer"]["path"])
-    bpe, bpe_ref = load_text_tokenizer(args.bpe or refs["bpe"]["path"])
+    vq_spec, bpe_spec = args.tokenizer or refs["image_tokenizer"]["path"], args.bpe or refs["bpe"]["path"]
+    vq, vq_ref = load_image_tokenizer(str(vq_spec), VQ_HINT), tokenizer_ref("vq", vq_spec)
+    bpe, bpe_ref = load_text_tokenizer(str(bpe_spec), BPE_HINT), tokenizer_ref("bpe", bpe_spec)
     for what, ref, flag in (("image tokenizer", vq_ref, "--tokenizer"), ("BPE", bpe_ref, "--bpe")):
         built = refs["image_tokenizer" if flag == "--tokenizer" else "bpe"]["fingerprint"]
         if ref["fingerprint"] != built:

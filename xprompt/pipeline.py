@@ -12,7 +12,7 @@ Design choices
 * Image sizes: every image is fitted (cover + centre crop, Lumina-mGPT's aspect-ratio buckets) to at most
   ``(image_size / factor)^2`` codes; ``image_size`` defaults to what the model was trained at. The answer has
   the query's grid (tasks here map an image to an image of the same size).
-* Layouts match the training data (``xprompt.train``): in-context tasks put the instruction in PREFIX and
+* Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context tasks put the instruction in PREFIX and
   the example pair(s) in IE; text-to-image has the caption as the query text; difference description has the
   two images as the query and a text answer.
 """
@@ -27,6 +27,7 @@ import numpy as np
 from xprompt.errors import XPromptError
 from xprompt.sampling import SamplingConfig
 from xprompt.sequence import MODES, build_sample
+from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_fingerprint
 
 T2I_INSTRUCTION = "Generate an image of: "
 DIFF_INSTRUCTION = "What changed between these two images?"
@@ -52,36 +53,6 @@ def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
     return [r if isinstance(r, str) else r.get("path") for r in recorded if isinstance(r, (str, dict)) and r]
 
 
-def load_image_tokenizer(spec, hint: str = "pass the checkpoint's VQ directory (--vq)"):
-    """A VQ checkpoint dir, ``grid:F`` (the parameter-free test tokenizer of ``xprompt.train.build``), or an object
-    with ``encode``/``decode``/``factor``/``codebook_size``. ``hint`` ends the not-found message."""
-    if not isinstance(spec, (str, Path)):
-        return spec
-    s = str(spec)
-    if s.startswith("grid:"):
-        from xprompt.train.build import GridTokenizer
-
-        return GridTokenizer(int(s.split(":", 1)[1]))
-    from xprompt.tokenizer.vq import VQTokenizer
-
-    if not Path(s).is_dir():
-        raise XPromptError(f"image tokenizer directory not found: {s}; {hint}")
-    return VQTokenizer.from_pretrained(s)
-
-
-def load_text_tokenizer(spec, hint: str = "pass the checkpoint's BPE tokenizer.json (--bpe)"):
-    """A BPE ``tokenizer.json`` (or its directory), or a loaded tokenizer."""
-    if not isinstance(spec, (str, Path)):
-        return spec
-    from xprompt.tokenizer.text import TextTokenizer
-
-    p = Path(spec)
-    p = p / "tokenizer.json" if p.is_dir() else p
-    if not p.is_file():
-        raise XPromptError(f"BPE tokenizer not found: {p}; {hint}")
-    return TextTokenizer.load(p)
-
-
 def check_trained_with(path, extra: dict, kind: str, spec) -> None:
     """Refuse a tokenizer whose files differ from the ones the training data was tokenized with (the same
     codebook size with other codes would silently produce garbage)."""
@@ -89,8 +60,6 @@ def check_trained_with(path, extra: dict, kind: str, spec) -> None:
     want = ref.get("fingerprint") if isinstance(ref, dict) else None
     if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
         return
-    from xprompt.train.build import tokenizer_fingerprint
-
     got = tokenizer_fingerprint(kind, spec)
     if got != want:
         what = "image (VQ)" if kind == "vq" else "text (BPE)"
