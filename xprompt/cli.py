@@ -52,7 +52,7 @@ COMMAND_MODULES: dict[str, list[tuple[str | None, str, str]]] = {
         (None, "edit", "retrieval-augmented image editing"),
     ],
     "xprompt.eval.cli": [(None, "eval", "run a benchmark (unseen, seen, raie, t2i)")],
-    "xprompt.demo": [(None, "demo", "run the demo: in-context generation on packaged photos")],
+    "xprompt.eval.demo": [(None, "demo", "run the demo: in-context generation on packaged photos")],
     "xprompt.cli_export": [(None, "export", "export a trained model as a release folder (bf16)")],
 }
 
