@@ -57,9 +57,10 @@ def _photo_pairs(task_name: str, n: int, size: int, seed: int):
 
 
 def run(args) -> int:
+    from xprompt.train.heldout import excluded_tasks
+
     from xprompt.paths import shipped
     from xprompt.pipeline import XPrompt
-    from xprompt.train.heldout import excluded_tasks
 
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
     if not ckpt.exists():
@@ -88,28 +89,13 @@ def run(args) -> int:
     return 0
 
 
-def _grid(rows: list[list[np.ndarray]], scale: int = 2, pad: int = 4) -> np.ndarray:
-    h, w = rows[0][0].shape[:2]
-    H, W = h * scale, w * scale
-    ncol = len(rows[0])
-    canvas = np.full((len(rows) * (H + pad) + pad, ncol * (W + pad) + pad, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            big = np.kron(img, np.ones((scale, scale, 1), np.uint8)) if img.shape[:2] == (h, w) else img[:H, :W]
-            y, x = pad + r * (H + pad), pad + c * (W + pad)
-            canvas[y : y + big.shape[0], x : x + big.shape[1]] = big
-    return canvas
-
-
 def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tuple[Path, Path]:
-    from PIL import Image
-
-    from xprompt.io_utils import atomic_path, atomic_write_text
+    from xprompt.images import image_grid, write_png
+    from xprompt.io_utils import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid_path = out_dir / "demo_grid.png"
-    with atomic_path(grid_path) as tmp:
-        Image.fromarray(_grid(rows)).save(tmp, format="PNG")
+    h, w = rows[0][0].shape[:2]
+    grid_path = write_png(out_dir / "demo_grid.png", image_grid(rows, (2 * h, 2 * w), pad=4))  # 2x: pixels visible
     cells = []
     img_dir = out_dir / "images"
     img_dir.mkdir(exist_ok=True)
@@ -117,7 +103,7 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
         names = []
         for j, img in enumerate(row):
             name = f"images/r{i:02d}_{j}.png"
-            Image.fromarray(np.kron(img, np.ones((2, 2, 1), np.uint8))).save(out_dir / name)
+            write_png(out_dir / name, np.kron(img, np.ones((2, 2, 1), np.uint8)))
             names.append(name)
         tag = " (held out)" if m["held_out"] else ""
         imgs = "".join(f'<td><img src="{n}"></td>' for n in names)

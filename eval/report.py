@@ -18,7 +18,6 @@ Design choices
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -109,49 +108,21 @@ def render_markdown(report: dict) -> str:
 
 
 # ---------------------------------------------------------------------- images
-def _cell(img, cell: int) -> np.ndarray:
-    from PIL import Image
-
-    if img is None:
-        return np.full((cell, cell, 3), 255, np.uint8)
-    if isinstance(img, str):  # a caption (t2i query): text on white
-        return _text_strip(img, cell, cell, wrap=True)
-    return np.asarray(Image.fromarray(np.asarray(img)).resize((cell, cell), Image.NEAREST))
-
-
-def _text_strip(text: str, width: int, height: int, wrap: bool = False) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(im)
-    if wrap:
-        lines = textwrap.wrap(text, width=max(8, width // 6)) or [""]
-        for i, ln in enumerate(lines[: height // 12]):
-            d.text((2, 2 + 12 * i), ln, fill="black")
-    else:
-        d.text((2, 2), text[: max(8, width // 6)], fill="black")
-    return np.asarray(im)
-
-
 def grid_image(visuals, row_labels: dict, cell: int = 128) -> np.ndarray:
     """uint8 image: a header strip, then per sample a caption strip and the image cells."""
+    from xprompt.images import image_grid
+
     if not visuals:
         return np.full((cell, cell, 3), 255, np.uint8)
     out_rows = list(visuals[0].outputs)
     has_example = any(v.example is not None for v in visuals)
     heads = (["example in", "example out"] if has_example else []) + ["query"]
     heads += [SHORT_LABELS.get(r, row_labels.get(r, r)) for r in out_rows] + ["ground truth"]
-    width = cell * len(heads)
-    parts = [np.concatenate([_text_strip(h, cell, 16) for h in heads], axis=1)]
+    rows = []
     for v in visuals:
-        cells = ([_cell(v.example[0] if v.example else None, cell), _cell(v.example[1] if v.example else None, cell)]
-                 if has_example else [])  # fmt: skip
-        cells += (
-            [_cell(v.query, cell)] + [_cell(v.outputs[r], cell) for r in out_rows] + [_cell(v.target, cell)]
-        )
-        parts.append(_text_strip(v.note, width, 16))
-        parts.append(np.concatenate(cells, axis=1))
-    return np.concatenate(parts, axis=0)
+        ex = list(v.example) if v.example else [None, None]
+        rows.append((ex if has_example else []) + [v.query] + [v.outputs[r] for r in out_rows] + [v.target])
+    return image_grid(rows, (cell, cell), header=heads, captions=[v.note for v in visuals])
 
 
 def bar_plot(report: dict, path: Path) -> None:
@@ -188,7 +159,7 @@ def bar_plot(report: dict, path: Path) -> None:
 
 def write_report(out: str | Path, report: dict, visuals: dict, *, overwrite: bool = False) -> Path:
     """Write report.json, report.md, grids/<task>.png and settings.png into ``out`` atomically."""
-    from PIL import Image
+    from xprompt.images import write_png
 
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite, marker="report.json") as tmp:
@@ -196,7 +167,7 @@ def write_report(out: str | Path, report: dict, visuals: dict, *, overwrite: boo
         (tmp / "report.md").write_text(render_markdown(report))
         (tmp / "grids").mkdir()
         for task, vis in visuals.items():
-            Image.fromarray(grid_image(vis, report["row_labels"])).save(tmp / "grids" / f"{task}.png")
+            write_png(tmp / "grids" / f"{task}.png", grid_image(vis, report["row_labels"]))
         bar_plot(report, tmp / "settings.png")
     return out
 

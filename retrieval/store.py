@@ -38,6 +38,7 @@ import numpy as np
 
 from xprompt.configs import config_from_dict, config_to_dict, load_config
 from xprompt.errors import XPromptError
+from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir
 
 FORMAT = "xprompt-raie-store"
@@ -107,9 +108,7 @@ def encode_image(img: Any) -> bytes:
         if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
             raise XPromptError(f"expected a uint8 (H, W, 3) image array, got {arr.dtype} {arr.shape}")
         pil = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(pil)
 
 
 def decode_image(data: bytes) -> np.ndarray:

@@ -37,6 +37,7 @@ from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, param
 
 from xprompt.configs import config_from_dict, load_config, save_config
 from xprompt.errors import XPromptError
+from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir, atomic_write_text
 
 CARD = "dataset_card.json"
@@ -225,13 +226,7 @@ def _features(eval_split: bool):
 
 
 def _png(x):
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(x).save(buf, format="PNG")
-    return {"bytes": buf.getvalue(), "path": None}
+    return {"bytes": png_bytes(x), "path": None}
 
 
 def _row(s: RawSample, seq, seed: int, eval_split: bool) -> dict:

@@ -9,7 +9,6 @@ Heavy imports stay inside the functions so that ``xprompt --help`` is fast.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 from xprompt.errors import XPromptError
@@ -102,67 +101,34 @@ def _default_mix() -> str:
     return str(REPO_ROOT / "configs" / "data_mix.json")
 
 
-def _text_tile(text: str, width: int, height: int):
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (width, height), (255, 255, 255))
-    d = ImageDraw.Draw(im)
-    lines = textwrap.wrap(text, width=max(8, width // 6)) or [""]
-    for i, line in enumerate(lines[: height // 11]):
-        d.text((3, 2 + 11 * i), line, fill=(0, 0, 0))
-    return im
-
-
 def render_grid(rows: list[dict], vocab, bpe, vq, scale: int = 2):
-    """PIL image: one row per dataset row: header text, then every decoded item as a tile."""
+    """uint8 image: one row per dataset row: a header text strip, then every decoded item as a tile."""
     import numpy as np
-    from PIL import Image
 
+    from xprompt.images import image_grid
     from xprompt.sequence import split_items
 
-    tiles_rows, headers = [], []
-    tile = None
+    cells, headers, tile = [], [], None
     for row in rows:
         items = split_items(vocab, bpe, row["input_ids"])
         if row["instruction"] and items and items[0] == row["instruction"]:
             items = items[1:]  # the instruction goes into the header
-        imgs = []
-        for it in items:
-            if isinstance(it, str):
-                imgs.append(("text", it))
-            else:
-                imgs.append(("img", vq.decode(np.asarray(it)[None])[0]))
-        tiles_rows.append(imgs)
+        imgs = [it if isinstance(it, str) else vq.decode(np.asarray(it)[None])[0] for it in items]
+        cells.append(imgs)
         headers.append(
             f"{row['task']} (example: {row['example_task']}) | {row['instruction'] or '<no instruction>'}"
         )
-        for kind, x in imgs:
-            if kind == "img":
-                tile = x.shape[0] * scale
+        tile = next((x.shape[0] * scale for x in imgs if not isinstance(x, str)), tile)
     tile = tile or 128
-    ncol = max(len(r) for r in tiles_rows)
-    head_h = 24  # two lines of header text
-    grid = Image.new("RGB", (ncol * (tile + 4) + 4, len(rows) * (tile + head_h + 6) + 4), (230, 230, 230))
-    for r, (imgs, head) in enumerate(zip(tiles_rows, headers)):
-        y = 4 + r * (tile + head_h + 6)
-        grid.paste(_text_tile(head, ncol * (tile + 4), head_h), (4, y))
-        for c, (kind, x) in enumerate(imgs):
-            if kind == "img":
-                im = Image.fromarray(x).resize((tile, tile), Image.NEAREST)
-            else:
-                im = _text_tile(x, tile, tile)
-            grid.paste(im, (4 + c * (tile + 4), y + head_h + 2))
-    return grid
+    return image_grid(cells, (tile, tile), pad=4, bg=230, captions=headers, strip=24)  # 24 px: two lines
 
 
 def cmd_show(args) -> int:
-    import io
-
     import numpy as np
     from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
     from xprompt.train.build import BPE_HINT, VQ_HINT, load_built
 
-    from xprompt.io_utils import atomic_write_bytes
+    from xprompt.images import write_png
 
     ds, vocab, card = load_built(args.dir)
     refs = card["tokenizers"]
@@ -186,10 +152,7 @@ def cmd_show(args) -> int:
     idx = (np.random.default_rng(args.random).choice(len(ds), n, replace=False) if args.random is not None
            else np.arange(n))  # fmt: skip
     rows = [ds[int(i)] for i in idx]
-    grid = render_grid(rows, vocab, bpe, vq, scale=max(1, args.scale))
-    buf = io.BytesIO()
-    grid.save(buf, format="PNG")
-    atomic_write_bytes(args.out, buf.getvalue())
+    write_png(args.out, render_grid(rows, vocab, bpe, vq, scale=max(1, args.scale)))
     print(json.dumps({"out": str(args.out), "samples": n}))
     return 0
 
