@@ -39,7 +39,7 @@ def rss_mb() -> float:
 
 def suite_instructions(n: int, seed: int) -> list[str]:
     """Up to ``n`` distinct instructions from the trainable i2i suite tasks (templates x random params)."""
-    from xprompt.retrieval.cli import suite_tasks
+    from xprompt.retrieval.sources import suite_tasks
     from xprompt.train.tasks import all_tasks
 
     tasks = suite_tasks(sorted({t.family for t in all_tasks().values() if t.kind == "i2i" and not t.never_train}))

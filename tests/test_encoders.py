@@ -439,7 +439,7 @@ def test_suite_task_retrieval_accuracy(spec, floor):
     the query's task for held-out instructions (other seed). Measured at 320 / 120: minilm 0.925, minilm+op
     0.975, minilm-edit 0.992; at 1,024 stored / 600 queries: 0.960, 0.972 and 0.993 (the op lexicons drew on
     the suite's templates; minilm-edit was trained on the suite's paraphrases, other instances)."""
-    from xprompt.retrieval.cli import suite_tasks
+    from xprompt.retrieval.sources import suite_tasks
 
     enc = get_encoder(spec)
     tasks = suite_tasks(["edit", "lowlevel", "degrade"])

@@ -190,7 +190,7 @@ def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
 
 
 def test_default_store_built_on_first_use(tmp_path, monkeypatch, capsys):
-    import xprompt.retrieval.cli as rcli
+    import xprompt.retrieval.default_store as rcli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "no-shipped"))
@@ -225,7 +225,7 @@ def test_op_encoder_store_end_to_end(tmp_path, capsys):
 
 
 def test_default_store_rebuilt_when_encoder_version_changes(tmp_path, monkeypatch, capsys):
-    import xprompt.retrieval.cli as rcli
+    import xprompt.retrieval.default_store as rcli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "no-shipped"))
@@ -246,7 +246,7 @@ def test_default_store_follows_the_default_encoder(tmp_path, monkeypatch, capsys
     """A default store cached for the pre-issue-#6 default (minilm) is not used for default queries: the cache
     key includes the encoder, so a minilm-edit store is built beside it. A store placed at the shipped location
     but built with another encoder is used with its own encoder, with a note on stderr."""
-    import xprompt.retrieval.cli as rcli
+    import xprompt.retrieval.default_store as rcli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XPROMPT_HOME", str(tmp_path / "home"))

@@ -1,5 +1,5 @@
-"""The Python API: ``XPrompt.from_pretrained(path)`` and in-context generation, text-to-image, difference
-description, compiled task prompts.
+"""The Python API: ``XPrompt.from_pretrained(path)`` and in-context generation, retrieval-augmented editing,
+text-to-image, difference description, compiled task prompts.
 
 Design choices
 * One object holds the model, its Vocabulary, the BPE text tokenizer and the image tokenizer. Images in are
@@ -12,6 +12,11 @@ Design choices
 * Image sizes: every image is fitted (cover + centre crop, Lumina-mGPT's aspect-ratio buckets) to at most
   ``(image_size / factor)^2`` codes; ``image_size`` defaults to what the model was trained at. The answer has
   the query's grid (tasks here map an image to an image of the same size).
+* ``XPrompt.edit`` is the one retrieval-augmented editing (RAIE) flow: retrieve the nearest stored instructions
+  (``xprompt.retrieval``; the default store when none is given), use their pairs as the in-context examples,
+  generate. ``xprompt edit``, ``xprompt eval raie`` (and a web page) call it and get an ``EditResult`` with the
+  image and what was retrieved. ``mask=`` is reserved for mask-guided editing, which is not implemented yet:
+  only ``None`` is accepted (anything else raises), so callers can be written against the final signature.
 * Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context tasks put the instruction in PREFIX and
   the example pair(s) in IE; text-to-image has the caption as the query text; difference description has the
   two images as the query and a text answer.
@@ -19,6 +24,7 @@ Design choices
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +75,38 @@ def check_trained_with(path, extra: dict, kind: str, spec) -> None:
 
 def _exists(spec: str) -> bool:
     return spec.startswith("grid:") or Path(spec).exists()
+
+
+@dataclass
+class Retrieved:
+    """One retrieved store entry: its instruction, task, cosine score and (source, target) pair."""
+
+    instruction: str
+    task: str
+    score: float
+    pair: tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class EditResult:
+    """What ``XPrompt.edit`` returns for one image: the edited image and what was retrieved for it."""
+
+    image: np.ndarray  # uint8 (H, W, 3) at the model's image size
+    instruction: str
+    mode: str  # the context mode used: "xp"/"full" with retrieved examples, "none" without
+    retrieved: list[Retrieved] = field(default_factory=list)  # best first
+
+    @property
+    def instructions(self) -> list[str]:
+        return [r.instruction for r in self.retrieved]
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.retrieved]
+
+    @property
+    def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [r.pair for r in self.retrieved]
 
 
 class XPrompt:
@@ -208,6 +246,61 @@ class XPrompt:
                               self._sampling(seed, greedy, top_k, temperature, cfg_scale), progress=progress)
         imgs = [self.decode(c) for c in out]
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
+
+    def edit(self, image, instruction, *, store=None, k: int = 1, mask=None, encoder=None,
+             image_weight: float = 0.0, mode: str = "xp", seed: int | None = None, greedy: bool = False,
+             top_k: int | None = None, temperature: float = 1.0, cfg_scale: float = 1.0, progress: bool = False):
+        """Retrieval-augmented editing (RAIE): edit ``image`` by ``instruction`` with the ``k`` most similar stored
+        edit pairs as in-context examples (context ``mode``); ``k=0`` edits from the instruction alone.
+
+        ``store``: an ``InstructionStore``, a store directory, or None for the default store (built on first
+        use). ``encoder`` overrides the query encoder, ``image_weight > 0`` re-ranks by query-image similarity
+        (stores built with image vectors). A list of images (with one instruction each, or one for all) is
+        edited in one batch and gives a list of ``EditResult``. ``mask`` must be None (mask-guided editing is
+        not implemented yet). Instructions are validated but used as given.
+        """
+        from xprompt.generation import generate_images
+        from xprompt.retrieval.encoders import check_instructions
+
+        if mask is not None:
+            raise XPromptError("mask-guided editing is not implemented yet; call edit without mask=")
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        texts = list(instruction) if isinstance(instruction, (list, tuple)) else [instruction] * len(images)
+        if len(texts) != len(images) or not images:
+            raise XPromptError(f"edit needs one instruction per image (got {len(texts)} for {len(images)})")
+        if k < 0:
+            raise XPromptError(f"k must be >= 0 (0 = no retrieval), got {k}")
+        if mode not in ("xp", "full"):
+            raise XPromptError(f"edit's mode is the context mode of the retrieved examples, 'xp' or 'full' (got "
+                               f"{mode!r}); k=0 edits without examples")
+        check_instructions(texts)
+        raw = [self.load(im) for im in images]
+        hits = self._retrieve(texts, raw, store, k, encoder, image_weight)
+        modes = [mode if h else "none" for h in hits]
+        qcodes = [self.encode(im) for im in raw]
+        seqs = [build_sample(self.vocab, self.text_tok, mode=m, instruction=t, query=q,
+                             examples=self._examples([r.pair for r in h]) if h else [])
+                for m, t, q, h in zip(modes, texts, qcodes, hits, strict=True)]
+        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
+                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), progress=progress)
+        results = [EditResult(self.decode(c), t, m, h) for c, t, m, h in zip(out, texts, modes, hits, strict=True)]
+        return results if isinstance(image, (list, tuple)) else results[0]
+
+    @staticmethod
+    def _retrieve(texts, images, store, k, encoder, image_weight) -> list[list[Retrieved]]:
+        """The ``k`` nearest store entries of every instruction (none when ``k == 0``)."""
+        if k == 0:
+            return [[] for _ in texts]
+        from xprompt.retrieval.default_store import open_store
+        from xprompt.retrieval.store import InstructionStore
+
+        if not isinstance(store, InstructionStore):
+            store = open_store(store, encoder)
+        if image_weight > 0:  # multimodal dist: re-rank text candidates by query-image similarity
+            hits = store.search(texts, k=k, images=images, image_weight=image_weight)
+        else:
+            hits = store.search(texts, k=k)
+        return [[Retrieved(rec.instruction, rec.task, s, rec.pair()) for s, rec in row] for row in hits]
 
     def text_to_image(self, prompt: str, *, size: tuple[int, int] | None = None,
                       instruction: str | None = T2I_INSTRUCTION, seed: int | None = None, greedy: bool = False,
