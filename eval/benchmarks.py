@@ -31,7 +31,9 @@ Design choices
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -278,57 +280,92 @@ def _exact_depth(item: Item, gt: np.ndarray):
     return scenes.render_maps(scenes.Scene.from_dict(item.scene_before), gt.shape[0])["depth"]  # (H, W)
 
 
-def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
-    """Per-sample values of every metric of ``spec`` (mIoU: the predicted/GT class maps, reduced later)."""
+@dataclass
+class _Sample:
+    """What a metric function sees: prediction and ground truth at one size, the query at that size (lazily),
+    the item and the scorers; the changed-region statistics are computed once for both metrics that use them."""
+
+    item: Item
+    pred: np.ndarray
+    gt: np.ndarray
+    sc: Scorers
+
+    @cached_property
+    def query(self) -> np.ndarray:
+        return _resize_to(self.item.query, self.gt.shape)
+
+    @cached_property
+    def changed(self) -> dict:
+        return M.changed_region(self.pred, self.query, self.gt)
+
+
+def _rmse(s: _Sample):  # against the scene's exact depth when there is a scene, else the decoded target
+    return M.depth_rmse(s.pred, _exact_depth(s.item, s.gt), *_depth_palette(s.item))
+
+
+def _class_maps(s: _Sample):  # mIoU is reduced over the whole task (``reduce_scores``)
+    from xprompt.train.tasks_dense import SEG_COLORS
+
+    cols = np.array(list(SEG_COLORS.values()))
+    return M.class_map(s.pred, cols), M.class_map(s.gt, cols)
+
+
+def _clip_t(s: _Sample):
+    if isinstance(s.sc.clip, M.Unavailable):
+        return s.sc.clip
+    if not s.item.caption_out:
+        return M.Unavailable("no captions")
+    return M.clip_t(s.pred, s.item.caption_out, s.sc.clip)
+
+
+def _clip_dir(s: _Sample):
+    if isinstance(s.sc.clip, M.Unavailable):
+        return s.sc.clip
+    if not s.item.caption_out or not s.item.caption_in:
+        return M.Unavailable("no captions")
+    return M.clip_dir(s.pred, s.query, s.item.caption_in, s.item.caption_out, s.sc.clip)
+
+
+def _success(s: _Sample):
     from xprompt.eval import detect
 
+    edit = detect.edit_from_instance(s.item.task, s.item.params, s.item.scene_before)
+    ok = None if edit is None else detect.edit_success(s.pred, edit, reference=s.gt)
+    return M.Unavailable("not judged") if ok is None else float(ok)
+
+
+SAMPLE_METRICS: dict[str, Callable[[_Sample], Any]] = {
+    "psnr": lambda s: M.psnr(s.pred, s.gt),
+    "ssim": lambda s: M.ssim(s.pred, s.gt),
+    "l1": lambda s: M.l1(s.pred, s.gt),
+    "l2": lambda s: M.l2(s.pred, s.gt),
+    "mse": lambda s: M.mse(s.pred, s.gt, space="imagenet"),
+    "lpips": lambda s: M.lpips(s.pred, s.gt, s.sc.lpips),
+    "closer": lambda s: s.changed["closer"],
+    "changed_psnr": lambda s: s.changed["psnr"],
+    "rmse": _rmse,
+    "angle": lambda s: M.normal_angle_error(s.pred, s.gt),
+    "miou": _class_maps,
+    "clip_i": lambda s: M.clip_i(s.pred, s.gt, s.sc.clip),
+    "dino": lambda s: M.dino(s.pred, s.gt, s.sc.dino),
+    "clip_t": _clip_t,
+    "clip_dir": _clip_dir,
+    "success": _success,
+}
+
+
+def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
+    """Per-sample values of every metric of ``spec`` (mIoU: the predicted/GT class maps, reduced later)."""
     if spec.task == "text_to_image":
+        from xprompt.eval import detect
         from xprompt.train.scenes import Scene
 
         return detect.geneval_checks(pred, Scene.from_dict(item.scene_after))
-    gt, q = item.target, item.query
-    pred = _resize_to(pred, gt.shape)
-    out: dict[str, Any] = {}
-    cr = None
-    for m in spec.metrics:
-        if m in ("psnr", "ssim", "l1", "l2"):
-            out[m] = getattr(M, m)(pred, gt)
-        elif m == "mse":
-            out[m] = M.mse(pred, gt, space="imagenet")
-        elif m == "lpips":
-            out[m] = M.lpips(pred, gt, sc.lpips)
-        elif m in ("closer", "changed_psnr"):
-            cr = cr or M.changed_region(pred, _resize_to(q, gt.shape), gt)
-            out[m] = cr["closer" if m == "closer" else "psnr"]
-        elif m == "rmse":  # against the scene's exact depth when there is a scene, else the decoded target
-            out[m] = M.depth_rmse(pred, _exact_depth(item, gt), *_depth_palette(item))
-        elif m == "angle":
-            out[m] = M.normal_angle_error(pred, gt)
-        elif m == "miou":
-            from xprompt.train.tasks_dense import SEG_COLORS
-
-            cols = np.array(list(SEG_COLORS.values()))
-            out[m] = (M.class_map(pred, cols), M.class_map(gt, cols))
-        elif m == "clip_i":
-            out[m] = M.clip_i(pred, gt, sc.clip)
-        elif m == "dino":
-            out[m] = M.dino(pred, gt, sc.dino)
-        elif m in ("clip_t", "clip_dir"):
-            if isinstance(sc.clip, M.Unavailable):
-                out[m] = sc.clip
-            elif not item.caption_out or (m == "clip_dir" and not item.caption_in):
-                out[m] = M.Unavailable("no captions")
-            elif m == "clip_t":
-                out[m] = M.clip_t(pred, item.caption_out, sc.clip)
-            else:
-                out[m] = M.clip_dir(pred, _resize_to(q, gt.shape), item.caption_in, item.caption_out, sc.clip)
-        elif m == "success":
-            edit = detect.edit_from_instance(item.task, item.params, item.scene_before)
-            ok = None if edit is None else detect.edit_success(pred, edit, reference=gt)
-            out[m] = M.Unavailable("not judged") if ok is None else float(ok)
-        else:
-            raise ValueError(f"unknown metric {m}")
-    return out
+    s = _Sample(item, _resize_to(pred, item.target.shape), item.target, sc)
+    unknown = [m for m in spec.metrics if m not in SAMPLE_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]}")
+    return {m: SAMPLE_METRICS[m](s) for m in spec.metrics}
 
 
 def reduce_scores(metric: str, values: list) -> Any:
