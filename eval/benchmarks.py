@@ -418,6 +418,20 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
     return [pipe.decode(c) for c in codes]
 
 
+def raie_row(pipe, store, items: list[Item], mode: str, batch_size: int, seeds: list[int], greedy: bool,
+             bar) -> tuple[list[np.ndarray], list[dict], list]:
+    """The ``raie`` row through ``XPrompt.edit`` (k=1), one batch per seed: the outputs, what was retrieved for
+    each item (instruction, task, score) and the retrieved pairs."""
+    res = []
+    for bi, rng_ in enumerate(_batches(len(items), batch_size)):
+        res += pipe.edit([items[i].query for i in rng_], [items[i].instruction for i in rng_], store=store, k=1,
+                         mode=mode, seed=seeds[bi], greedy=greedy)
+        bar.update(1)
+    retrieved = [{"instruction": r.retrieved[0].instruction, "task": r.retrieved[0].task,
+                  "score": r.retrieved[0].score} for r in res]  # fmt: skip
+    return [r.image for r in res], retrieved, [r.pairs[0] for r in res]
+
+
 def check_checkpoint(path: str) -> Path:
     """A model checkpoint directory (xprompt's ``meta.json`` layout, or a transformers Chameleon dir), or a
     one-line error -- checked before anything is loaded or generated."""
@@ -508,7 +522,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     )
     store = None
     if "raie" in cfg.rows:
-        from xprompt.retrieval.cli import open_store
+        from xprompt.retrieval.default_store import open_store
 
         store = open_store(cfg.store or None, quiet=not progress)
     extra_rows = ["gt", "vq"] if t2i else ["copy", "vq"]
@@ -533,12 +547,11 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         preds: dict[str, list[np.ndarray]] = {}
         for ri, row in enumerate(cfg.rows):
             if row == "raie":
-                hits = store.search([it.instruction for it in items], k=1)
-                examples = retrieved_pairs = [h[0][1].pair() for h in hits]
-                retrieved = [
-                    {"instruction": h[0][1].instruction, "task": h[0][1].task, "score": h[0][0]} for h in hits
-                ]
-            elif row in ("none", "text", "t2i"):
+                seeds = [_seed(cfg.seed, ti, ri, bi) for bi in range(len(_batches(len(items), cfg.batch_size)))]
+                preds[row], retrieved, retrieved_pairs = raie_row(pipe, store, items, example_mode, cfg.batch_size,
+                                                                  seeds, greedy, bar)
+                continue
+            if row in ("none", "text", "t2i"):
                 examples = [None] * len(items)
             else:
                 examples = [it.example for it in items]
