@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xprompt.configs import config_from_dict, load_config, save_config
+from xprompt.configs import load_config, save_config
 from xprompt.errors import CheckpointError, ConfigError, ImageInputError
 
 
@@ -353,7 +353,3 @@ class VQTokenizer:
             x = ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
             out[i : i + len(t)] = x.permute(0, 2, 3, 1).cpu().numpy()
         return out
-
-
-def config_from_json(data: dict) -> VQConfig:
-    return config_from_dict(VQConfig, data)

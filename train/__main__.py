@@ -14,10 +14,11 @@ import sys
 
 from xprompt.train.cli import add_arguments, run
 
-from xprompt.cli import run_command
+from xprompt.cli import run_command, set_offline_env
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_offline_env()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "model":
         argv = argv[1:]

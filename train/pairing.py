@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
 
-from xprompt.errors import XPromptError
-
 RAIE_FAMILIES = ("edit",)
 
 
@@ -110,10 +108,8 @@ def raie_pair(samples: list[RawSample], encoder=None, seed: int = 0) -> int:
     ``xprompt.retrieval.pairing.nearest_neighbours`` (None = its default, ``minilm-edit``; pass ``"minilm"`` for
     the pairing of datasets built before issue #6).
     """
-    try:
-        from xprompt.retrieval.pairing import nearest_neighbours
-    except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed version
-        raise XPromptError("RAIE pairing needs xprompt.retrieval.pairing, which is not available") from e
+    from xprompt.retrieval.pairing import nearest_neighbours
+
     idx = [i for i, s in enumerate(samples) if s.family in RAIE_FAMILIES and s.kind == "i2i"]
     if len(idx) < 2:
         return 0

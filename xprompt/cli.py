@@ -10,6 +10,10 @@ one per core), applied by ``run_command`` before the command runs. One thread is
 models here gain little from more, while OpenMP's spinning threads slow a step down many times over as soon
 as another process holds a core (the demo: 5.8 s with 1 thread, 107 s with 2 beside one busy process).
 
+Environment: ``main`` (and ``python -m xprompt.train``) start with ``set_offline_env``: the Hugging Face
+libraries offline (nothing may be downloaded at run time) and tokenizers' fork warning off. It is set here, where
+a process starts, and not when the package is imported, so a program importing xprompt keeps its environment.
+
 Errors: ``XPromptError`` (bad input) is printed as one line ``xprompt: error: ...`` with exit code 2;
 argparse usage errors also exit 2.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from xprompt.errors import XPromptError
@@ -28,40 +33,27 @@ GROUPS = {
     "index": "build and search RAIE instruction stores",
 }
 
-# module -> the commands it provides ((group or None, name, help)); listed even before the module exists.
-COMMAND_MODULES: dict[str, list[tuple[str | None, str, str]]] = {
-    "xprompt.tokenizer.cli": [
-        ("train", "bpe", "train the byte-level BPE text tokenizer"),
-        ("train", "tokenizer", "train the VQ image tokenizer"),
-    ],
-    "xprompt.train.cli": [("train", "model", "train the X-Prompt model (DeepSpeed)")],
-    "xprompt.train.data_cli": [
-        ("data", "build", "build a pre-tokenized task-suite dataset"),
-        ("data", "show", "write a PNG grid of decoded samples"),
-    ],
-    "xprompt.cli_generate": [
-        (None, "generate", "in-context generation from example pairs (or a compiled task)"),
-        (None, "describe", "describe the difference between two images"),
-        (None, "t2i", "text-to-image"),
-        (None, "compile-prompt", "compile an example pair into a reusable task prompt (.xpt)"),
-    ],
-    "xprompt.retrieval.cli": [
-        ("index", "build", "build a FAISS instruction store"),
-        ("index", "search", "search a store by instruction"),
-        ("index", "train-encoder", "train the minilm-edit text encoder"),
-        (None, "edit", "retrieval-augmented image editing"),
-    ],
-    "xprompt.eval.cli": [(None, "eval", "run a benchmark (unseen, seen, raie, t2i)")],
-    "xprompt.eval.demo": [(None, "demo", "run the demo: in-context generation on packaged photos")],
-    "xprompt.cli_export": [(None, "export", "export a trained model as a release folder (bf16)")],
-}
+# The modules that provide commands, each through its ``register(root, groups)`` (help texts live there).
+COMMAND_MODULES = (
+    "xprompt.tokenizer.cli",  # train bpe, train tokenizer
+    "xprompt.train.cli",  # train model
+    "xprompt.train.data_cli",  # data build, data show
+    "xprompt.cli_generate",  # generate, describe, t2i, compile-prompt
+    "xprompt.retrieval.cli",  # index build/search/train-encoder, edit
+    "xprompt.eval.cli",  # eval
+    "xprompt.eval.demo",  # demo
+    "xprompt.cli_export",  # export
+)
 
 
-def _not_available(name: str, module: str):
-    def run(args) -> int:
-        raise XPromptError(f"`xprompt {name}` is not yet available in this version ({module} is missing)")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
 
-    return run
+
+def set_offline_env() -> None:
+    """Set ``OFFLINE_ENV`` where not already set (a user's explicit value wins)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,18 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = root.add_parser(name, help=help_, description=help_)
         groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
         p.set_defaults(func=lambda args, p=p: (p.print_help(), 2)[1])
-    for module, commands in COMMAND_MODULES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-            for group, name, help_ in commands:
-                sub = groups[group] if group else root
-                p = sub.add_parser(name, help=f"{help_} [not yet available]")
-                p.set_defaults(func=_not_available(f"{group + ' ' if group else ''}{name}", module))
-            continue
-        mod.register(root, groups)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(root, groups)
     return parser
 
 
@@ -95,6 +77,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_offline_env()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -92,11 +92,6 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
-def register_preset(name: str, fn: Callable[[int], dict]) -> None:
-    """Add a preset: ``fn(vocab_size) -> dict`` of ModelConfig fields."""
-    _PRESETS[name] = fn
-
-
 def get_preset(name: str, vocab_size: int, **overrides) -> ModelConfig:
     """``ModelConfig`` of preset ``name`` for a vocabulary of ``vocab_size`` ids; ``overrides`` win."""
     if name not in _PRESETS:
