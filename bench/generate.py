@@ -48,10 +48,10 @@ from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.checkpoint import to_hf_model
 from xprompt.compiled import compile_prompt
-from xprompt.config import get_preset
 from xprompt.generation import decode, generate_images, prefill, td_only
 from xprompt.masks import build_attention_mask, kept_entries
 from xprompt.model import XPromptModel
+from xprompt.model_config import get_preset
 from xprompt.sampling import ImageGrid, SamplingConfig
 from xprompt.sequence import Seg, SequenceBuilder, TokenSequence
 

@@ -61,7 +61,7 @@ def measure_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0, threads: 
 def build_data(out: Path, n: int, tokenizer: str) -> Path:
     from xprompt.train.build import BuildConfig, build_dataset
 
-    from xprompt.configs import config_from_dict
+    from xprompt.config_io import config_from_dict
 
     cfg = config_from_dict(BuildConfig, {"n": n, "size": 64, "seed": 0, "split": "train"})
     build_dataset(cfg, out, tokenizer=tokenizer, bpe=str(ROOT / "checkpoints" / "bpe"), progress=False)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from xprompt.configs import config_from_dict, config_to_dict, load_config
+from xprompt.config_io import config_from_dict, config_to_dict, load_config
 from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir

@@ -114,7 +114,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         weights_fingerprint,
     )
 
-    from xprompt.configs import config_to_dict
+    from xprompt.config_io import config_to_dict
     from xprompt.io_utils import atomic_dir
 
     cfg = dataclasses.replace(cfg)
@@ -209,7 +209,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
 
 
 def load_edit_config(ckpt: str | Path) -> EditEncoderConfig:
-    from xprompt.configs import load_config
+    from xprompt.config_io import load_config
 
     path = Path(ckpt) / CONFIG
     if not path.is_file():

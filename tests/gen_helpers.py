@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from xprompt.tokenizer.vocab import Vocabulary
 
-from xprompt.config import ModelConfig
 from xprompt.model import XPromptModel
+from xprompt.model_config import ModelConfig
 
 CHARS = " abcdefghijklmnopqrstuvwxyz"
 

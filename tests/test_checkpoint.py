@@ -7,9 +7,9 @@ import torch
 from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.checkpoint import load_pretrained, save_pretrained
-from xprompt.config import ModelConfig
 from xprompt.errors import CheckpointError
 from xprompt.model import XPromptModel
+from xprompt.model_config import ModelConfig
 
 
 @pytest.fixture

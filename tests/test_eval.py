@@ -19,8 +19,8 @@ def ckpt(tmp_path_factory):
     from xprompt.train.tasks import all_tasks
 
     from xprompt.checkpoint import save_pretrained
-    from xprompt.config import ModelConfig
     from xprompt.model import XPromptModel
+    from xprompt.model_config import ModelConfig
 
     d = tmp_path_factory.mktemp("eval_ck")
     texts = [i for t in all_tasks().values() for i in t.instructions] * 3

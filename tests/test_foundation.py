@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from xprompt.cli import main
-from xprompt.configs import config_from_dict, load_config, save_config
+from xprompt.config_io import config_from_dict, load_config, save_config
 from xprompt.errors import ConfigError, XPromptError
 from xprompt.io_utils import atomic_dir, atomic_write_text
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from xprompt.config import ModelConfig, get_preset, preset_names
 from xprompt.errors import ConfigError
 from xprompt.masks import build_attention_mask, build_attention_mask_batch, position_ids
 from xprompt.model import XPromptModel
+from xprompt.model_config import ModelConfig, get_preset, preset_names
 from xprompt.sequence import Seg
 
 P, IE, XP, TD = int(Seg.PREFIX), int(Seg.IE), int(Seg.XP), int(Seg.TD)

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from xprompt.tokenizer.vocab import Vocabulary
 
-from xprompt.config import ModelConfig
 from xprompt.loss import next_token_loss
 from xprompt.model import XPromptModel
+from xprompt.model_config import ModelConfig
 from xprompt.sequence import build_sample
 
 

@@ -125,9 +125,9 @@ def test_mode_lengths_match_convert_mode(tmp_path):
 def test_packed_loss_equals_unpacked_loss(tmp_path):
     import torch
 
-    from xprompt.config import get_preset
     from xprompt.loss import next_token_loss
     from xprompt.model import XPromptModel
+    from xprompt.model_config import get_preset
 
     torch.manual_seed(0)
     make_dataset(tmp_path / "d", n=10)
@@ -158,9 +158,9 @@ def test_doc_attention_equals_dense_mask(tmp_path):
     padded), and the model refuses a layout that does not describe its batch."""
     import torch
 
-    from xprompt.config import get_preset
     from xprompt.loss import next_token_loss
     from xprompt.model import XPromptModel
+    from xprompt.model_config import get_preset
 
     torch.manual_seed(0)
     make_dataset(tmp_path / "d", n=7)

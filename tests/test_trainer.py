@@ -20,7 +20,7 @@ from test_packing import make_dataset
 from xprompt.train.train_config import DEFAULT_DS_CONFIG, TrainConfig, load_ds_config, resolve_ds_config
 
 from xprompt.cli import main as cli_main
-from xprompt.configs import config_from_dict
+from xprompt.config_io import config_from_dict
 from xprompt.errors import ConfigError
 from xprompt.paths import REPO_ROOT
 

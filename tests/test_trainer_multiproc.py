@@ -56,7 +56,7 @@ def _single(tmp_path: Path, stage: int, data: Path) -> list[float]:
     from xprompt.train.train_config import TrainConfig, load_ds_config
     from xprompt.train.trainer import train
 
-    from xprompt.configs import load_config
+    from xprompt.config_io import load_config
 
     saved = dict(os.environ)
     try:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xprompt.configs import load_config, save_config
+from xprompt.config_io import load_config, save_config
 from xprompt.errors import CheckpointError, ConfigError, ImageInputError
 
 

@@ -35,7 +35,7 @@ from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
 from xprompt.train.pairing import RawSample, draw_group, raie_pair
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
-from xprompt.configs import config_from_dict, load_config, save_config
+from xprompt.config_io import config_from_dict, load_config, save_config
 from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir, atomic_write_text

@@ -1,7 +1,7 @@
 """Training config (``TrainConfig``) and the DeepSpeed config resolution.
 
 Design choices
-* One typed dataclass, loaded strictly with ``xprompt.configs.config_from_dict`` (unknown keys are an
+* One typed dataclass, loaded strictly with ``xprompt.config_io.config_from_dict`` (unknown keys are an
   error); it is the single source of truth for the batch geometry, learning rate, schedule, clipping and
   precision. ``ds_config.json`` holds engine settings only (ZeRO stage, communication tuning); every
   ``"auto"`` in it is filled from this config, and explicit numbers there must agree with it.
@@ -23,7 +23,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xprompt.configs import config_from_dict, load_config, load_json_object
+from xprompt.config_io import config_from_dict, load_config, load_json_object
 from xprompt.errors import ConfigError
 from xprompt.sequence import MODES
 
@@ -137,7 +137,7 @@ class TrainConfig:
 def load_train_config(path, overrides: dict | None = None) -> TrainConfig:
     cfg = load_config(TrainConfig, path)
     if overrides:
-        from xprompt.configs import config_to_dict
+        from xprompt.config_io import config_to_dict
 
         data = config_to_dict(cfg)
         data.update(overrides)

@@ -57,7 +57,7 @@ from xprompt.train.train_config import (
     zero_stage,
 )
 
-from xprompt.configs import config_to_dict
+from xprompt.config_io import config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
 from xprompt.io_utils import atomic_write_text
 from xprompt.paths import REPO_ROOT
@@ -277,7 +277,7 @@ def setup(
     """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
     _check_out_dir(out, resume)
     td = load_training_data(data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    from xprompt.config import get_preset
+    from xprompt.model_config import get_preset
 
     mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
     if cfg.grad_checkpointing:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from xprompt.config import ModelConfig
-from xprompt.configs import config_from_dict, config_to_dict
+from xprompt.config_io import config_from_dict, config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
 from xprompt.io_utils import atomic_dir
+from xprompt.model_config import ModelConfig
 
 FORMAT = "xprompt-model/1"
 _FILES = ("config.json", "model.safetensors", "vocab.json", "meta.json")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xprompt.configs import config_to_dict
+from xprompt.config_io import config_to_dict
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_write_bytes
 from xprompt.kv_cache import KVCache

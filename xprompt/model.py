@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from xprompt.config import ModelConfig
 from xprompt.errors import ConfigError
 from xprompt.kv_cache import KVCache
 from xprompt.masks import DocAttention
+from xprompt.model_config import ModelConfig
 
 
 class RMSNorm(nn.Module):

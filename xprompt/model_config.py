@@ -2,7 +2,7 @@
 
 Design choices
 * One typed dataclass, saved as ``config.json`` beside ``model.safetensors`` (strict load through
-  ``xprompt.configs.config_from_dict``: unknown keys are an error).
+  ``xprompt.config_io.config_from_dict``: unknown keys are an error).
 * Field names are ours (``dim``, ``n_layers`` ...); ``to_hf_kwargs``/``from_hf_config`` in
   ``xprompt.checkpoint`` translate to and from transformers' ``ChameleonConfig``.
 * Presets are functions of the vocabulary size (it comes from the ``Vocabulary``, not the preset):
