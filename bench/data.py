@@ -4,7 +4,7 @@ Builds ``--n`` samples end to end (generation, VQ encoding, sequence layout, wri
 a temp dir and reports:
 - build samples/s (end to end), and separately raw generation samples/s and image-encoding images/s;
 - dataset size on disk per 10k samples (EXTRAPOLATED linearly from the measured ``--n`` build);
-- the tiny model's consumption, ``tokens_per_s / mean tokens per sample`` (DESIGN.md: ~4k tokens/s bf16 on
+- the tiny model's consumption, ``tokens_per_s / mean tokens per sample`` (docs/design.md: ~4k tokens/s bf16 on
   this machine's 2 cores), and the ratio build / consumption, which must be >= 5;
 - the build's CPU seconds, and the throughput they project for two free cores (the machine is shared, so
   the wall-clock rate varies with other jobs; both figures are written).
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--group-size", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for VQ encoding")
     ap.add_argument(
-        "--train-tokens-per-s", type=float, default=4000.0, help="tiny model consumption (DESIGN.md)"
+        "--train-tokens-per-s", type=float, default=4000.0, help="tiny model consumption (docs/design.md)"
     )
     ap.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "data.json"))
     args = ap.parse_args(argv)

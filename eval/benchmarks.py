@@ -11,7 +11,7 @@ Design choices
     raie: ``text`` (instruction only), ``raie`` (the nearest stored instruction's pair as the example, from
       the default store or ``--store``), optionally ``oracle`` (the instance's own example pair).
     t2i: ``t2i`` (the generated image); plus ``gt`` (the ground-truth render: the detector's ceiling).
-  Every image benchmark adds ``copy`` (the query returned unchanged, DESIGN.md's copy baseline) and ``vq``
+  Every image benchmark adds ``copy`` (the query returned unchanged, docs/design.md's copy baseline) and ``vq``
   (the ground truth through the image tokenizer and back: practically the best a model decoding through this
   tokenizer can do).
 * **Metrics** per task follow the paper's tables (see ``TASKS``), plus two changed-region metrics on every

@@ -15,7 +15,7 @@ Design choices (stated once, used by every benchmark)
 * **MSE**: ``space="unit"`` gives the [0, 1] mean squared error; ``space="imagenet"`` first normalises both
   images with the ImageNet mean/std, the convention of Visual Prompting (Bar et al. 2022) whose inpainting /
   colorization numbers X-Prompt's Table 5 reports beside its own (values around 0.5-1).
-* **Changed region** (DESIGN.md: a model that copies its input scores well on most pixel metrics): pixels
+* **Changed region** (docs/design.md: a model that copies its input scores well on most pixel metrics): pixels
   where the query and the ground truth differ by more than ``tol`` in some channel. On them we report PSNR,
   ``accuracy`` (fraction of changed pixels whose prediction is within ``acc_tol`` of the ground truth in
   every channel) and ``closer`` (fraction whose prediction is closer to the ground truth than to the query).
