@@ -96,6 +96,104 @@ def _mnrl():
     return MultipleNegativesRankingLoss
 
 
+def _trainable_minilm(cfg: EditEncoderConfig):
+    """The packaged MiniLM as a SentenceTransformer with only its last ``train_layers`` BERT layers trainable:
+    (model, bert, trained layer indices, their parameters)."""
+    from sentence_transformers import SentenceTransformer
+    from xprompt.retrieval.encoders import minilm_dir
+
+    model = SentenceTransformer(str(minilm_dir()), device="cpu")
+    model.max_seq_length = cfg.max_length
+    bert = model[0].auto_model
+    n_layers = len(bert.encoder.layer)
+    if cfg.train_layers > n_layers:
+        raise XPromptError(f"train_layers {cfg.train_layers} > the model's {n_layers} layers")
+    layers = list(range(n_layers - cfg.train_layers, n_layers))
+    for p in bert.parameters():
+        p.requires_grad_(False)
+    params = [p for i in layers for p in bert.encoder.layer[i].parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return model, bert, layers, params
+
+
+def _loss_fns(model, cfg: EditEncoderConfig):
+    """MNRL (all configured directions, optional hard-negative weighting) and the order TripletLoss (or None)."""
+    hard = {"hardness_mode": "hard_negatives", "hardness_strength": cfg.hardness_strength} \
+        if cfg.hardness_strength > 0 else {}
+    loss_fn = _mnrl()(model, scale=cfg.scale, directions=tuple(cfg.directions), **hard)
+    if cfg.order_weight <= 0:
+        return loss_fn, None
+    from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
+
+    return loss_fn, TripletLoss(model, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=cfg.order_margin)
+
+
+def _batch_plan(cfg: EditEncoderConfig, triples, max_steps: int | None) -> list:
+    """Every epoch's batches (tail batches under half size dropped), cut at ``max_steps``."""
+    from xprompt.retrieval.edit_corpus import batches
+
+    plan = []
+    for ep in range(cfg.epochs):
+        plan += [b for b in batches(triples, cfg.batch_size, seed=cfg.seed + ep) if len(b) >= cfg.batch_size // 2]
+    if max_steps is not None:
+        plan = plan[:max_steps]
+    if not plan:
+        raise XPromptError(f"corpus of {len(triples)} triples gives no batch of >= {cfg.batch_size // 2}")
+    return plan
+
+
+def _train_steps(cfg: EditEncoderConfig, model, params, plan, order, say) -> list[float]:
+    """The optimisation loop (AdamW, linear warm-up/decay, grad clip 1.0); returns the loss of every step."""
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+    from xprompt.retrieval.encoders import normalize_instruction
+
+    loss_fn, order_loss = _loss_fns(model, cfg)
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * len(plan)), len(plan))
+    model.train()
+    losses, t1 = [], time.time()
+    for step, batch in enumerate(plan):
+        cols = [[normalize_instruction(getattr(tr, c)) for tr in batch] for c in ("anchor", "positive", "negative")]
+        feats = [tokenize(c) for c in cols]  # 3 x {input_ids (B, T), attention_mask (B, T), ...}
+        loss = loss_fn(feats, None)
+        if order is not None:
+            ob = order[step * cfg.order_batch:(step + 1) * cfg.order_batch]
+            ofeats = [tokenize([normalize_instruction(t[c]) for t in ob]) for c in range(3)]
+            loss = loss + cfg.order_weight * order_loss(ofeats, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 50 == 0 or step + 1 == len(plan):
+            say(f"step {step + 1}/{len(plan)}  loss {np.mean(losses[-50:]):.4f}  {time.time() - t1:.0f} s")
+    model.eval()
+    return losses
+
+
+def _save_checkpoint(out_dir: Path, cfg: EditEncoderConfig, bert, layers: list[int], record: dict,
+                     overwrite: bool) -> None:
+    """The trained layers (``cfg.save_dtype``), config.json and train_log.json, written atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    from xprompt.config_io import config_to_dict
+    from xprompt.io_utils import atomic_dir
+
+    dtype = getattr(torch, cfg.save_dtype)
+    state = {f"encoder.layer.{i}.{k}": v.detach().to(dtype).contiguous()
+             for i in layers for k, v in bert.encoder.layer[i].state_dict().items()}
+    with atomic_dir(out_dir, overwrite=overwrite, marker=CONFIG) as tmp:
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "layers": json.dumps(layers)})
+        (tmp / CONFIG).write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        (tmp / LOG).write_text(json.dumps(record, indent=2) + "\n")
+
+
 def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: Iterable[str] = (),
                        overwrite: bool = False, log: Callable[[str], None] | None = print,
                        max_steps: int | None = None) -> dict:
@@ -103,19 +201,8 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
     ``exclude``: texts the corpus must not contain (the paraphrase test sets)."""
     import numpy as np
     import torch
-    from safetensors.torch import save_file
-    from sentence_transformers import SentenceTransformer
-    from transformers import get_linear_schedule_with_warmup
-    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, batches, build_corpus, build_order_corpus
-    from xprompt.retrieval.encoders import (
-        NORMALIZE_VERSION,
-        minilm_dir,
-        normalize_instruction,
-        weights_fingerprint,
-    )
-
-    from xprompt.config_io import config_to_dict
-    from xprompt.io_utils import atomic_dir
+    from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, build_order_corpus
+    from xprompt.retrieval.encoders import NORMALIZE_VERSION, minilm_dir, weights_fingerprint
 
     cfg = dataclasses.replace(cfg)
     cfg.check()
@@ -132,64 +219,15 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         triples = build_corpus(cfg.corpus_size, cfg.corpus_seed, exclude=exclude)
         say(f"corpus: {len(triples)} triples (seed {cfg.corpus_seed}, {CORPUS_VERSION}), "
             f"{len(exclude)} excluded texts, {time.time() - t0:.1f} s")
-        base = minilm_dir()
-        model = SentenceTransformer(str(base), device="cpu")
-        model.max_seq_length = cfg.max_length
-        bert = model[0].auto_model
-        n_layers = len(bert.encoder.layer)
-        if cfg.train_layers > n_layers:
-            raise XPromptError(f"train_layers {cfg.train_layers} > the model's {n_layers} layers")
-        layers = list(range(n_layers - cfg.train_layers, n_layers))
-        for p in bert.parameters():
-            p.requires_grad_(False)
-        params = [p for i in layers for p in bert.encoder.layer[i].parameters()]
-        for p in params:
-            p.requires_grad_(True)
-        tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
-        hard = {"hardness_mode": "hard_negatives", "hardness_strength": cfg.hardness_strength} \
-            if cfg.hardness_strength > 0 else {}
-        loss_fn = _mnrl()(model, scale=cfg.scale, directions=tuple(cfg.directions), **hard)
+        model, bert, layers, params = _trainable_minilm(cfg)
+        plan = _batch_plan(cfg, triples, max_steps)
         order = None
         if cfg.order_weight > 0:
-            from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
-
-            order_loss = TripletLoss(model, distance_metric=TripletDistanceMetric.COSINE,
-                                     triplet_margin=cfg.order_margin)
-        plan = []
-        for ep in range(cfg.epochs):
-            plan += [b for b in batches(triples, cfg.batch_size, seed=cfg.seed + ep) if len(b) >= cfg.batch_size // 2]
-        if max_steps is not None:
-            plan = plan[:max_steps]
-        if not plan:
-            raise XPromptError(f"corpus of {len(triples)} triples gives no batch of >= {cfg.batch_size // 2}")
-        if cfg.order_weight > 0:
             order = build_order_corpus(len(plan) * cfg.order_batch, cfg.corpus_seed, exclude=exclude)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * len(plan)), len(plan))
-        model.train()
-        losses, t1 = [], time.time()
-        for step, batch in enumerate(plan):
-            cols = [[normalize_instruction(getattr(tr, c)) for tr in batch] for c in ("anchor", "positive", "negative")]
-            feats = [tokenize(c) for c in cols]  # 3 x {input_ids (B, T), attention_mask (B, T), ...}
-            loss = loss_fn(feats, None)
-            if order is not None:
-                ob = order[step * cfg.order_batch:(step + 1) * cfg.order_batch]
-                ofeats = [tokenize([normalize_instruction(t[c]) for t in ob]) for c in range(3)]
-                loss = loss + cfg.order_weight * order_loss(ofeats, None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if (step + 1) % 50 == 0 or step + 1 == len(plan):
-                say(f"step {step + 1}/{len(plan)}  loss {np.mean(losses[-50:]):.4f}  {time.time() - t1:.0f} s")
-        model.eval()
-        dtype = getattr(torch, cfg.save_dtype)
-        state = {f"encoder.layer.{i}.{k}": v.detach().to(dtype).contiguous()
-                 for i in layers for k, v in bert.encoder.layer[i].state_dict().items()}
+        t1 = time.time()
+        losses = _train_steps(cfg, model, params, plan, order, say)
         cfg.corpus_version = CORPUS_VERSION
-        cfg.base_fingerprint = weights_fingerprint(base / "model.safetensors")
+        cfg.base_fingerprint = weights_fingerprint(minilm_dir() / "model.safetensors")
         cfg.normalize_version = NORMALIZE_VERSION
         cfg.layers = layers
         cfg.excluded_texts = len(exclude)
@@ -197,10 +235,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
                   "total_seconds": round(time.time() - t0, 1), "final_loss": round(float(np.mean(losses[-50:])), 4),
                   "loss_every_10": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
                   "torch": torch.__version__}
-        with atomic_dir(out_dir, overwrite=overwrite, marker=CONFIG) as tmp:
-            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "layers": json.dumps(layers)})
-            (tmp / CONFIG).write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-            (tmp / LOG).write_text(json.dumps(record, indent=2) + "\n")
+        _save_checkpoint(out_dir, cfg, bert, layers, record, overwrite)
         say(f"wrote {out_dir}: layers {layers} ({cfg.save_dtype}), {len(plan)} steps, "
             f"{record['train_seconds']:.0f} s training")
         return record
