@@ -37,8 +37,7 @@ def dir_size(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
-def main(argv=None) -> int:
-    from xprompt.io_utils import atomic_write_text
+def parse_args(argv=None) -> argparse.Namespace:
     from xprompt.paths import REPO_ROOT, shipped
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,28 +54,20 @@ def main(argv=None) -> int:
         "--train-tokens-per-s", type=float, default=4000.0, help="tiny model consumption (docs/design.md)"
     )
     ap.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "data.json"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import os
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
+def time_parts(cfg, tokenizer: str, n: int) -> dict:
+    """Raw generation alone (one process, up to 200 samples) and VQ encoding of their images alone."""
     from xprompt.tokenizer.loading import load_image_tokenizer
-    from xprompt.train.build import BuildConfig, build_dataset, draw_groups
+    from xprompt.train.build import draw_groups
 
-    cfg = BuildConfig(split=args.split, n=args.n, size=args.size, seed=0, workers=args.workers,
-                      group_size=args.group_size)  # fmt: skip
-    vq = load_image_tokenizer(args.tokenizer)
-
-    # raw generation alone (one process)
-    n_groups = max(1, min(200, args.n) // cfg.group_size)
+    vq = load_image_tokenizer(tokenizer)
+    n_groups = max(1, min(200, n) // cfg.group_size)
     draw_groups(cfg, 0, 2)  # warm caches (photo decoding)
     t = time.perf_counter()
     raw = draw_groups(cfg, 0, n_groups)
     gen_s = time.perf_counter() - t
-    # encoding alone
     imgs = np.stack(
         [im for s in raw for im in (s.query.inputs + [s.query.output]) if not isinstance(im, str)]
     )
@@ -84,6 +75,12 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     vq.encode(imgs)
     enc_s = time.perf_counter() - t
+    return {"generation_samples_per_s": round(len(raw) / gen_s, 2), "encode_images_per_s": round(len(imgs) / enc_s, 2)}
+
+
+def time_build(cfg, args) -> tuple[dict, float, float, int]:
+    """A whole ``build_dataset`` into a temp dir: (card, wall seconds, CPU seconds incl. workers, data bytes)."""
+    from xprompt.train.build import build_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ds"
@@ -92,7 +89,24 @@ def main(argv=None) -> int:
         card = build_dataset(cfg, out, tokenizer=args.tokenizer, bpe=args.bpe, progress=False)
         build_s = time.perf_counter() - t
         cpu_s = _cpu_seconds() - cpu0
-        size = dir_size(out / "data")
+        return card, build_s, cpu_s, dir_size(out / "data")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import os
+
+    import torch
+    from xprompt.train.build import BuildConfig
+
+    from xprompt.io_utils import atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    cfg = BuildConfig(split=args.split, n=args.n, size=args.size, seed=0, workers=args.workers,
+                      group_size=args.group_size)  # fmt: skip
+    parts = time_parts(cfg, args.tokenizer, args.n)
+    card, build_s, cpu_s, size = time_build(cfg, args)
     mean_tok = card["tokens"]["mean"]
     build_sps = args.n / build_s
     consume_sps = args.train_tokens_per_s / mean_tok
@@ -100,8 +114,7 @@ def main(argv=None) -> int:
         "tokenizer": args.tokenizer, "size": args.size, "n": args.n, "split": args.split, "workers": args.workers,
         "group_size": args.group_size, "torch_threads": args.threads,
         "build_samples_per_s": round(build_sps, 2), "build_seconds": round(build_s, 2),
-        "generation_samples_per_s": round(len(raw) / gen_s, 2),
-        "encode_images_per_s": round(len(imgs) / enc_s, 2),
+        **parts,
         "images_encoded_per_sample": round(card["images_encoded"] / args.n, 3),
         "mean_tokens_per_sample": round(mean_tok, 1),
         "disk_bytes": size, "disk_mb_per_10k_samples": round(size / args.n * 10_000 / 2**20, 1),

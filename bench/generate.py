@@ -314,7 +314,8 @@ def judge(res: dict, judge_grid: int, judge_batch: int) -> tuple[dict, dict]:
     return detail, met
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[int], int]:
+    """The arguments, the (b) grids and the grid the targets are judged at."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", default="24,32",
                     help="comma-separated image grid sides in codes for (b) (24 = 384 px, 32 = 512 px at 16x)")
@@ -336,13 +337,73 @@ def main(argv=None) -> int:
         ap.error(f"--grids must be comma-separated integers, got {args.grids!r}")
     if not grids or min(grids) < 1 or args.reps < 1 or args.batch < 1:
         ap.error("--grids, --reps and --batch must be positive")
-    judge_grid = args.judge_grid if args.judge_grid in grids else max(grids)
+    if max(grids) > 64:
+        ap.error("grids above 64 codes are outside this vocabulary's grid tokens")
+    return args, grids, (args.judge_grid if args.judge_grid in grids else max(grids))
+
+
+def section_a(model, vocab, rng, text, args) -> dict:
+    """(a) ours vs the naive loop, one example, at ``--naive-grid``."""
+    g = args.naive_grid
+    q = rng.integers(0, vocab.num_image_codes, (g, g))
+    p1 = build_prompt(vocab, text, random_examples(vocab, rng, 1, g), "xp", q)
+    ta, tn = [], []
+    for _ in range(args.reps):
+        r = run_ours(model, vocab, [p1], g)
+        ta.append(r["wall"])
+        dt, naive = run_naive(model, vocab, p1, g)
+        tn.append(dt)
+    res = {"grid": g, "prompt_tokens": len(p1), "ours_s": best(ta), "naive_s": best(tn),
+           "speedup": best(tn) / best(ta), "same_output": bool(np.array_equal(r["codes"][0], naive))}
+    print(f"(a) {g}x{g} image, 1 example: ours {best(ta):.2f}s  naive {best(tn):.2f}s  "
+          f"-> {best(tn) / best(ta):.1f}x  same output: {res['same_output']}", flush=True)
+    return res
+
+
+def section_b(model, vocab, rng, text, grids: list[int], args) -> list[dict]:
+    """(b) compressed vs full context, per grid, 1 and 3 examples, batch 1 and ``--batch``."""
+    rows = []
+    for g in grids:
+        for n_ex in (1, 3):
+            for batch in sorted({1, args.batch}):
+                row = bench_compression(model, vocab, rng, text, g, n_ex, batch, args.reps)
+                rows.append(row)
+                w, mib = row["s_per_image"], {m: v / 2**20 for m, v in row["peak_kv_bytes"].items()}
+                print(f"(b) {g}x{g}, {n_ex} example(s), batch {batch}: per image xp {w['xp']:.2f}s full "
+                      f"{w['full']:.2f}s -> {row['speedup']:.2f}x (MACs {row['analytic']['mac_ratio']:.2f}x; cpu "
+                      f"{row['cpu_speedup']:.2f}x; decoding {row['decode_speedup']:.2f}x, bytes "
+                      f"{row['analytic']['decode_bytes_ratio']:.2f}x); compiled tasks xp {w['xp_compiled']:.2f}s "
+                      f"full {w['full_compiled']:.2f}s -> {row['compiled_speedup']:.2f}x (MACs "
+                      f"{row['analytic']['compiled_mac_ratio']:.2f}x); peak KV {mib['xp']:.1f} vs "
+                      f"{mib['full']:.1f} MiB", flush=True)
+    return rows
+
+
+def section_c(model, vocab, rng, args) -> dict:
+    """(c) ours vs transformers' generate() on text."""
+    hf = to_hf_model(model, vocab, attn_implementation="sdpa")
+    text_ids = torch.as_tensor(vocab.text_to_ids(rng.integers(0, vocab.text_size, args.text_prompt).tolist()))
+    ids = torch.cat([torch.tensor([vocab.bos_id]), text_ids])[None]
+    to, th = [], []
+    for _ in range(args.reps):
+        dt, ours = run_text_ours(model, vocab, ids, args.text_new)
+        to.append(dt)
+        dt, theirs = run_text_hf(hf, ids, args.text_new)
+        th.append(dt)
+    same = bool(torch.equal(ours.cpu(), theirs.cpu()))
+    print(f"(c) {args.text_new} text tokens after {ids.shape[1]}: ours {best(to):.2f}s  HF generate() "
+          f"{best(th):.2f}s -> {best(th) / best(to):.2f}x; same tokens: {same}", flush=True)
+    return {"prompt_tokens": ids.shape[1], "new_tokens": args.text_new, "ours_s": best(to), "hf_s": best(th),
+            "speedup": best(th) / best(to), "same_tokens": same, "ours_ms_per_token": 1e3 * best(to) / args.text_new,
+            "hf_ms_per_token": 1e3 * best(th) / args.text_new}
+
+
+def main(argv=None) -> int:
+    args, grids, judge_grid = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     vocab = Vocabulary.build(text_size=4096, num_image_codes=8192, num_xp=32, max_grid=64)
-    if max(grids) > 64:
-        ap.error("grids above 64 codes are outside this vocabulary's grid tokens")
     cfg = get_preset("tiny", vocab.size)
     model = XPromptModel(cfg).eval()
     res: dict = {"model": {"preset": "tiny", "params": model.num_params(), "vocab": vocab.size,
@@ -354,65 +415,17 @@ def main(argv=None) -> int:
                              "torch": torch.__version__}, "args": vars(args)}
     t_start = time.perf_counter()
     text = vocab.text_to_ids(rng.integers(0, vocab.text_size, 8).tolist())
-
-    # (a) ours vs naive loop ------------------------------------------------------------------------------
     if not args.skip_naive:
-        g = args.naive_grid
-        q = rng.integers(0, vocab.num_image_codes, (g, g))
-        p1 = build_prompt(vocab, text, random_examples(vocab, rng, 1, g), "xp", q)
-        ta, tn = [], []
-        for _ in range(args.reps):
-            r = run_ours(model, vocab, [p1], g)
-            ta.append(r["wall"])
-            dt, naive = run_naive(model, vocab, p1, g)
-            tn.append(dt)
-        res["a_naive"] = {"grid": g, "prompt_tokens": len(p1), "ours_s": best(ta), "naive_s": best(tn),
-                          "speedup": best(tn) / best(ta), "same_output": bool(np.array_equal(r["codes"][0], naive))}
-        print(f"(a) {g}x{g} image, 1 example: ours {best(ta):.2f}s  naive {best(tn):.2f}s  "
-              f"-> {best(tn) / best(ta):.1f}x  same output: {res['a_naive']['same_output']}", flush=True)
-
-    # (b) compressed vs full -------------------------------------------------------------------------------
-    res["b_compression"] = []
-    for g in grids:
-        for n_ex in (1, 3):
-            for batch in sorted({1, args.batch}):
-                row = bench_compression(model, vocab, rng, text, g, n_ex, batch, args.reps)
-                res["b_compression"].append(row)
-                w, mib = row["s_per_image"], {m: v / 2**20 for m, v in row["peak_kv_bytes"].items()}
-                print(f"(b) {g}x{g}, {n_ex} example(s), batch {batch}: per image xp {w['xp']:.2f}s full "
-                      f"{w['full']:.2f}s -> {row['speedup']:.2f}x (MACs {row['analytic']['mac_ratio']:.2f}x; cpu "
-                      f"{row['cpu_speedup']:.2f}x; decoding {row['decode_speedup']:.2f}x, bytes "
-                      f"{row['analytic']['decode_bytes_ratio']:.2f}x); compiled tasks xp {w['xp_compiled']:.2f}s "
-                      f"full {w['full_compiled']:.2f}s -> {row['compiled_speedup']:.2f}x (MACs "
-                      f"{row['analytic']['compiled_mac_ratio']:.2f}x); peak KV {mib['xp']:.1f} vs "
-                      f"{mib['full']:.1f} MiB", flush=True)
-
+        res["a_naive"] = section_a(model, vocab, rng, text, args)
+    res["b_compression"] = section_b(model, vocab, rng, text, grids, args)
     res["b_decode_step_fit"] = fit_step_cost(res["b_compression"])
     if res["b_decode_step_fit"]:
         f = res["b_decode_step_fit"]
         print(f"(b) batch-1 decoding step = {f['fixed_ms_per_step']:.2f} ms fixed + {f['us_per_cached_key']:.3f} us per "
               f"cached key (r2 {f['r2']:.3f}): the fixed part costs as much as "
               f"{f['keys_costing_one_fixed_step'] or float('nan'):.0f} keys", flush=True)
-
-    # (c) ours vs HF generate -------------------------------------------------------------------------------
     if not args.skip_hf:
-        hf = to_hf_model(model, vocab, attn_implementation="sdpa")
-        text_ids = torch.as_tensor(vocab.text_to_ids(rng.integers(0, vocab.text_size, args.text_prompt).tolist()))
-        ids = torch.cat([torch.tensor([vocab.bos_id]), text_ids])[None]
-        to, th = [], []
-        for _ in range(args.reps):
-            dt, ours = run_text_ours(model, vocab, ids, args.text_new)
-            to.append(dt)
-            dt, theirs = run_text_hf(hf, ids, args.text_new)
-            th.append(dt)
-        same = bool(torch.equal(ours.cpu(), theirs.cpu()))
-        res["c_hf"] = {"prompt_tokens": ids.shape[1], "new_tokens": args.text_new, "ours_s": best(to),
-                       "hf_s": best(th), "speedup": best(th) / best(to), "same_tokens": same,
-                       "ours_ms_per_token": 1e3 * best(to) / args.text_new,
-                       "hf_ms_per_token": 1e3 * best(th) / args.text_new}
-        print(f"(c) {args.text_new} text tokens after {ids.shape[1]}: ours {best(to):.2f}s  HF generate() "
-              f"{best(th):.2f}s -> {best(th) / best(to):.2f}x; same tokens: {same}", flush=True)
-
+        res["c_hf"] = section_c(model, vocab, rng, args)
     res["machine"]["load_avg_end"] = os.getloadavg()
     res["wall_s"] = time.perf_counter() - t_start
     res["targets"], res["targets_met"] = judge(res, judge_grid, args.batch)

@@ -147,7 +147,7 @@ def recommend(rows: list[dict]) -> dict | None:
     return min(ok, key=lambda r: (r["index_mb"], r["single_query_p50_ms"])) if ok else None
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="stored vectors")
     ap.add_argument("--base", type=int, default=20_000, help="distinct suite instructions embedded with MiniLM")
@@ -161,22 +161,15 @@ def main(argv=None) -> int:
     ap.add_argument("--factories", default="IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8",
                     help="';'-separated approximate factories to compare")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import faiss
-    import torch
 
-    torch.set_num_threads(1)  # on a shared 2-core machine one encoder thread was measured 2.5x faster than two
-    from xprompt.retrieval.encoders import get_encoder
-
-    t0 = time.perf_counter()
-    load0 = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: timings depend on its load
-    enc = get_encoder("minilm")
-    texts = suite_instructions(args.base, seed=0)
+def texts_and_queries(n_base: int, n_queries: int) -> tuple[list[str], list[str]]:
+    """``n_base`` distinct suite instructions to store, and held-out queries: suite instructions not among them
+    (the template space is finite, so a larger pool is drawn), the paraphrase-test phrasings first."""
+    texts = suite_instructions(n_base, seed=0)
     known = set(texts)
-    # held-out queries: suite instructions not among the stored base texts (the template space is finite, so
-    # draw a larger pool); the paraphrase-test phrasings come first
-    held = [t for t in suite_instructions(args.base + 4 * args.queries, seed=1) if t not in known]
+    held = [t for t in suite_instructions(n_base + 4 * n_queries, seed=1) if t not in known]
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         from test_encoders import PARAPHRASES, PARAPHRASES_B
@@ -184,30 +177,28 @@ def main(argv=None) -> int:
         extra = [t for p in PARAPHRASES + PARAPHRASES_B for t in p]
     except ImportError:
         extra = []
-    queries = (extra + held)[: args.queries]
+    return texts, (extra + held)[:n_queries]
+
+
+def encode_base(enc, texts: list[str]) -> tuple[np.ndarray, bool]:
+    """The base embeddings, cached under .cache/bench (encoding 20k instructions takes minutes on a busy 2-core
+    machine); the key covers the encoder version and the texts (stale if the suite's templates change)."""
     import hashlib
 
-    key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]  # stale if the suite's templates change
+    key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
     cache = ROOT / ".cache" / "bench" / f"retrieval-base-{enc.version}-{key}.npy"
-    t = time.perf_counter()
-    from_cache = cache.is_file()
-    if from_cache:  # encoding 20k instructions takes minutes on a busy 2-core machine
-        base = np.load(cache)
-    else:
-        base = enc.encode(texts, progress=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, base)
-    t_enc = time.perf_counter() - t
-    xq = enc.encode(queries)
-    lat = []
-    for q in queries[:100]:
-        t = time.perf_counter()
-        enc.encode([q])
-        lat.append(time.perf_counter() - t)
-    print(f"{len(texts)} base instructions encoded in {t_enc:.1f} s; {len(queries)} queries", flush=True)
+    if cache.is_file():
+        return np.load(cache), True
+    base = enc.encode(texts, progress=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, base)
+    return base, False
 
-    xb = make_vectors(base, args.n, seed=2)
-    print(f"{args.n} vectors generated ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+
+def bench_all(xb, xq, args) -> list[dict]:
+    """Exact search, then every approximate factory over the nprobe sweep (IVF centroids trained once)."""
+    import faiss
+
     _, exact_ids, rows = bench_index("exact", "Flat", xb, xq, None, args)
     rows[0]["recall@1"] = rows[0]["recall@5"] = 1.0
     nprobes = [int(x) for x in args.nprobe.split(",")]
@@ -220,6 +211,35 @@ def main(argv=None) -> int:
             q = faiss.extract_index_ivf(index).quantizer
             centroids = q.reconstruct_n(0, q.ntotal)  # (nlist, D): trained once, shared by later factories
         del index
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import faiss
+    import torch
+
+    torch.set_num_threads(1)  # on a shared 2-core machine one encoder thread was measured 2.5x faster than two
+    from xprompt.retrieval.encoders import get_encoder
+
+    t0 = time.perf_counter()
+    load0 = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: timings depend on its load
+    enc = get_encoder("minilm")
+    texts, queries = texts_and_queries(args.base, args.queries)
+    t = time.perf_counter()
+    base, from_cache = encode_base(enc, texts)
+    t_enc = time.perf_counter() - t
+    xq = enc.encode(queries)
+    lat = []
+    for q in queries[:100]:
+        t = time.perf_counter()
+        enc.encode([q])
+        lat.append(time.perf_counter() - t)
+    print(f"{len(texts)} base instructions encoded in {t_enc:.1f} s; {len(queries)} queries", flush=True)
+
+    xb = make_vectors(base, args.n, seed=2)
+    print(f"{args.n} vectors generated ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    rows = bench_all(xb, xq, args)
     best = recommend(rows)
     result = {
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "faiss": faiss.__version__,

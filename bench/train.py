@@ -122,7 +122,7 @@ def padding_bound(data: Path, rows: int, draws: int = 2000, seed: int = 0) -> di
     return {"useful_fraction_padded_dynamic": frac, "max_packing_speedup_vs_dynamic": 1.0 / frac, "rows": rows}
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="dataset dir (default: build 300 samples here)")
     ap.add_argument("--tokenizer", default="grid:8", help="image tokenizer for the built data (grid:8 or a VQ dir)")
@@ -130,9 +130,68 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     ap.add_argument("--skip-zero", action="store_true", help="skip the 2-process ZeRO comparison")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from xprompt.train.train_config import DEFAULT_DS_CONFIG, cpu_has_bf16
+
+def run_plan(lens: dict | None, skip_zero: bool) -> tuple[dict, dict]:
+    """The trainer runs to time: name -> (train-config overrides, ds config, processes); and the padded batch."""
+    from xprompt.train.train_config import DEFAULT_DS_CONFIG
+
+    stage0 = dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 0})
+    # padded runs get as many rows as a packed row holds samples, so every step sees about the same tokens
+    # (the optimizer step and other per-step costs are then shared by the same number of tokens)
+    k = max(1, round(1024 / float(lens["mean"]))) if lens else 3
+    pad_batch = {"micro_batch": 4 * k, "global_batch": 8 * k}
+    runs = {
+        "fp32_packed": ({"precision": "fp32"}, stage0, 1),
+        "bf16_packed": ({"precision": "bf16"}, stage0, 1),
+        "bf16_packed_dense_attention": ({"precision": "bf16", "doc_attention": False}, stage0, 1),
+        "bf16_padded_dynamic": ({"precision": "bf16", "pack": False, **pad_batch}, stage0, 1),
+        "bf16_padded_fixed": ({"precision": "bf16", "pack": False, "pad_to_max_len": True, **pad_batch},
+                              stage0, 1),
+        "bf16_packed_zero2_1proc": ({"precision": "bf16"}, DEFAULT_DS_CONFIG, 1),
+    }
+    if not skip_zero:
+        for st in (0, 2, 3):
+            runs[f"zero{st}_2proc"] = ({"precision": "bf16", "micro_batch": 4, "global_batch": 8},
+                                       dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": st}), 2)
+    return runs, pad_batch
+
+
+def time_runs(tmp: Path, data: Path, runs: dict, args, threads: int) -> tuple[dict, dict]:
+    """Every planned trainer run, each compared with a peak measured right before it (the machine is shared
+    and its load drifts): per-run summaries, and the model config of the runs."""
+    out = {}
+    print("trainer runs...", flush=True)
+    for name, (ov, ds, procs) in runs.items():
+        prec = ov["precision"]
+        local_peak = measure_peak(prec, threads=threads, seconds=2.0)
+        res = run_trainer(tmp, name, data, dict(ov, steps=args.steps), ds, procs)
+        s = summarize(res, args.warmup)
+        s.update(peak_flops_before=local_peak, precision=prec, params=res["start"]["params"], processes=procs,
+                 zero_stage=res["run"]["zero_stage"])
+        out[name] = s
+    return out, res["run"]["model_config"]
+
+
+def print_summary(result: dict) -> None:
+    out = result["runs"]
+    print(f"\n{'run':28s} {'proc':>4s} {'zero':>4s} {'tok/s':>8s} {'step s':>7s} {'MFU':>6s}")
+    for name, s in out.items():
+        print(f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
+              f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%")
+    ps = result["packing_speedup"]
+    print(f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
+          f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row")
+    pb = result["packing_bound"]
+    print(f"  (bound on this data: x{pb['max_packing_speedup_vs_dynamic']:.2f} vs padded to the longest row; "
+          f"per-document attention vs dense mask: x{result['doc_attention_speedup']:.2f})")
+    print(f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from xprompt.train.train_config import cpu_has_bf16
 
     from xprompt.io_utils import atomic_write_text
 
@@ -151,41 +210,9 @@ def main(argv=None) -> int:
         lens = json.loads(card.read_text())["tokens"] if card.is_file() else None
         result["data"] = {"dir": args.data or f"built: 300 samples, 64 px, tokenizer {args.tokenizer}",
                           "tokens_per_sample": lens}
-        stage0 = dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 0})
-        # padded runs get as many rows as a packed row holds samples, so every step sees about the same tokens
-        # (the optimizer step and other per-step costs are then shared by the same number of tokens)
-        k = max(1, round(1024 / float(lens["mean"]))) if lens else 3
-        pad_batch = {"micro_batch": 4 * k, "global_batch": 8 * k}
+        runs, pad_batch = run_plan(lens, args.skip_zero)
         result["packing_bound"] = padding_bound(data, pad_batch["micro_batch"])
-        runs = {
-            "fp32_packed": ({"precision": "fp32"}, stage0, 1),
-            "bf16_packed": ({"precision": "bf16"}, stage0, 1),
-            "bf16_packed_dense_attention": ({"precision": "bf16", "doc_attention": False}, stage0, 1),
-            "bf16_padded_dynamic": ({"precision": "bf16", "pack": False, **pad_batch}, stage0, 1),
-            "bf16_padded_fixed": ({"precision": "bf16", "pack": False, "pad_to_max_len": True, **pad_batch},
-                                  stage0, 1),
-            "bf16_packed_zero2_1proc": ({"precision": "bf16"}, DEFAULT_DS_CONFIG, 1),
-        }
-        if not args.skip_zero:
-            for st in (0, 2, 3):
-                runs[f"zero{st}_2proc"] = ({"precision": "bf16", "micro_batch": 4, "global_batch": 8},
-                                           dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": st}), 2)
-        out = {}
-        print("trainer runs...", flush=True)
-        for name, (ov, ds, procs) in runs.items():
-            prec = ov["precision"]
-            # the machine is shared and its load drifts: the peak this run is compared with is measured
-            # right before it
-            local_peak = measure_peak(prec, threads=threads, seconds=2.0)
-            res = run_trainer(tmp, name, data, dict(ov, steps=args.steps), ds, procs)
-            s = summarize(res, args.warmup)
-            s["peak_flops_before"] = local_peak
-            s["precision"] = prec
-            s["params"] = res["start"]["params"]
-            s["processes"] = procs
-            s["zero_stage"] = res["run"]["zero_stage"]
-            out[name] = s
-        mc = res["run"]["model_config"]
+        out, mc = time_runs(tmp, data, runs, args, threads)
     n_total = out["bf16_packed"]["params"]
     n_matmul = n_total - mc["vocab_size"] * mc["dim"]
     for s in out.values():
@@ -201,18 +228,7 @@ def main(argv=None) -> int:
                                        / out["bf16_packed_dense_attention"]["tokens_per_s"])
     result["targets"] = {"mfu_bf16": ">= 0.30", "packing_speedup": ">= 1.3"}
     result["machine"]["load_avg_end"] = os.getloadavg()
-
-    print(f"\n{'run':28s} {'proc':>4s} {'zero':>4s} {'tok/s':>8s} {'step s':>7s} {'MFU':>6s}")
-    for name, s in out.items():
-        print(f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
-              f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%")
-    ps = result["packing_speedup"]
-    print(f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
-          f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row")
-    pb = result["packing_bound"]
-    print(f"  (bound on this data: x{pb['max_packing_speedup_vs_dynamic']:.2f} vs padded to the longest row; "
-          f"per-document attention vs dense mask: x{result['doc_attention_speedup']:.2f})")
-    print(f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}")
+    print_summary(result)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
