@@ -287,26 +287,23 @@ def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
     return rows, stats
 
 
-def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/vq-64", bpe="checkpoints/bpe",
-                  overwrite: bool = False, progress: bool = True, encoder=None) -> dict:  # fmt: skip
-    """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict).
-
-    ``cfg.workers > 1`` spawns that many processes, each generating, encoding (one torch thread) and laying
-    out whole chunks; the parent only writes. ``encoder`` (RAIE pairing) is used in-process only; workers load
-    the default encoder."""
-    import datasets
-    from tqdm.auto import tqdm
-    from xprompt.tokenizer.vocab import Vocabulary
-
+def _check_build(cfg: BuildConfig, out: Path) -> tuple:
+    """Validate the config and the output dir before anything is loaded or written; returns the task table."""
     if cfg.n < 1:
         raise XPromptError(f"--n must be >= 1, got {cfg.n}")
     if cfg.group_size < 1 or cfg.workers < 1 or cfg.chunk < 1 or cfg.shard_size < 1:
         raise XPromptError("group_size, workers, chunk and shard_size must all be >= 1")
     check_size(cfg.size)
-    table = task_table(cfg)  # validates split, tasks and mixture before anything is loaded or written
-    out = Path(out)
+    table = task_table(cfg)  # validates split, tasks and mixture
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CARD).exists())):
         raise XPromptError(f"{out} exists and is not an xprompt dataset; refusing to write into it")
+    return table
+
+
+def _build_tokenizers(cfg: BuildConfig, tokenizer, bpe):
+    """(vq, text tokenizer, vocabulary, refs): the tokenizers of a build, checked against the image size."""
+    from xprompt.tokenizer.vocab import Vocabulary
+
     vq = load_image_tokenizer(str(tokenizer), VQ_HINT)
     vq_ref = tokenizer_ref("vq", tokenizer)
     if cfg.size % vq.factor:
@@ -317,69 +314,96 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     bpe_ref = tokenizer_ref("bpe", bpe)
     vocab = Vocabulary.build(text_size=text_tok.vocab_size, num_image_codes=vq.codebook_size, num_xp=cfg.num_xp,
                              max_grid=64)  # fmt: skip
-    eval_split = cfg.split == "eval"
-    features = _features(eval_split)
-    t0 = time.time()
-    counts, fam_counts, n_tok, raie_n, n_images = Counter(), Counter(), [], 0, 0
+    refs = {"image_tokenizer": vq_ref, "bpe": bpe_ref, "vocab_fingerprint": vocab.fingerprint()}
+    return vq, text_tok, vocab, refs
+
+
+def _chunks(cfg: BuildConfig, vq, text_tok, vocab, refs: dict, encoder):
+    """(chunk iterator over (rows, stats) of every group range, pool or None): worker processes or in-process."""
     n_groups = math.ceil(cfg.n / cfg.group_size)
     per = max(1, cfg.chunk // cfg.group_size)  # groups per chunk
     ranges = [(lo, min(lo + per, n_groups)) for lo in range(0, n_groups, per)]
+    if cfg.workers > 1:
+        import multiprocessing as mp
+
+        init = (cfg, refs["image_tokenizer"]["path"], refs["bpe"]["path"], vocab.to_dict(), 1)
+        pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=init)
+        return pool.imap(_work, ranges), pool
+    import torch
+
+    _init_worker(cfg, vq, text_tok, vocab.to_dict(), torch.get_num_threads(), encoder)
+    return (_work(r) for r in ranges), None
+
+
+def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[list, dict]:
+    """Gather the chunks into ``shard_size`` Datasets; returns them and the summed statistics."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    stats = {"tasks": Counter(), "families": Counter(), "n_tok": [], "raie": 0, "images": 0}
+    shards, rows = [], []
+    bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
+    try:
+        for chunk_rows, st in chunks:
+            rows += chunk_rows
+            for k in stats:
+                stats[k] += st[k]  # Counter.update / list extend / int add
+            if len(rows) >= cfg.shard_size:
+                shards.append(datasets.Dataset.from_list(rows, features=features))
+                rows = []
+            bar.update(len(chunk_rows))
+    finally:
+        bar.close()
+        _WORKER.clear()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    if rows:
+        shards.append(datasets.Dataset.from_list(rows, features=features))
+    return shards, stats
+
+
+def _card(cfg: BuildConfig, stats: dict, table, refs: dict, num_shards: int, factor: int, seconds: float) -> dict:
+    n_tok = np.asarray(stats["n_tok"])
+    return {
+        "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "group g: SeedSequence([seed, 0, g]); instruction of sample i: SeedSequence([seed, 2, i])",
+        "num_xp": cfg.num_xp, "layout": "xp", "num_shards": num_shards,
+        "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
+        "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
+        "raie_pairing": cfg.raie_pairing, "raie_repaired": stats["raie"], "group_size": cfg.group_size,
+        "images_encoded": stats["images"], "tasks": dict(sorted(stats["tasks"].items())),
+        "families": dict(sorted(stats["families"].items())), "sampled_tasks": table[1],
+        "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",
+        "tokens": {"mean": float(n_tok.mean()), "min": int(n_tok.min()), "max": int(n_tok.max()),
+                   "total": int(n_tok.sum())},
+        "image_grid": cfg.size // factor, "tokenizers": refs, "build_seconds": round(seconds, 2),
+    }  # fmt: skip
+
+
+def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/vq-64", bpe="checkpoints/bpe",
+                  overwrite: bool = False, progress: bool = True, encoder=None) -> dict:  # fmt: skip
+    """Build the dataset described by ``cfg`` into ``out``; returns the dataset card (a dict).
+
+    ``cfg.workers > 1`` spawns that many processes, each generating, encoding (one torch thread) and laying
+    out whole chunks; the parent only writes. ``encoder`` (RAIE pairing) is used in-process only; workers load
+    the default encoder."""
+    import datasets
+
+    out = Path(out)
+    table = _check_build(cfg, out)
+    vq, text_tok, vocab, refs = _build_tokenizers(cfg, tokenizer, bpe)
+    features = _features(cfg.split == "eval")
+    t0 = time.time()
     with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp:
-        shards, rows = [], []
-        bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
-        pool = None
-        if cfg.workers > 1:
-            import multiprocessing as mp
-
-            init = (cfg, vq_ref["path"], bpe_ref["path"], vocab.to_dict(), 1)
-            pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_init_worker, initargs=init)
-            chunks = pool.imap(_work, ranges)
-        else:
-            import torch
-
-            _init_worker(cfg, vq, text_tok, vocab.to_dict(), torch.get_num_threads(), encoder)
-            chunks = (_work(r) for r in ranges)
-        try:
-            for chunk_rows, st in chunks:
-                rows += chunk_rows
-                counts.update(st["tasks"])
-                fam_counts.update(st["families"])
-                n_tok += st["n_tok"]
-                raie_n += st["raie"]
-                n_images += st["images"]
-                if len(rows) >= cfg.shard_size:
-                    shards.append(datasets.Dataset.from_list(rows, features=features))
-                    rows = []
-                bar.update(len(chunk_rows))
-        finally:
-            bar.close()
-            _WORKER.clear()
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-        if rows:
-            shards.append(datasets.Dataset.from_list(rows, features=features))
+        chunks, pool = _chunks(cfg, vq, text_tok, vocab, refs, encoder)
+        shards, stats = _collect(cfg, chunks, pool, features, progress)
         ds = datasets.concatenate_datasets(shards)
         num_shards = max(1, math.ceil(cfg.n / cfg.shard_size))
         ds.save_to_disk(str(tmp / "data"), num_shards=num_shards)
         vocab.save(tmp / "vocab.json")
-        refs = {"image_tokenizer": vq_ref, "bpe": bpe_ref, "vocab_fingerprint": vocab.fingerprint()}
         atomic_write_text(tmp / "tokenizers.json", json.dumps(refs, indent=2) + "\n")
         save_config(cfg, tmp / "build_config.json")
-        n_tok = np.asarray(n_tok)
-        card = {
-            "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "group g: SeedSequence([seed, 0, g]); instruction of sample i: SeedSequence([seed, 2, i])",
-            "num_xp": cfg.num_xp, "layout": "xp", "num_shards": num_shards,
-            "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
-            "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
-            "raie_pairing": cfg.raie_pairing, "raie_repaired": raie_n, "group_size": cfg.group_size,
-            "images_encoded": n_images, "tasks": dict(sorted(counts.items())),
-            "families": dict(sorted(fam_counts.items())), "sampled_tasks": table[1],
-            "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",
-            "tokens": {"mean": float(n_tok.mean()), "min": int(n_tok.min()), "max": int(n_tok.max()),
-                       "total": int(n_tok.sum())},
-            "image_grid": cfg.size // vq.factor, "tokenizers": refs, "build_seconds": round(time.time() - t0, 2),
-        }  # fmt: skip
+        card = _card(cfg, stats, table, refs, num_shards, vq.factor, time.time() - t0)
         atomic_write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", card_markdown(card))
     return card

@@ -204,6 +204,19 @@ def resolve_ds_config(
     ``precision`` is the resolved precision (``resolve_precision``). Returns a new dict that DeepSpeed can take.
     """
     ds = copy.deepcopy(ds)
+    _resolve_batch(ds, cfg, world_size, where)
+    _resolve_precision(ds, precision, where)
+    zero = ds.setdefault("zero_optimization", {"stage": 0})
+    if not isinstance(zero, dict) or zero.get("stage", 0) not in (0, 1, 2, 3):
+        raise ConfigError(f"{where}: zero_optimization.stage must be 0, 1, 2 or 3")
+    left = _find_auto(ds)
+    if left:
+        raise ConfigError(f'{where}: cannot fill "auto" for {", ".join(left)}; give explicit values there')
+    return ds
+
+
+def _resolve_batch(ds: dict, cfg: TrainConfig, world_size: int, where: str) -> None:
+    """Batch sizes, accumulation and clipping from the training config (in place); no optimizer/scheduler."""
     for key in ("optimizer", "scheduler"):
         if key in ds:
             raise ConfigError(
@@ -246,7 +259,9 @@ def resolve_ds_config(
             'training config; set it to "auto"'
         )
 
-    # precision: the training config decides; explicit ds values must agree with it
+
+def _resolve_precision(ds: dict, precision: str, where: str) -> None:
+    """Precision sections (in place): the training config decides; explicit ds values must agree with it."""
     bf16 = _enabled(ds.get("bf16"), "bf16", where)
     fp16 = _enabled(ds.get("fp16"), "fp16", where)
     ac = ds.get("torch_autocast")
@@ -277,14 +292,6 @@ def resolve_ds_config(
         raise ConfigError(f'{where}: torch_autocast.dtype must be "auto" or "bfloat16"')
     ac_sec["dtype"] = "bfloat16"
     ds["torch_autocast"] = ac_sec
-
-    zero = ds.setdefault("zero_optimization", {"stage": 0})
-    if not isinstance(zero, dict) or zero.get("stage", 0) not in (0, 1, 2, 3):
-        raise ConfigError(f"{where}: zero_optimization.stage must be 0, 1, 2 or 3")
-    left = _find_auto(ds)
-    if left:
-        raise ConfigError(f'{where}: cannot fill "auto" for {", ".join(left)}; give explicit values there')
-    return ds
 
 
 def _find_auto(obj, prefix: str = "") -> list[str]:
