@@ -498,6 +498,32 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % (2**31 - 1))
 
 
+def baseline_preds(pipe, items: list[Item], t2i: bool) -> dict[str, list[np.ndarray]]:
+    """The rows every benchmark adds: ``copy`` (the query; ``gt``, the render, for t2i) and ``vq``."""
+    preds = {"gt": [it.target for it in items]} if t2i else {"copy": [it.query for it in items]}
+    preds["vq"] = [pipe.decode(pipe.encode(it.target)) for it in items]
+    return preds
+
+
+def task_report(spec: TaskSpec, items: list[Item], preds: dict, rows: list[str], scorers: Scorers,
+                retrieved: list[dict]) -> dict:
+    """One task's report entry: per-row results (metrics reduced over the items) and per-sample scores."""
+    per_sample = {
+        r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r])] for r in rows
+    }
+    results = {r: {m: json_value(reduce_scores(m, [s[m] for s in per_sample[r]])) for m in spec.metrics}
+               for r in rows}  # fmt: skip
+    samples = []
+    for i, it in enumerate(items):
+        s = {"index": i, "instruction": it.instruction,
+             "scores": {r: {m: json_value(per_sample[r][i][m]) for m in spec.metrics} for r in rows}}  # fmt: skip
+        if retrieved:
+            s["retrieved"] = retrieved[i]
+        samples.append(s)
+    return {"label": spec.label, "metrics": list(spec.metrics), "n": len(items), "results": results,
+            "samples": samples}
+
+
 def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4) -> tuple[dict, dict]:
     """Run a benchmark -> (report dict, {task: [Visual]}) for ``report.write_report``."""
     import time
@@ -564,26 +590,8 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                                       seed=_seed(cfg.seed, ti, ri, bi), greedy=greedy, t2i=t2i)  # fmt: skip
                 bar.update(1)
             preds[row] = out
-        if t2i:
-            preds["gt"] = [it.target for it in items]
-        else:
-            preds["copy"] = [it.query for it in items]
-        preds["vq"] = [pipe.decode(pipe.encode(it.target)) for it in items]
-
-        per_sample = {
-            r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r])] for r in rows
-        }
-        results = {r: {m: json_value(reduce_scores(m, [s[m] for s in per_sample[r]])) for m in spec.metrics}
-                   for r in rows}  # fmt: skip
-        samples = []
-        for i, it in enumerate(items):
-            s = {"index": i, "instruction": it.instruction,
-                 "scores": {r: {m: json_value(per_sample[r][i][m]) for m in spec.metrics} for r in rows}}  # fmt: skip
-            if retrieved:
-                s["retrieved"] = retrieved[i]
-            samples.append(s)
-        report["tasks"][spec.task] = {"label": spec.label, "metrics": list(spec.metrics), "n": len(items),
-                                      "results": results, "samples": samples}  # fmt: skip
+        preds.update(baseline_preds(pipe, items, t2i))
+        report["tasks"][spec.task] = task_report(spec, items, preds, rows, scorers, retrieved)
 
         visuals[spec.task] = [
             Visual(None if t2i else (retrieved_pairs[i] if retrieved_pairs else it.example), it.query,
