@@ -279,7 +279,7 @@ def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, re
                                                 / an["xp"]["decode_bytes_per_image"])},
             "kv_ratio": peaks["full"] / peaks["xp"],
             "compiled_same_output": all(np.array_equal(a, b) for m, layout in COMPILED.items()
-                                        for a, b in zip(out[layout], out[m]))}
+                                        for a, b in zip(out[layout], out[m], strict=True))}
 
 
 def judge(res: dict, judge_grid: int, judge_batch: int) -> tuple[dict, dict]:

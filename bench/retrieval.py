@@ -90,7 +90,7 @@ def single_latency(index, q: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def recall(ids: np.ndarray, exact: np.ndarray, k: int) -> float:
-    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, exact)]))
+    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, exact, strict=True)]))
 
 
 def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_ids, args, nprobes=(None,),

@@ -400,7 +400,7 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
 
     seqs, sizes = [], []
     side = max(1, pipe.image_size // int(pipe.image_tok.factor))
-    for item, ex in zip(items, examples):
+    for item, ex in zip(items, examples, strict=True):
         if t2i:
             from xprompt.pipeline import T2I_INSTRUCTION
 
@@ -509,7 +509,7 @@ def task_report(spec: TaskSpec, items: list[Item], preds: dict, rows: list[str],
                 retrieved: list[dict]) -> dict:
     """One task's report entry: per-row results (metrics reduced over the items) and per-sample scores."""
     per_sample = {
-        r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r])] for r in rows
+        r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r], strict=True)] for r in rows
     }
     results = {r: {m: json_value(reduce_scores(m, [s[m] for s in per_sample[r]])) for m in spec.metrics}
                for r in rows}  # fmt: skip

@@ -77,7 +77,7 @@ def run(args) -> int:
         for mode in args.modes:  # all queries of a task in one batch
             outs = xp.generate(examples=[example], query=[q.inputs[0] for q in queries], instruction=instruction,
                                mode=mode, seed=args.seed, greedy=not args.sample)
-            for q, out in zip(queries, outs):
+            for q, out in zip(queries, outs, strict=True):
                 rows.append([example[0], example[1], q.inputs[0], out, q.output])
                 meta.append({"task": task, "mode": mode, "instruction": instruction, "held_out": task in held_out,
                              "mse_output": float(np.mean((out.astype(float) - q.output) ** 2)),
@@ -99,7 +99,7 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
     cells = []
     img_dir = out_dir / "images"
     img_dir.mkdir(exist_ok=True)
-    for i, (row, m) in enumerate(zip(rows, meta)):
+    for i, (row, m) in enumerate(zip(rows, meta, strict=True)):
         names = []
         for j, img in enumerate(row):
             name = f"images/r{i:02d}_{j}.png"

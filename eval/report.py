@@ -138,7 +138,7 @@ def bar_plot(report: dict, path: Path) -> None:
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (task, t) in zip(axes.ravel(), tasks):
+    for ax, (task, t) in zip(axes.ravel(), tasks, strict=False):
         m = primary_metric(t)
         vals = [t["results"][r].get(m) for r in rows]
         ok = [i for i, v in enumerate(vals) if isinstance(v, (int, float))]

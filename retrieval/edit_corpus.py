@@ -523,7 +523,7 @@ def build_corpus(n: int, seed: int = 0, exclude: Iterable[str] = ()) -> list[Tri
     gen = _Gen(seed)
     banned = {canon(t) for t in exclude}
     tasks = [t for t in tasks_by_name().values() if t.kind == "i2i"]
-    names, probs = zip(*MIX)
+    names, probs = zip(*MIX, strict=True)
     out: list[Triple] = []
     seen: set[tuple[str, str]] = set()
     tries = 0

@@ -132,7 +132,7 @@ def _direction(t: str) -> int:
 
 
 def _concepts(t: str) -> list[str]:
-    return [k for k, rx in zip(_CONCEPTS, _CONCEPT_RX) if rx.search(t)]
+    return [k for k, rx in zip(_CONCEPTS, _CONCEPT_RX, strict=True) if rx.search(t)]
 
 
 def _drop_filler(t: str) -> str:

@@ -83,7 +83,7 @@ def nearest_neighbours(instructions: Sequence[str], encoder=None, batch: int = 4
     best = np.full(u, -1, dtype=np.int64)
     best_s = np.full(u, np.nan, dtype=np.float32)
     for g in range(u):
-        for s, j in zip(scores[g], ids[g]):
+        for s, j in zip(scores[g], ids[g], strict=True):
             if j >= 0 and j != g:
                 best[g], best_s[g] = j, s
                 break

@@ -330,7 +330,7 @@ class InstructionStore:
         rows = self.meta.select([int(i) for i in ids]).cast_column("source", Image(decode=False)).cast_column(
             "target", Image(decode=False))
         out = []
-        for i, row in zip(ids, rows):
+        for i, row in zip(ids, rows, strict=True):
             out.append(Record(id=int(i), instruction=row["instruction"], task=row["task"],
                               source=encode_image(row["source"]), target=encode_image(row["target"]),
                               description=row["description"]))
@@ -362,8 +362,8 @@ class InstructionStore:
         else:
             scores, ids = self.search_vectors(q, min(int(k), len(self)) if k >= 1 else k)
         flat = sorted({int(i) for i in ids.ravel() if i >= 0})
-        recs = dict(zip(flat, self.records(flat)))
-        return [[(float(s), recs[int(i)]) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+        recs = dict(zip(flat, self.records(flat), strict=True))
+        return [[(float(s), recs[int(i)]) for s, i in zip(srow, irow, strict=True) if i >= 0] for srow, irow in zip(scores, ids, strict=True)]
 
     def _rerank_by_image(self, q: np.ndarray, images, k: int, w: float, candidates: int):
         if self.image_vectors is None:

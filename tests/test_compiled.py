@@ -42,7 +42,7 @@ def test_compiled_equals_in_context(tmp_path, mode):
     a = generate_images(model, vocab, seqs, sizes, greedy)
     b = generate_images(model, vocab, [td_only(s) for s in seqs], sizes, greedy, context=loaded.cache,
                         context_segs=loaded.segs)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # CFG with a compiled context runs (the unconditional rows do not see the context)
     generate_images(model, vocab, [td_only(seqs[0])], [sizes[0]], SamplingConfig(greedy=True, cfg_scale=2.0),

@@ -245,7 +245,7 @@ def rank1_rate(encoder, pairs) -> tuple[float, list]:
     partner = np.array([i ^ 1 for i in range(len(texts))])  # 0<->1, 2<->3, ...
     new = [t for t in dict.fromkeys(texts) if (encoder.version, t) not in _EMB]
     if new:
-        _EMB.update(((encoder.version, t), e) for t, e in zip(new, encoder.encode(new)))
+        _EMB.update(((encoder.version, t), e) for t, e in zip(new, encoder.encode(new), strict=True))
     v = np.stack([_EMB[encoder.version, t] for t in texts])  # (2N, D)
     sims = v @ v.T
     np.fill_diagonal(sims, -np.inf)

@@ -26,7 +26,7 @@ def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
     assert not any(p.startswith("/") for p in rel["extra"]["tokenizers"].values())
     a, _ = load_pretrained(src)
     b, _ = load_pretrained(out)
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert y.dtype == torch.bfloat16 and torch.equal(x.to(torch.bfloat16), y), k
 
 

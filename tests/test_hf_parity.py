@@ -35,7 +35,7 @@ def synthetic_vocabulary_map(seed: int = 0) -> dict:
     names += [f"tok{i}" for i in range(40)] + [chameleon_image_name(c) for c in range(N_IMG)]
     ids = list(range(len(names)))
     random.Random(seed).shuffle(ids)
-    return dict(zip(names, ids))
+    return dict(zip(names, ids, strict=True))
 
 
 def vocab_kwargs():

@@ -80,7 +80,7 @@ def test_plan_is_deterministic_and_skips_too_long():
         assert 1 not in sa and 7 not in sa
     e0 = np.concatenate(a.epoch(0))
     assert sorted(e0.tolist()) == [0, 2, 3, 4, 5, 6]
-    assert not all(np.array_equal(x, y) for x, y in zip(a.epoch(0), a.epoch(1)))  # reshuffled per epoch
+    assert not all(np.array_equal(x, y) for x, y in zip(a.epoch(0), a.epoch(1), strict=False))  # reshuffled per epoch
 
 
 def test_micro_batches_cover_each_step_once_for_any_world_size():
@@ -178,7 +178,7 @@ def test_doc_attention_equals_dense_mask(tmp_path):
         real = b.input_ids != vocab.pad_id
         out[doc_attention] = (logits[real].detach(), [p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(out[True][0], out[False][0], atol=2e-5, rtol=1e-4)
-    for g1, g0 in zip(out[True][1], out[False][1]):
+    for g1, g0 in zip(out[True][1], out[False][1], strict=True):
         torch.testing.assert_close(g1, g0, atol=2e-5, rtol=1e-4)
     b = collate(rows, vocab, doc_attention=True)
     with pytest.raises(ValueError, match="DocAttention"):

@@ -75,7 +75,7 @@ def test_build_sample_layout_xp(vocab, tok):
     assert s.loss.sum() == n_img + 1 and s.loss[-(n_img + 1):].all()
     items = split_items(vocab, tok, s.ids)
     assert items[0] == "derain"
-    for got, want in zip(items[1:], [a, b, q, ans]):
+    for got, want in zip(items[1:], [a, b, q, ans], strict=True):
         np.testing.assert_array_equal(got, want)
 
 

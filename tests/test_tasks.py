@@ -176,7 +176,7 @@ def test_difference_text_is_the_source_tasks():
 def test_eval_instances_deterministic_and_eval_photos(monkeypatch):
     a = make_eval_instances("denoise", 3, 64, seed=1)
     b = make_eval_instances("denoise", 3, 64, seed=1)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert np.array_equal(x.query, y.query) and np.array_equal(x.target, y.target)
         assert x.params == y.params and x.instruction == y.instruction
     seen = []

@@ -281,7 +281,7 @@ def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
     raw = draw_groups(cfg, lo, hi, w["table"])
     raie_n = raie_pair(raw, w["encoder"], seed=cfg.seed) if cfg.raie_pairing else 0
     seqs, n_enc = tokenize_chunk(raw, w["vq"], w["vocab"], w["bpe"])
-    rows = [_row(s, seq, cfg.seed, cfg.split == "eval") for s, seq in zip(raw, seqs)]
+    rows = [_row(s, seq, cfg.seed, cfg.split == "eval") for s, seq in zip(raw, seqs, strict=True)]
     stats = {"tasks": Counter(s.task for s in raw), "families": Counter(s.family for s in raw),
              "n_tok": [len(q) for q in seqs], "raie": raie_n, "images": n_enc}  # fmt: skip
     return rows, stats

@@ -88,7 +88,7 @@ def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "") -> Path
         for key, style in (("text_loss", ":"), ("image_loss", "--")):
             pts = [(r["step"], r[key]) for r in train if isinstance(r.get(key), (int, float)) and r.get(key)]
             if pts:
-                ax.plot(*zip(*pts), style, lw=1.0, label=f"train {key.replace('_', ' ')}")
+                ax.plot(*zip(*pts, strict=True), style, lw=1.0, label=f"train {key.replace('_', ' ')}")
     if val:
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", ms=3, label="val loss")
     ax.set_xlabel("optimizer step")

@@ -58,7 +58,7 @@ class SampleSource:
             return []
         rows = self.ds[[int(self.indices[i]) for i in idx]]
         out = []
-        for ids, segs, loss in zip(rows["input_ids"], rows["segs"], rows["loss"]):
+        for ids, segs, loss in zip(rows["input_ids"], rows["segs"], rows["loss"], strict=True):
             seq = TokenSequence(np.asarray(ids), np.asarray(segs), np.asarray(loss))
             out.append(convert_mode(seq, self.mode))
         return out

@@ -107,9 +107,9 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
     for s in seqs:
         td = np.nonzero(s.segs == int(Seg.TD))[0]
         splits.append(int(td[0]) if len(td) else len(s))
-    if any(len(s) - a == 0 for s, a in zip(seqs, splits)):
+    if any(len(s) - a == 0 for s, a in zip(seqs, splits, strict=True)):
         raise XPromptError("every prompt needs at least one token after its context (the query)")
-    ctx = [_slice(s, 0, a) for s, a in zip(seqs, splits)]
+    ctx = [_slice(s, 0, a) for s, a in zip(seqs, splits, strict=True)]
     shared = (cache.length == 0 and b > 1 and splits[0] > 0
               and all(np.array_equal(c.ids, ctx[0].ids) and np.array_equal(c.segs, ctx[0].segs) for c in ctx))
 
@@ -138,7 +138,7 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
             segs = torch.where(valid, segs.gather(1, idx), torch.full_like(idx, PAD_SEG))
         if shared:
             cache, segs = cache.expand(b), segs.expand(b, -1).contiguous()
-    logits = run([_slice(s, a, len(s)) for s, a in zip(seqs, splits)])  # stage B: the TD part
+    logits = run([_slice(s, a, len(s)) for s, a in zip(seqs, splits, strict=True)])  # stage B: the TD part
     return Prefill(cache, logits, segs)
 
 
@@ -244,7 +244,7 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
     if len(prompts) != len(sizes) or not prompts:
         raise XPromptError("generate_images needs one (h, w) size per prompt and at least one prompt")
     b = len(prompts)
-    seqs = [_with_tail(p, image_head(vocab, h, w)) for p, (h, w) in zip(prompts, sizes)]
+    seqs = [_with_tail(p, image_head(vocab, h, w)) for p, (h, w) in zip(prompts, sizes, strict=True)]
     use_cfg = sampling.cfg_scale != 1.0
     cache = None if context is None else context.expand(2 * b if use_cfg else b)
     csegs = None if context_segs is None else context_segs.expand(cache.batch_size, -1)
@@ -262,7 +262,7 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
     toks = decode(model, pre, proc, sampling, proc.steps, n_cond=b if use_cfg else None, fill_id=vocab.eos_id,
                   progress=progress, on_step=on_step).cpu().numpy()
     out = []
-    for row, (h, w) in zip(toks, sizes):
+    for row, (h, w) in zip(toks, sizes, strict=True):
         body = row[: h * (w + 1)].reshape(h, w + 1)
         out.append(vocab.ids_to_codes(body[:, :w]))
     return out

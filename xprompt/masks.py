@@ -138,7 +138,7 @@ def document_layout(segs, doc_ids):
     for r in range(segs.shape[0]):
         start = np.flatnonzero(np.r_[True, doc[r, 1:] != doc[r, :-1]])
         ends = np.r_[start[1:], t]
-        spans += [(r * t + a, e - a) for a, e in zip(start, ends) if doc[r, a] >= 0]
+        spans += [(r * t + a, e - a) for a, e in zip(start, ends, strict=True) if doc[r, a] >= 0]
     n_docs, width = len(spans), max((n for _, n in spans), default=1)
     index = np.zeros((n_docs, width), np.int64)
     valid = np.zeros((n_docs, width), bool)
