@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m xprompt demo --out outputs/demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-slow: $(STAMP)
@@ -35,8 +35,11 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
+LINT_PATHS := xprompt tokenizer retrieval train eval tests bench
+
 lint: $(STAMP)
-	$(PY) -m ruff check xprompt tokenizer retrieval train eval tests bench
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .cache

@@ -97,9 +97,9 @@ def main(argv=None) -> int:
     import os
 
     import torch
-    from xprompt.train.build import BuildConfig
 
     from xprompt.io_utils import atomic_write_text
+    from xprompt.train.build import BuildConfig
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]

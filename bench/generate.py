@@ -44,8 +44,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xprompt.tokenizer.vocab import Vocabulary
-
 from xprompt.checkpoint import to_hf_model
 from xprompt.compiled import compile_prompt
 from xprompt.generation import decode, generate_images, prefill, td_only
@@ -54,6 +52,7 @@ from xprompt.model import XPromptModel
 from xprompt.model_config import get_preset
 from xprompt.sampling import ImageGrid, SamplingConfig
 from xprompt.sequence import Seg, SequenceBuilder, TokenSequence
+from xprompt.tokenizer.vocab import Vocabulary
 
 GREEDY = SamplingConfig(greedy=True)
 

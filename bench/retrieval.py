@@ -98,6 +98,7 @@ def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_i
     """Build ``factory`` over ``xb`` the way the store does (make_index + train_index + add) and measure it.
     ``centroids``: reuse an already trained IVF coarse quantizer (faiss then skips its k-means)."""
     import faiss
+
     from xprompt.retrieval.store import StoreConfig, make_index, train_index
 
     cfg = StoreConfig(factory=factory, max_train=args.max_train)

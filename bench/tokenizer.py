@@ -42,6 +42,7 @@ def _metrics(imgs: np.ndarray, recon: np.ndarray, codes: np.ndarray, k: int) -> 
 
 def run(ckpt: str | Path, n: int = 256, size: int = 64, seed: int = 777_001, threads: int = 1) -> dict:
     import torch
+
     from xprompt.tokenizer.vq import VQTokenizer
     from xprompt.train.sources import photo_crop, scene_image
 

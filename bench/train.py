@@ -59,9 +59,8 @@ def measure_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0, threads: 
 
 
 def build_data(out: Path, n: int, tokenizer: str) -> Path:
-    from xprompt.train.build import BuildConfig, build_dataset
-
     from xprompt.config_io import config_from_dict
+    from xprompt.train.build import BuildConfig, build_dataset
 
     cfg = config_from_dict(BuildConfig, {"n": n, "size": 64, "seed": 0, "split": "train"})
     build_dataset(cfg, out, tokenizer=tokenizer, bpe=str(ROOT / "checkpoints" / "bpe"), progress=False)
@@ -112,6 +111,7 @@ def padding_bound(data: Path, rows: int, draws: int = 2000, seed: int = 0) -> di
     """Useful-token fraction of one-sample-per-row micro-batches of ``rows`` random samples padded to their
     longest row: 1 / that fraction is the most packing can gain over dynamic padding on this data."""
     import numpy as np
+
     from xprompt.train.packing import mode_lengths, open_dataset
 
     ds = open_dataset(data)[0]
@@ -191,9 +191,8 @@ def print_summary(result: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from xprompt.train.train_config import cpu_has_bf16
-
     from xprompt.io_utils import atomic_write_text
+    from xprompt.train.train_config import cpu_has_bf16
 
     threads = os.cpu_count() or 1
     result = {"machine": {"cpus": threads, "bf16_cpu": cpu_has_bf16(), "load_avg_start": os.getloadavg()},

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from xprompt.eval import metrics as M
 
 from xprompt.errors import XPromptError
+from xprompt.eval import metrics as M
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 

@@ -32,7 +32,6 @@ def cmd_compare(args) -> int:
     import json
 
     from xprompt.eval.report import compare_markdown
-
     from xprompt.io_utils import atomic_write_text
 
     if not args.inputs:
@@ -68,7 +67,6 @@ def cmd_eval(args) -> int:
 
     from xprompt.eval.benchmarks import EvalConfig, check_checkpoint, run
     from xprompt.eval.report import render_markdown, write_report
-
     from xprompt.paths import shipped
 
     cfg = EvalConfig(

@@ -57,10 +57,9 @@ def _photo_pairs(task_name: str, n: int, size: int, seed: int):
 
 
 def run(args) -> int:
-    from xprompt.train.heldout import excluded_tasks
-
     from xprompt.paths import shipped
     from xprompt.pipeline import XPrompt
+    from xprompt.train.heldout import excluded_tasks
 
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
     if not ckpt.exists():

@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from xprompt.eval.metrics_image import as_image
 
 from xprompt.errors import XPromptError
+from xprompt.eval.metrics_image import as_image
 
 ANGLES = (-0.35, -0.175, 0.0, 0.175, 0.35)
 CENTER_STEP = 0.03  # template centre search around the component centroid (normalised units)

@@ -21,9 +21,9 @@ Design choices
 from __future__ import annotations
 
 import numpy as np
-from xprompt.eval.metrics_image import EMPTY_REGION, Unavailable, as_image
 
 from xprompt.errors import XPromptError
+from xprompt.eval.metrics_image import EMPTY_REGION, Unavailable, as_image
 
 
 # ---------------------------------------------------------------------- palettes

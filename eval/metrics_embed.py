@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from xprompt.eval.metrics_image import NO_WEIGHTS, Unavailable, _pair, as_image
 
 from xprompt.errors import XPromptError
+from xprompt.eval.metrics_image import NO_WEIGHTS, Unavailable, _pair, as_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from xprompt.eval.metrics import lower_is_better
 
+from xprompt.eval.metrics import lower_is_better
 from xprompt.io_utils import atomic_dir
 
 METRIC_NAMES = {

@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from xprompt.errors import XPromptError
 from xprompt.retrieval.default_store import open_store
 from xprompt.retrieval.sources import DEFAULT_SIZE, load_pairs
-
-from xprompt.errors import XPromptError
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -59,12 +58,11 @@ def cmd_index_search(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from xprompt.retrieval.encoders import check_instructions
-    from xprompt.tokenizer.image_io import load_image
-
     from xprompt.images import image_grid, write_png
     from xprompt.paths import shipped
     from xprompt.pipeline import XPrompt
+    from xprompt.retrieval.encoders import check_instructions
+    from xprompt.tokenizer.image_io import load_image
 
     instruction = check_instructions([args.instruction])[0]
     if args.k < 1:
@@ -120,6 +118,7 @@ def _json_texts(path: str) -> list[str]:
 
 def cmd_train_encoder(args) -> int:
     import torch
+
     from xprompt.retrieval.train_encoder import EditEncoderConfig, train_edit_encoder
 
     exclude = [t for f in args.exclude or [] for t in _json_texts(f)]
@@ -132,9 +131,8 @@ def cmd_train_encoder(args) -> int:
 
 
 def register(root, groups) -> None:
-    from xprompt.retrieval.train_encoder import EditEncoderConfig
-
     from xprompt.cli import add_threads_arg
+    from xprompt.retrieval.train_encoder import EditEncoderConfig
 
     b = groups["index"].add_parser("build", help="build a FAISS instruction store",
                                    description="Build a RAIE instruction store from edit pairs.")

@@ -417,9 +417,8 @@ EDIT_CHECKPOINT = "minilm-edit"
 def edit_checkpoint() -> Path:
     """The shipped ``minilm-edit`` layers: ``$XPROMPT_HOME/minilm-edit`` if there, else the repository's
     ``checkpoints/minilm-edit`` (they are part of the code: the default encoder may need them)."""
-    from xprompt.retrieval.train_encoder import WEIGHTS
-
     from xprompt.paths import shipped
+    from xprompt.retrieval.train_encoder import WEIGHTS
 
     path = shipped(EDIT_CHECKPOINT)
     if not (path / WEIGHTS).is_file():  # XPROMPT_HOME without it: the repository's copy

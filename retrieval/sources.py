@@ -59,6 +59,7 @@ def suite_table(spec: str, size: int = DEFAULT_SIZE, seed: int = 0, progress: bo
     import numpy as np
     from datasets import Dataset
     from tqdm.auto import tqdm
+
     from xprompt.retrieval.store import _features, encode_image
 
     selectors, n = parse_suite_spec(spec)
@@ -82,6 +83,7 @@ def datasets_table(src: str | Path, *, split: str | None = None, instruction_col
                    limit: int | None = None):
     """A local ``datasets`` directory with MagicBrush-style columns -> a Dataset in store layout."""
     from datasets import DatasetDict, load_from_disk
+
     from xprompt.retrieval.store import _features, quiet_datasets
 
     src = Path(src)

@@ -234,6 +234,7 @@ class InstructionStore:
         """Append edit examples. Images: uint8 arrays, PIL images or encoded bytes. ``vectors`` (N, D) may
         be given when already embedded with this store's encoder."""
         from datasets import Dataset
+
         from xprompt.retrieval.encoders import check_instructions
 
         n = len(instructions)
@@ -435,6 +436,7 @@ class InstructionStore:
         """Open a saved store. ``encoder`` (an encoder or spec) must match the one it was built with; by
         default the manifest's encoder spec is loaded. ``verify`` checks the index file's SHA-256."""
         import faiss
+
         from xprompt.retrieval.encoders import get_encoder
 
         path = Path(path)

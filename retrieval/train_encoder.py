@@ -100,6 +100,7 @@ def _trainable_minilm(cfg: EditEncoderConfig):
     """The packaged MiniLM as a SentenceTransformer with only its last ``train_layers`` BERT layers trainable:
     (model, bert, trained layer indices, their parameters)."""
     from sentence_transformers import SentenceTransformer
+
     from xprompt.retrieval.encoders import minilm_dir
 
     model = SentenceTransformer(str(minilm_dir()), device="cpu")
@@ -148,6 +149,7 @@ def _train_steps(cfg: EditEncoderConfig, model, params, plan, order, say) -> lis
     import numpy as np
     import torch
     from transformers import get_linear_schedule_with_warmup
+
     from xprompt.retrieval.encoders import normalize_instruction
 
     loss_fn, order_loss = _loss_fns(model, cfg)
@@ -201,6 +203,7 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
     ``exclude``: texts the corpus must not contain (the paraphrase test sets)."""
     import numpy as np
     import torch
+
     from xprompt.retrieval.edit_corpus import CORPUS_VERSION, build_corpus, build_order_corpus
     from xprompt.retrieval.encoders import NORMALIZE_VERSION, minilm_dir, weights_fingerprint
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
-from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.model import XPromptModel
 from xprompt.model_config import ModelConfig
+from xprompt.tokenizer.vocab import Vocabulary
 
 CHARS = " abcdefghijklmnopqrstuvwxyz"
 
@@ -36,10 +36,9 @@ def codes(rng, h, w, k=16):
 
 def tiny_checkpoint(path, *, image_size=32, seed=0):
     """A random tiny model saved like a trained one: grid:8 image tokenizer (512 codes), the shipped BPE."""
-    from xprompt.tokenizer.text import TextTokenizer
-
     from xprompt.checkpoint import save_pretrained
     from xprompt.paths import shipped
+    from xprompt.tokenizer.text import TextTokenizer
 
     bpe = shipped("bpe") / "tokenizer.json"
     assert TextTokenizer.load(bpe).vocab_size <= 4096

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.checkpoint import load_pretrained, save_pretrained
 from xprompt.errors import CheckpointError
 from xprompt.model import XPromptModel
 from xprompt.model_config import ModelConfig
+from xprompt.tokenizer.vocab import Vocabulary
 
 
 @pytest.fixture

@@ -6,6 +6,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+
+from xprompt.cli import main
+from xprompt.paths import shipped
+from xprompt.sequence import Seg, parse_image, split_items
 from xprompt.tokenizer.loading import GridTokenizer, load_text_tokenizer
 from xprompt.train.build import (
     BuildConfig,
@@ -15,10 +19,6 @@ from xprompt.train.build import (
 )
 from xprompt.train.pairing import RawSample, raie_pair
 from xprompt.train.tasks import Pair
-
-from xprompt.cli import main
-from xprompt.paths import shipped
-from xprompt.sequence import Seg, parse_image, split_items
 
 BPE = str(shipped("bpe"))
 pytestmark = pytest.mark.skipif(not (shipped("bpe") / "tokenizer.json").exists(), reason="no shipped BPE")

@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from xprompt.eval import detect as D
-from xprompt.train import scenes as sc
 
 from xprompt.errors import XPromptError
+from xprompt.eval import detect as D
+from xprompt.train import scenes as sc
 
 SIZE = 64
 

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 from test_encoders import ALL_SETS, F_SET
-from xprompt.retrieval.encoders import get_encoder
 
 from xprompt.errors import XPromptError
+from xprompt.retrieval.encoders import get_encoder
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,9 @@ def _copy_edit_ckpt(dst):
 def test_minilm_edit_loads_strictly_and_versions_by_weights(tmp_path, minilm_edit):
     import torch
     from safetensors.torch import load_file, save_file
-    from xprompt.retrieval.encoders import MiniLMEncoder
 
     from xprompt.errors import ConfigError
+    from xprompt.retrieval.encoders import MiniLMEncoder
 
     ck = _copy_edit_ckpt(tmp_path / "ok")
     state = load_file(str(ck / "model.safetensors"))
@@ -71,9 +71,8 @@ def test_minilm_edit_loads_strictly_and_versions_by_weights(tmp_path, minilm_edi
 
 def test_train_encoder_end_to_end_tiny(tmp_path, minilm_edit, capsys):
     """`xprompt index train-encoder` on a tiny corpus (2 steps): writes strict, loadable weights + config."""
-    from xprompt.retrieval.encoders import MiniLMEncoder
-
     from xprompt.cli import main
+    from xprompt.retrieval.encoders import MiniLMEncoder
 
     ex = tmp_path / "ex.json"
     ex.write_text(json.dumps([["Remove the rain from this image.", "Derain the picture."]]))

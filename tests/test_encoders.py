@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xprompt.retrieval.encoders import get_encoder, weights_fingerprint
 
 from xprompt.errors import XPromptError
+from xprompt.retrieval.encoders import get_encoder, weights_fingerprint
 
 # Instruction paraphrase pairs of the kinds the suite (and MagicBrush) contain. Each pair says the same edit
 # in different words; across pairs the edits differ, often only in the object, colour or direction.

@@ -5,22 +5,21 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from xprompt.cli import main
 from xprompt.eval import benchmarks as B
 from xprompt.eval import metrics as M
 from xprompt.eval.report import render_markdown, write_report
 
-from xprompt.cli import main
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from xprompt.tokenizer.text import TextTokenizer
-    from xprompt.tokenizer.vocab import Vocabulary
-    from xprompt.train.tasks import all_tasks
-
     from xprompt.checkpoint import save_pretrained
     from xprompt.model import XPromptModel
     from xprompt.model_config import ModelConfig
+    from xprompt.tokenizer.text import TextTokenizer
+    from xprompt.tokenizer.vocab import Vocabulary
+    from xprompt.train.tasks import all_tasks
 
     d = tmp_path_factory.mktemp("eval_ck")
     texts = [i for t in all_tasks().values() for i in t.instructions] * 3

@@ -6,11 +6,11 @@ import sys
 
 import torch
 from test_pipeline_tokenizers import _checkpoint
-from xprompt.tokenizer.loading import tokenizer_fingerprint
 
 from xprompt.checkpoint import load_pretrained
 from xprompt.cli_export import export
 from xprompt.paths import shipped
+from xprompt.tokenizer.loading import tokenizer_fingerprint
 
 
 def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):

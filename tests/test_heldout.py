@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from xprompt.errors import XPromptError
 from xprompt.train import sources
 from xprompt.train.build import BuildConfig, draw_group_at, task_table
 from xprompt.train.heldout import (
@@ -13,8 +15,6 @@ from xprompt.train.heldout import (
     split_tasks,
 )
 from xprompt.train.tasks import all_tasks, get_task
-
-from xprompt.errors import XPromptError
 
 
 def test_table4_and_table5_tasks_exist():

@@ -9,7 +9,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from xprompt.tokenizer.vocab import chameleon_image_name
 
 from xprompt.checkpoint import (
     from_hf_model,
@@ -21,6 +20,7 @@ from xprompt.checkpoint import (
 from xprompt.errors import CheckpointError
 from xprompt.masks import build_attention_mask
 from xprompt.sequence import Seg
+from xprompt.tokenizer.vocab import chameleon_image_name
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-4

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
+from xprompt.errors import ImageInputError, XPromptError
 from xprompt.tokenizer.image_io import (
     choose_crop_size,
     crop_size_list,
@@ -12,8 +14,6 @@ from xprompt.tokenizer.image_io import (
     fit_image_any,
     load_image,
 )
-
-from xprompt.errors import ImageInputError, XPromptError
 
 
 def _save(tmp_path, im: Image.Image, name: str) -> str:

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from xprompt.eval import metrics as M
 
 from xprompt.errors import XPromptError
+from xprompt.eval import metrics as M
 
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]])
 VALUES = np.array([0.1, 0.3, 0.5, 0.7, 0.9])

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from xprompt.eval import metrics as M
 
 from xprompt.errors import XPromptError
+from xprompt.eval import metrics as M
 
 
 def _img(seed, size=64):

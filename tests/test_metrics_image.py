@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from xprompt.eval import metrics as M
 
 from xprompt.errors import XPromptError
+from xprompt.eval import metrics as M
 
 
 def _rand(seed, shape=(32, 40, 3)):

@@ -3,12 +3,12 @@
 import numpy as np
 import torch
 import torch.nn.functional as F
-from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.loss import next_token_loss
 from xprompt.model import XPromptModel
 from xprompt.model_config import ModelConfig
 from xprompt.sequence import build_sample
+from xprompt.tokenizer.vocab import Vocabulary
 
 
 def test_loss_matches_manual_cross_entropy():

@@ -7,6 +7,9 @@ import json
 
 import numpy as np
 import pytest
+
+from xprompt.errors import XPromptError
+from xprompt.sequence import Seg, build_sample, convert_mode
 from xprompt.tokenizer.vocab import Vocabulary
 from xprompt.train.packing import (
     Loader,
@@ -18,9 +21,6 @@ from xprompt.train.packing import (
     micro_batch_sequences,
     mode_lengths,
 )
-
-from xprompt.errors import XPromptError
-from xprompt.sequence import Seg, build_sample, convert_mode
 
 
 def tiny_vocab() -> Vocabulary:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_store import HashEncoder
-from xprompt.retrieval.pairing import nearest_neighbours
 
 from xprompt.errors import XPromptError
+from xprompt.retrieval.pairing import nearest_neighbours
 
 
 def _brute(instructions, enc):

@@ -2,13 +2,13 @@
 
 import pytest
 from gen_helpers import tiny_model
-from xprompt.tokenizer.loading import tokenizer_fingerprint
-from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.checkpoint import save_pretrained
 from xprompt.errors import XPromptError
 from xprompt.paths import shipped
 from xprompt.pipeline import XPrompt
+from xprompt.tokenizer.loading import tokenizer_fingerprint
+from xprompt.tokenizer.vocab import Vocabulary
 
 
 def _checkpoint(path, bpe_fingerprint):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from xprompt.train import scenes, sources
-from xprompt.train.scenes import Background, Obj, Scene
 
 from xprompt.errors import XPromptError
+from xprompt.train import scenes, sources
+from xprompt.train.scenes import Background, Obj, Scene
 
 
 def test_scene_deterministic_and_valid():

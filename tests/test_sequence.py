@@ -2,8 +2,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xprompt.tokenizer.text import TextTokenizer
-from xprompt.tokenizer.vocab import Vocabulary
 
 from xprompt.errors import VocabularyError, XPromptError
 from xprompt.sequence import (
@@ -16,6 +14,8 @@ from xprompt.sequence import (
     parse_image,
     split_items,
 )
+from xprompt.tokenizer.text import TextTokenizer
+from xprompt.tokenizer.vocab import Vocabulary
 
 CORPUS = ["remove the red circle", "add rain to the photo", "make it brighter", "a small blue square"] * 20
 

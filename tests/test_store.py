@@ -8,10 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
-from xprompt.retrieval.encoders import TextEncoder
-from xprompt.retrieval.store import InstructionStore, StoreConfig
 
 from xprompt.errors import XPromptError
+from xprompt.retrieval.encoders import TextEncoder
+from xprompt.retrieval.store import InstructionStore, StoreConfig
 
 
 class HashEncoder(TextEncoder):
@@ -143,6 +143,7 @@ def test_load_detects_damage(store, tmp_path):
     shutil.rmtree(bad)
     shutil.copytree(path, bad)
     from datasets import load_from_disk
+
     from xprompt.retrieval.store import quiet_datasets
 
     meta = load_from_disk(str(path / "meta")).select(range(4))

@@ -3,6 +3,8 @@ task instances, eval instances."""
 
 import numpy as np
 import pytest
+
+from xprompt.errors import XPromptError
 from xprompt.train import scenes, sources
 from xprompt.train.pairing import draw_group, draw_sample
 from xprompt.train.scenes import Scene
@@ -17,8 +19,6 @@ from xprompt.train.tasks_dense import (
 )
 from xprompt.train.tasks_edit import add_object, apply_edit, remove_object
 from xprompt.train.tasks_style import NAMED_COLORS
-
-from xprompt.errors import XPromptError
 
 TASKS = sorted(all_tasks())
 

@@ -17,12 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_packing import make_dataset
-from xprompt.train.train_config import DEFAULT_DS_CONFIG, TrainConfig, load_ds_config, resolve_ds_config
 
 from xprompt.cli import main as cli_main
 from xprompt.config_io import config_from_dict
 from xprompt.errors import ConfigError
 from xprompt.paths import REPO_ROOT
+from xprompt.train.train_config import DEFAULT_DS_CONFIG, TrainConfig, load_ds_config, resolve_ds_config
 
 TINY = {"preset": "tiny", "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
         "max_len": 96, "micro_batch": 2, "global_batch": 4, "steps": 6, "lr": 3e-3, "warmup_steps": 2,
@@ -97,9 +97,8 @@ def test_lr_schedule_warmup_then_cosine():
 
 # ---------------------------------------------------------------------- training
 def test_train_resume_after_ctrl_c_equals_uninterrupted(tmp_path, data, env):
-    from xprompt.train.trainer import train
-
     from xprompt.checkpoint import load_pretrained
+    from xprompt.train.trainer import train
 
     full = train(cfg(), data, tmp_path / "full", progress=False)
     assert full["steps"] == 6 and full["tokens_seen"] > 0

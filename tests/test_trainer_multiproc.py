@@ -14,10 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_packing import make_dataset
-from xprompt.train.dist import free_port
-from xprompt.train.train_config import DEFAULT_DS_CONFIG
 
 from xprompt.paths import REPO_ROOT
+from xprompt.train.dist import free_port
+from xprompt.train.train_config import DEFAULT_DS_CONFIG
 
 BIN = Path(sys.executable).parent
 CFG = {"preset": "tiny", "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
@@ -53,10 +53,9 @@ def _launch(launcher: str, tmp_path: Path, stage: int, data: Path) -> Path:
 
 def _single(tmp_path: Path, stage: int, data: Path) -> list[float]:
     """The same config in this process (one process); the environment is restored afterwards."""
+    from xprompt.config_io import load_config
     from xprompt.train.train_config import TrainConfig, load_ds_config
     from xprompt.train.trainer import train
-
-    from xprompt.config_io import load_config
 
     saved = dict(os.environ)
     try:

@@ -3,14 +3,14 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from xprompt.errors import VocabularyError
 from xprompt.tokenizer.vocab import (
     SPECIALS,
     Vocabulary,
     chameleon_image_code,
     chameleon_image_name,
 )
-
-from xprompt.errors import VocabularyError
 
 
 @pytest.fixture

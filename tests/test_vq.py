@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from xprompt.tokenizer.vq import VQConfig, VQModel, VQTokenizer
 
 from xprompt.errors import CheckpointError, ConfigError, ImageInputError
+from xprompt.tokenizer.vq import VQConfig, VQModel, VQTokenizer
 
 TINY = {"codebook_size": 32, "code_dim": 4, "base_channels": 8, "max_channels": 16, "mid_blocks": 1}
 
@@ -148,10 +148,9 @@ def test_train_smoke_improves_psnr(tmp_path, monkeypatch):
 
 def test_shipped_checkpoint_quality():
     """The shipped vq-64 loads strictly and reconstructs held-out scenes and eval photos at a useful PSNR."""
+    from xprompt.paths import shipped
     from xprompt.tokenizer.vq_train import psnr_uint8
     from xprompt.train.sources import photo_crop, scene_image
-
-    from xprompt.paths import shipped
 
     path = shipped("vq-64")
     if not (path / "model.safetensors").is_file():

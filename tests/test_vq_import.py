@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from xprompt.tokenizer.vq import VQTokenizer
 
 from xprompt.errors import CheckpointError
+from xprompt.tokenizer.vq import VQTokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from xprompt.tokenizer.vq import VectorQuantizer, VQConfig, VQModel
 from xprompt.tokenizer.vq_losses import codebook_loss, commitment_loss, reconstruction_loss, vq_loss
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from xprompt.tokenizer.vq import VQConfig, VQModel
-from xprompt.tokenizer.vq_losses import vq_loss
 
 from xprompt.errors import XPromptError
+from xprompt.tokenizer.vq import VQConfig, VQModel
+from xprompt.tokenizer.vq_losses import vq_loss
 
 
 @dataclass

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xprompt.train.cli import add_arguments, run
-
 from xprompt.cli import run_command, set_offline_env
+from xprompt.train.cli import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:

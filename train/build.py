@@ -30,15 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
-from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
-from xprompt.train.pairing import RawSample, draw_group, raie_pair
-from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 from xprompt.config_io import config_from_dict, load_config, save_config
 from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir, atomic_write_text
+from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
+from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
+from xprompt.train.pairing import RawSample, draw_group, raie_pair
+from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 CARD = "dataset_card.json"
 
@@ -264,6 +264,7 @@ _WORKER: dict = {}  # per-process state of a build: cfg, task table, tokenizers,
 def _init_worker(cfg: BuildConfig, tokenizer, bpe, vocab_dict: dict, threads: int, encoder=None) -> None:
     """Load what a build process needs (in a spawned worker, or in the parent when ``workers == 1``)."""
     import torch
+
     from xprompt.tokenizer.vocab import Vocabulary
 
     torch.set_num_threads(threads)
@@ -431,6 +432,7 @@ def card_markdown(card: dict) -> str:
 def load_built(path: str | Path):
     """(datasets.Dataset, Vocabulary, card dict) of a built dataset directory."""
     import datasets
+
     from xprompt.tokenizer.vocab import Vocabulary
 
     p = Path(path)

@@ -125,10 +125,10 @@ def render_grid(rows: list[dict], vocab, bpe, vq, scale: int = 2):
 
 def cmd_show(args) -> int:
     import numpy as np
-    from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
-    from xprompt.train.build import BPE_HINT, VQ_HINT, load_built
 
     from xprompt.images import write_png
+    from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
+    from xprompt.train.build import BPE_HINT, VQ_HINT, load_built
 
     ds, vocab, card = load_built(args.dir)
     refs = card["tokenizers"]

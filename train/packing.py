@@ -336,6 +336,7 @@ def _find_upwards(name: str, start: Path, stop: Path) -> Path | None:
 def open_dataset(path) -> tuple[object, object | None, object, dict, Path]:
     """(train split, val split or None, Vocabulary, metadata, dir) of a dataset built by ``xprompt data build``."""
     from datasets import DatasetDict
+
     from xprompt.tokenizer.vocab import Vocabulary
 
     root = Path(path)

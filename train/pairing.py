@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
 
 RAIE_FAMILIES = ("edit",)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from xprompt.train import scenes
 from xprompt.train.tasks import Pair, Task, choice, content_image, register_pair
 

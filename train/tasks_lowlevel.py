@@ -19,6 +19,7 @@ import io
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
 from xprompt.train import scenes
 from xprompt.train.tasks import Pair, Task, content_image, register, register_pair
 

@@ -17,6 +17,7 @@ Design choices:
 from __future__ import annotations
 
 import numpy as np
+
 from xprompt.train.tasks import Pair, Task, choice, content_image, register
 
 NAMED_COLORS: dict[str, tuple[int, int, int]] = {

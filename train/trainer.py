@@ -45,6 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from xprompt.config_io import config_to_dict
+from xprompt.errors import CheckpointError, XPromptError
+from xprompt.io_utils import atomic_write_text
+from xprompt.paths import REPO_ROOT
 from xprompt.train import dist
 from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve, read_metrics
 from xprompt.train.packing import Loader, SequencePlan, TrainingData, load_training_data
@@ -56,11 +61,6 @@ from xprompt.train.train_config import (
     resolve_precision,
     zero_stage,
 )
-
-from xprompt.config_io import config_to_dict
-from xprompt.errors import CheckpointError, XPromptError
-from xprompt.io_utils import atomic_write_text
-from xprompt.paths import REPO_ROOT
 
 RUN_MARKER = "run.json"
 TAG_PREFIX = "step_"
