@@ -524,10 +524,23 @@ def task_report(spec: TaskSpec, items: list[Item], preds: dict, rows: list[str],
             "samples": samples}
 
 
+def report_header(cfg: EvalConfig, pipe, size: int, greedy: bool, rows: list[str], store) -> dict[str, Any]:
+    """The report's settings (config, checkpoint, rows; the store and encoder that retrieved, for raie)."""
+    from dataclasses import asdict
+
+    report: dict[str, Any] = {
+        "benchmark": cfg.benchmark, "config": asdict(cfg), "checkpoint": checkpoint_info(pipe), "size": size,
+        "greedy": greedy, "rows": rows, "row_labels": {r: ROW_LABELS[r] for r in rows}, "tasks": {},
+    }  # fmt: skip
+    if store is not None:  # which store and encoder retrieved the examples (the default store follows the default)
+        report["retrieval"] = {"store": str(store.path) if store.path else "", "entries": len(store),
+                               "encoder": store.encoder.spec, "encoder_version": store.encoder.version}
+    return report
+
+
 def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4) -> tuple[dict, dict]:
     """Run a benchmark -> (report dict, {task: [Visual]}) for ``report.write_report``."""
     import time
-    from dataclasses import asdict
 
     from tqdm.auto import tqdm
 
@@ -553,13 +566,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         store = open_store(cfg.store or None, quiet=not progress)
     extra_rows = ["gt", "vq"] if t2i else ["copy", "vq"]
     rows = list(cfg.rows) + extra_rows
-    report: dict[str, Any] = {
-        "benchmark": cfg.benchmark, "config": asdict(cfg), "checkpoint": checkpoint_info(pipe), "size": size,
-        "greedy": greedy, "rows": rows, "row_labels": {r: ROW_LABELS[r] for r in rows}, "tasks": {},
-    }  # fmt: skip
-    if store is not None:  # which store and encoder retrieved the examples (the default store follows the default)
-        report["retrieval"] = {"store": str(store.path) if store.path else "", "entries": len(store),
-                               "encoder": store.encoder.spec, "encoder_version": store.encoder.version}
+    report = report_header(cfg, pipe, size, greedy, rows, store)
     visuals: dict[str, list[Visual]] = {}
     n_batches = len(specs) * len(cfg.rows) * len(_batches(cfg.limit, cfg.batch_size))
     bar = tqdm(total=n_batches, desc=f"eval {cfg.benchmark}", unit="batch", disable=not progress)
