@@ -223,18 +223,24 @@ MODES = ("xp", "full", "xp_compiled", "full_compiled")
 COMPILED = {"xp_compiled": "xp", "full_compiled": "full"}  # compiled task prompt -> the layout it holds
 
 
-def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, reps: int) -> dict:
-    """(b) for one grid, number of examples and batch: every mode once per repetition, interleaved."""
-    examples = random_examples(vocab, rng, n_ex, g)
-    queries = [rng.integers(0, vocab.num_image_codes, (g, g)) for _ in range(batch)]
-    prompts = {m: [build_prompt(vocab, text, examples, m, qq) for qq in queries] for m in ("xp", "full")}
+def compile_tasks(model, vocab, prompts: dict) -> tuple[dict, dict]:
+    """The examples read once, beforehand (xp keeps PREFIX + XP, full all): compiled tasks and compile seconds."""
     tasks, compile_s = {}, {}
-    for mode, layout in COMPILED.items():  # the examples read once, beforehand: xp keeps PREFIX + XP, full all
+    for mode, layout in COMPILED.items():
         p = prompts[layout][0]
         ctx = TokenSequence(*(x[p.segs != int(Seg.TD)] for x in (p.ids, p.segs, p.loss)))
         t0 = time.perf_counter()
         tasks[mode] = compile_prompt(model, vocab, ctx)
         compile_s[mode] = time.perf_counter() - t0
+    return tasks, compile_s
+
+
+def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, reps: int) -> dict:
+    """(b) for one grid, number of examples and batch: every mode once per repetition, interleaved."""
+    examples = random_examples(vocab, rng, n_ex, g)
+    queries = [rng.integers(0, vocab.num_image_codes, (g, g)) for _ in range(batch)]
+    prompts = {m: [build_prompt(vocab, text, examples, m, qq) for qq in queries] for m in ("xp", "full")}
+    tasks, compile_s = compile_tasks(model, vocab, prompts)
     td = {mode: [td_only(p) for p in prompts[layout]] for mode, layout in COMPILED.items()}
     runs = {m: [] for m in MODES}
     for _ in range(reps):
@@ -243,6 +249,18 @@ def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, re
                 runs[mode].append(run_ours(model, vocab, td[mode], g, tasks[mode].cache, tasks[mode].segs))
             else:
                 runs[mode].append(run_ours(model, vocab, prompts[mode], g))
+    an = {"xp": analytic(model.cfg, vocab, prompts["xp"][0], g, batch),
+          "full": analytic(model.cfg, vocab, prompts["full"][0], g, batch),
+          **{m: analytic(model.cfg, vocab, prompts[layout][0], g, batch, compiled=True)
+             for m, layout in COMPILED.items()}}
+    row = {"grid": g, "codes_per_image": g * g, "examples": n_ex, "batch": batch,
+           "prompt_tokens": {m: len(prompts[m][0]) for m in prompts},
+           "kept_entries": {m: an[m]["kept_entries"] for m in ("xp", "full")}}
+    return row | compression_figures(runs, an, batch, compile_s)
+
+
+def compression_figures(runs: dict, an: dict, batch: int, compile_s: dict) -> dict:
+    """Per-image times (best of the repetitions), their ratios and the analytic ratios of one (b) setting."""
 
     def per_image(key):
         return {m: best([r[key] for r in runs[m]]) / batch for m in MODES}
@@ -250,16 +268,9 @@ def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, re
     wall, cpu, pre_wall, pre_cpu = per_image("wall"), per_image("cpu"), per_image("prefill_wall"), per_image("prefill_cpu")
     dec = {m: wall[m] - pre_wall[m] for m in MODES}
     dec_cpu = {m: cpu[m] - pre_cpu[m] for m in MODES}
-    an = {"xp": analytic(model.cfg, vocab, prompts["xp"][0], g, batch),
-          "full": analytic(model.cfg, vocab, prompts["full"][0], g, batch),
-          **{m: analytic(model.cfg, vocab, prompts[layout][0], g, batch, compiled=True)
-             for m, layout in COMPILED.items()}}
     peaks = {m: max(r["kv"] for r in runs[m]) for m in MODES}
     out = {m: runs[m][-1]["codes"] for m in MODES}
-    return {"grid": g, "codes_per_image": g * g, "examples": n_ex, "batch": batch,
-            "prompt_tokens": {m: len(prompts[m][0]) for m in prompts},
-            "kept_entries": {m: an[m]["kept_entries"] for m in ("xp", "full")},
-            "s_per_image": wall, "cpu_s_per_image": cpu,
+    return {"s_per_image": wall, "cpu_s_per_image": cpu,
             "prefill_s_per_image": pre_wall, "decode_s_per_image": dec, "decode_cpu_s_per_image": dec_cpu,
             "compile_s": compile_s, "peak_kv_bytes": peaks,
             "peak_kv_alloc_bytes": {m: max(r["kv_alloc"] for r in runs[m]) for m in MODES},

@@ -131,10 +131,16 @@ def cmd_train_encoder(args) -> int:
 
 
 def register(root, groups) -> None:
-    from xprompt.cli import add_threads_arg
-    from xprompt.retrieval.train_encoder import EditEncoderConfig
+    _register_build(groups["index"])
+    _register_search(groups["index"])
+    _register_train_encoder(groups["index"])
+    _register_edit(root)
 
-    b = groups["index"].add_parser("build", help="build a FAISS instruction store",
+
+def _register_build(index) -> None:
+    from xprompt.cli import add_threads_arg
+
+    b = index.add_parser("build", help="build a FAISS instruction store",
                                    description="Build a RAIE instruction store from edit pairs.")
     b.add_argument("--pairs", required=True, help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
                    "directory with source_img, target_img, instruction columns")
@@ -157,7 +163,11 @@ def register(root, groups) -> None:
     add_threads_arg(b)
     b.set_defaults(func=cmd_index_build)
 
-    s = groups["index"].add_parser("search", help="search a store by instruction",
+
+def _register_search(index) -> None:
+    from xprompt.cli import add_threads_arg
+
+    s = index.add_parser("search", help="search a store by instruction",
                                    description="Print the stored instructions most similar to TEXT.")
     s.add_argument("--store", default=None, help="store directory (default: the default suite store)")
     s.add_argument("--instruction", required=True)
@@ -167,7 +177,12 @@ def register(root, groups) -> None:
     add_threads_arg(s)
     s.set_defaults(func=cmd_index_search)
 
-    t = groups["index"].add_parser(
+
+def _register_train_encoder(index) -> None:
+    from xprompt.cli import add_threads_arg
+    from xprompt.retrieval.train_encoder import EditEncoderConfig
+
+    t = index.add_parser(
         "train-encoder", help="train the minilm-edit text encoder (docs/retrieval.md)",
         description="Fine-tune the top layers of the packaged MiniLM on a generated corpus of edit-instruction "
         "paraphrases with hard negatives (inverse operations); writes model.safetensors + config.json.")
@@ -187,6 +202,10 @@ def register(root, groups) -> None:
                    help="JSON file of texts (or pairs) the corpus must not contain, e.g. test paraphrases")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train_encoder)
+
+
+def _register_edit(root) -> None:
+    from xprompt.cli import add_threads_arg
 
     e = root.add_parser("edit", help="retrieval-augmented image editing",
                         description="Edit IMAGE by INSTRUCTION, with the most similar stored edit pair(s) as the "
