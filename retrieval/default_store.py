@@ -1,11 +1,12 @@
 """The default RAIE store: what ``XPrompt.edit``, ``xprompt edit``/``index search`` and ``eval raie`` retrieve
 from when no store is given.
 
-It is *built on first use* from ``DEFAULT_SUITE`` (1,024 pairs of the edit, low-level and degrade families at
-64 px, seed 0) with the query's encoder and saved in the user cache (``$XDG_CACHE_HOME/xprompt/raie-store/<key>``,
-the key covering suite, size and encoder), so later calls just load it; a cached store from an older version of
-its encoder is rebuilt. It is not committed to git (it is reproducible from the seed and holds images); a store
-placed at ``checkpoints/raie-store`` (or ``$XPROMPT_HOME/raie-store``) is used instead when present.
+It is *built on first use* from ``DEFAULT_SUITE`` (1,024 pairs of the edit, low-level and degrade families
+at 64 px, seed 0) with the query's encoder and saved in the user cache
+(``$XDG_CACHE_HOME/xprompt/raie-store/<key>``, the key covering suite, size and encoder), so later calls just
+load it; a cached store from an older version of its encoder is rebuilt. It is not committed to git (it is
+reproducible from the seed and holds images); a store placed at ``checkpoints/raie-store`` (or
+``$XPROMPT_HOME/raie-store``) is used instead when present.
 """
 
 from __future__ import annotations

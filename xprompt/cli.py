@@ -11,8 +11,9 @@ models here gain little from more, while OpenMP's spinning threads slow a step d
 as another process holds a core (the demo: 5.8 s with 1 thread, 107 s with 2 beside one busy process).
 
 Environment: ``main`` (and ``python -m xprompt.train``) start with ``set_offline_env``: the Hugging Face
-libraries offline (nothing may be downloaded at run time) and tokenizers' fork warning off. It is set here, where
-a process starts, and not when the package is imported, so a program importing xprompt keeps its environment.
+libraries offline (nothing may be downloaded at run time) and tokenizers' fork warning off. It is set here,
+where a process starts, and not when the package is imported, so a program importing xprompt keeps its
+environment.
 
 Errors: ``XPromptError`` (bad input) is printed as one line ``xprompt: error: ...`` with exit code 2;
 argparse usage errors also exit 2.

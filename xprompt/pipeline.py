@@ -17,9 +17,9 @@ Design choices
   generate. ``xprompt edit``, ``xprompt eval raie`` (and a web page) call it and get an ``EditResult`` with the
   image and what was retrieved. ``mask=`` is reserved for mask-guided editing, which is not implemented yet:
   only ``None`` is accepted (anything else raises), so callers can be written against the final signature.
-* Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context tasks put the instruction in PREFIX and
-  the example pair(s) in IE; text-to-image has the caption as the query text; difference description has the
-  two images as the query and a text answer.
+* Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context
+  tasks put the instruction in PREFIX and the example pair(s) in IE; text-to-image has the caption as the query
+  text; difference description has the two images as the query and a text answer.
 """
 
 from __future__ import annotations
