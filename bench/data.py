@@ -75,7 +75,10 @@ def time_parts(cfg, tokenizer: str, n: int) -> dict:
     t = time.perf_counter()
     vq.encode(imgs)
     enc_s = time.perf_counter() - t
-    return {"generation_samples_per_s": round(len(raw) / gen_s, 2), "encode_images_per_s": round(len(imgs) / enc_s, 2)}
+    return {
+        "generation_samples_per_s": round(len(raw) / gen_s, 2),
+        "encode_images_per_s": round(len(imgs) / enc_s, 2),
+    }
 
 
 def time_build(cfg, args) -> tuple[dict, float, float, int]:

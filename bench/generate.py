@@ -93,11 +93,26 @@ def run_ours(model, vocab, prompts, grid, context=None, context_segs=None):
         alloc[0] = max(alloc[0], cache.capacity_nbytes())
 
     t0, c0 = time.perf_counter(), time.process_time()
-    out = generate_images(model, vocab, prompts, [(grid, grid)] * len(prompts), GREEDY, on_step=track,
-                          context=context, context_segs=context_segs)
+    out = generate_images(
+        model,
+        vocab,
+        prompts,
+        [(grid, grid)] * len(prompts),
+        GREEDY,
+        on_step=track,
+        context=context,
+        context_segs=context_segs,
+    )
     t1, c1 = time.perf_counter(), time.process_time()
-    return {"wall": t1 - t0, "cpu": c1 - c0, "prefill_wall": first[0][0] - t0, "prefill_cpu": first[0][1] - c0,
-            "kv": peak[0], "kv_alloc": alloc[0], "codes": out}
+    return {
+        "wall": t1 - t0,
+        "cpu": c1 - c0,
+        "prefill_wall": first[0][0] - t0,
+        "prefill_cpu": first[0][1] - c0,
+        "kv": peak[0],
+        "kv_alloc": alloc[0],
+        "codes": out,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- analytic reference
@@ -135,29 +150,45 @@ def analytic(cfg, vocab, prompt: TokenSequence, grid: int, batch: int, compiled:
     keys = fed * (kept + q) + fed * (fed + 1) // 2  # keys read over the decoding loop, per row
     kv_per_key = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4
     dec_bytes = 4 * (fed * linear_macs(cfg) + cfg.dim * head_rows) / batch + kv_per_key * keys
-    return {"macs_per_image": stage_a / batch + stage_b + dec, "decode_macs_per_image": dec,
-            "decode_bytes_per_image": dec_bytes, "kept_entries": kept, "query_tokens": q,
-            "decode_steps": fed, "mean_keys_per_step": keys / fed}
+    return {
+        "macs_per_image": stage_a / batch + stage_b + dec,
+        "decode_macs_per_image": dec,
+        "decode_bytes_per_image": dec_bytes,
+        "kept_entries": kept,
+        "query_tokens": q,
+        "decode_steps": fed,
+        "mean_keys_per_step": keys / fed,
+    }
 
 
 def fit_step_cost(rows: list[dict]) -> dict | None:
     """Least-squares fit of the measured batch-1 decoding step time = fixed + per_key * (keys the step sees),
     over every mode and grid: how much of a step the cache size can change at all."""
-    pts = [(r["analytic"]["mean_keys_per_step"][m], r["decode_s_per_image"][m] / r["analytic"]["decode_steps"])
-           for r in rows if r["batch"] == 1 for m in MODES]
+    pts = [
+        (r["analytic"]["mean_keys_per_step"][m], r["decode_s_per_image"][m] / r["analytic"]["decode_steps"])
+        for r in rows
+        if r["batch"] == 1
+        for m in MODES
+    ]
     if len({round(x) for x, _ in pts}) < 2:
         return None
     x, y = np.array(pts).T
     (per_key, fixed), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)
     pred = fixed + per_key * x
     r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30)
-    return {"fixed_ms_per_step": 1e3 * fixed, "us_per_cached_key": 1e6 * per_key, "r2": float(r2), "points": len(pts),
-            "keys_costing_one_fixed_step": fixed / per_key if per_key > 0 else None}
+    return {
+        "fixed_ms_per_step": 1e3 * fixed,
+        "us_per_cached_key": 1e6 * per_key,
+        "r2": float(r2),
+        "points": len(pts),
+        "keys_costing_one_fixed_step": fixed / per_key if per_key > 0 else None,
+    }
 
 
 @torch.no_grad()
 def run_naive(model, vocab, prompt: TokenSequence, grid: int) -> tuple[float, np.ndarray]:
     """No cache: the whole sequence (with its X-Prompt mask) goes through the model for every new token."""
+
     def go():
         head = np.array([vocab.boi_id, vocab.h_token(grid), vocab.w_token(grid)])
         ids = np.concatenate([prompt.ids, head])
@@ -201,7 +232,10 @@ class BlankImages:
 @torch.no_grad()
 def run_text_ours(model, vocab, ids: torch.Tensor, n_new: int):
     def go():
-        seqs = [TokenSequence(r.numpy(), np.full(len(r), int(Seg.TD), np.int8), np.zeros(len(r), bool)) for r in ids]
+        seqs = [
+            TokenSequence(r.numpy(), np.full(len(r), int(Seg.TD), np.int8), np.zeros(len(r), bool))
+            for r in ids
+        ]
         pre = prefill(model, seqs, vocab.pad_id)
         return decode(model, pre, BlankImages(vocab), GREEDY, n_new, fill_id=vocab.eos_id)
 
@@ -210,8 +244,11 @@ def run_text_ours(model, vocab, ids: torch.Tensor, n_new: int):
 
 @torch.no_grad()
 def run_text_hf(hf, ids: torch.Tensor, n_new: int):
-    return timed(lambda: hf.generate(ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                                     use_cache=True)[:, ids.shape[1]:])
+    return timed(
+        lambda: hf.generate(ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, use_cache=True)[
+            :, ids.shape[1] :
+        ]
+    )
 
 
 def best(xs):
@@ -249,13 +286,22 @@ def bench_compression(model, vocab, rng, text, g: int, n_ex: int, batch: int, re
                 runs[mode].append(run_ours(model, vocab, td[mode], g, tasks[mode].cache, tasks[mode].segs))
             else:
                 runs[mode].append(run_ours(model, vocab, prompts[mode], g))
-    an = {"xp": analytic(model.cfg, vocab, prompts["xp"][0], g, batch),
-          "full": analytic(model.cfg, vocab, prompts["full"][0], g, batch),
-          **{m: analytic(model.cfg, vocab, prompts[layout][0], g, batch, compiled=True)
-             for m, layout in COMPILED.items()}}
-    row = {"grid": g, "codes_per_image": g * g, "examples": n_ex, "batch": batch,
-           "prompt_tokens": {m: len(prompts[m][0]) for m in prompts},
-           "kept_entries": {m: an[m]["kept_entries"] for m in ("xp", "full")}}
+    an = {
+        "xp": analytic(model.cfg, vocab, prompts["xp"][0], g, batch),
+        "full": analytic(model.cfg, vocab, prompts["full"][0], g, batch),
+        **{
+            m: analytic(model.cfg, vocab, prompts[layout][0], g, batch, compiled=True)
+            for m, layout in COMPILED.items()
+        },
+    }
+    row = {
+        "grid": g,
+        "codes_per_image": g * g,
+        "examples": n_ex,
+        "batch": batch,
+        "prompt_tokens": {m: len(prompts[m][0]) for m in prompts},
+        "kept_entries": {m: an[m]["kept_entries"] for m in ("xp", "full")},
+    }
     return row | compression_figures(runs, an, batch, compile_s)
 
 
@@ -265,31 +311,48 @@ def compression_figures(runs: dict, an: dict, batch: int, compile_s: dict) -> di
     def per_image(key):
         return {m: best([r[key] for r in runs[m]]) / batch for m in MODES}
 
-    wall, cpu, pre_wall, pre_cpu = per_image("wall"), per_image("cpu"), per_image("prefill_wall"), per_image("prefill_cpu")
+    wall, cpu, pre_wall, pre_cpu = (
+        per_image("wall"),
+        per_image("cpu"),
+        per_image("prefill_wall"),
+        per_image("prefill_cpu"),
+    )
     dec = {m: wall[m] - pre_wall[m] for m in MODES}
     dec_cpu = {m: cpu[m] - pre_cpu[m] for m in MODES}
     peaks = {m: max(r["kv"] for r in runs[m]) for m in MODES}
     out = {m: runs[m][-1]["codes"] for m in MODES}
-    return {"s_per_image": wall, "cpu_s_per_image": cpu,
-            "prefill_s_per_image": pre_wall, "decode_s_per_image": dec, "decode_cpu_s_per_image": dec_cpu,
-            "compile_s": compile_s, "peak_kv_bytes": peaks,
-            "peak_kv_alloc_bytes": {m: max(r["kv_alloc"] for r in runs[m]) for m in MODES},
-            "speedup": wall["full"] / wall["xp"], "cpu_speedup": cpu["full"] / cpu["xp"],
-            "decode_speedup": dec["full"] / dec["xp"],
-            "compiled_speedup": wall["full_compiled"] / wall["xp_compiled"],
-            "compiled_vs_uncompiled_full": wall["full"] / wall["xp_compiled"],
-            "analytic": {"macs_per_image": {m: an[m]["macs_per_image"] for m in MODES},
-                         "decode_steps": an["xp"]["decode_steps"],
-                         "mean_keys_per_step": {m: an[m]["mean_keys_per_step"] for m in MODES},
-                         "mac_ratio": an["full"]["macs_per_image"] / an["xp"]["macs_per_image"],
-                         "compiled_mac_ratio": (an["full_compiled"]["macs_per_image"]
-                                                / an["xp_compiled"]["macs_per_image"]),
-                         "decode_mac_ratio": an["full"]["decode_macs_per_image"] / an["xp"]["decode_macs_per_image"],
-                         "decode_bytes_ratio": (an["full"]["decode_bytes_per_image"]
-                                                / an["xp"]["decode_bytes_per_image"])},
-            "kv_ratio": peaks["full"] / peaks["xp"],
-            "compiled_same_output": all(np.array_equal(a, b) for m, layout in COMPILED.items()
-                                        for a, b in zip(out[layout], out[m], strict=True))}
+    return {
+        "s_per_image": wall,
+        "cpu_s_per_image": cpu,
+        "prefill_s_per_image": pre_wall,
+        "decode_s_per_image": dec,
+        "decode_cpu_s_per_image": dec_cpu,
+        "compile_s": compile_s,
+        "peak_kv_bytes": peaks,
+        "peak_kv_alloc_bytes": {m: max(r["kv_alloc"] for r in runs[m]) for m in MODES},
+        "speedup": wall["full"] / wall["xp"],
+        "cpu_speedup": cpu["full"] / cpu["xp"],
+        "decode_speedup": dec["full"] / dec["xp"],
+        "compiled_speedup": wall["full_compiled"] / wall["xp_compiled"],
+        "compiled_vs_uncompiled_full": wall["full"] / wall["xp_compiled"],
+        "analytic": {
+            "macs_per_image": {m: an[m]["macs_per_image"] for m in MODES},
+            "decode_steps": an["xp"]["decode_steps"],
+            "mean_keys_per_step": {m: an[m]["mean_keys_per_step"] for m in MODES},
+            "mac_ratio": an["full"]["macs_per_image"] / an["xp"]["macs_per_image"],
+            "compiled_mac_ratio": (
+                an["full_compiled"]["macs_per_image"] / an["xp_compiled"]["macs_per_image"]
+            ),
+            "decode_mac_ratio": an["full"]["decode_macs_per_image"] / an["xp"]["decode_macs_per_image"],
+            "decode_bytes_ratio": (an["full"]["decode_bytes_per_image"] / an["xp"]["decode_bytes_per_image"]),
+        },
+        "kv_ratio": peaks["full"] / peaks["xp"],
+        "compiled_same_output": all(
+            np.array_equal(a, b)
+            for m, layout in COMPILED.items()
+            for a, b in zip(out[layout], out[m], strict=True)
+        ),
+    }
 
 
 def judge(res: dict, judge_grid: int, judge_batch: int) -> tuple[dict, dict]:
@@ -299,42 +362,65 @@ def judge(res: dict, judge_grid: int, judge_batch: int) -> tuple[dict, dict]:
 
     The targets count as met at ``judge_batch``: at batch 1 a step of this 4.8M-parameter model is dominated
     by reading its weights, which no cache size changes (see the step fit); batch-1 rows are reported too."""
-    detail = {"judged_at": {"grid": judge_grid, "batch": judge_batch, "also_reported": "batch 1",
-                            "basis": "wall-clock latency per generated image (prefill + decoding; batch b: the "
-                                     "batch's wall time / b), min over reps"}}
+    detail = {
+        "judged_at": {
+            "grid": judge_grid,
+            "batch": judge_batch,
+            "also_reported": "batch 1",
+            "basis": "wall-clock latency per generated image (prefill + decoding; batch b: the "
+            "batch's wall time / b), min over reps",
+        }
+    }
     met = {}
     for row in res["b_compression"]:
         if row["grid"] != judge_grid or row["batch"] not in (1, judge_batch):
             continue
         need = 1.5 if row["examples"] == 1 else 3.0
         key = f"compressed_vs_full_{row['examples']}ex>={need:g}@batch{row['batch']}"
-        detail[key] = {"measured": row["speedup"], "met": row["speedup"] >= need,
-                       "cpu_time_ratio": row["cpu_speedup"], "analytic_mac_ratio": row["analytic"]["mac_ratio"],
-                       "decode_measured": row["decode_speedup"],
-                       "decode_analytic_bytes_ratio": row["analytic"]["decode_bytes_ratio"],
-                       "compiled_measured": row["compiled_speedup"], "compiled_met": row["compiled_speedup"] >= need,
-                       "compiled_analytic_mac_ratio": row["analytic"]["compiled_mac_ratio"]}
+        detail[key] = {
+            "measured": row["speedup"],
+            "met": row["speedup"] >= need,
+            "cpu_time_ratio": row["cpu_speedup"],
+            "analytic_mac_ratio": row["analytic"]["mac_ratio"],
+            "decode_measured": row["decode_speedup"],
+            "decode_analytic_bytes_ratio": row["analytic"]["decode_bytes_ratio"],
+            "compiled_measured": row["compiled_speedup"],
+            "compiled_met": row["compiled_speedup"] >= need,
+            "compiled_analytic_mac_ratio": row["analytic"]["compiled_mac_ratio"],
+        }
         met[key] = detail[key]["met"]
         met[key.replace("@", "_compiled@")] = detail[key]["compiled_met"]
     if "c_hf" in res:
         detail["ours_vs_hf>=1.5"] = {"measured": res["c_hf"]["speedup"], "met": res["c_hf"]["speedup"] >= 1.5}
         met["ours_vs_hf>=1.5"] = detail["ours_vs_hf>=1.5"]["met"]
-    detail["all_rows"] = [{k: row[k] for k in ("grid", "examples", "batch", "speedup", "compiled_speedup")}
-                          | {"analytic_mac_ratio": row["analytic"]["mac_ratio"]} for row in res["b_compression"]]
+    detail["all_rows"] = [
+        {k: row[k] for k in ("grid", "examples", "batch", "speedup", "compiled_speedup")}
+        | {"analytic_mac_ratio": row["analytic"]["mac_ratio"]}
+        for row in res["b_compression"]
+    ]
     return detail, met
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[int], int]:
     """The arguments, the (b) grids and the grid the targets are judged at."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--grids", default="24,32",
-                    help="comma-separated image grid sides in codes for (b) (24 = 384 px, 32 = 512 px at 16x)")
+    ap.add_argument(
+        "--grids",
+        default="24,32",
+        help="comma-separated image grid sides in codes for (b) (24 = 384 px, 32 = 512 px at 16x)",
+    )
     ap.add_argument("--judge-grid", type=int, default=32, help="grid at which the issue's targets are judged")
     ap.add_argument("--naive-grid", type=int, default=8, help="grid side for the naive-loop comparison (a)")
-    ap.add_argument("--batch", type=int, default=8,
-                    help="queries sharing the examples in the batched case (the targets are judged there)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="queries sharing the examples in the batched case (the targets are judged there)",
+    )
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared, loaded machine makes OpenMP spin)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: a shared, loaded machine makes OpenMP spin)"
+    )
     ap.add_argument("--text-prompt", type=int, default=256, help="(c): prompt tokens")
     ap.add_argument("--text-new", type=int, default=128, help="(c): generated tokens")
     ap.add_argument("--skip-naive", action="store_true")
@@ -363,10 +449,19 @@ def section_a(model, vocab, rng, text, args) -> dict:
         ta.append(r["wall"])
         dt, naive = run_naive(model, vocab, p1, g)
         tn.append(dt)
-    res = {"grid": g, "prompt_tokens": len(p1), "ours_s": best(ta), "naive_s": best(tn),
-           "speedup": best(tn) / best(ta), "same_output": bool(np.array_equal(r["codes"][0], naive))}
-    print(f"(a) {g}x{g} image, 1 example: ours {best(ta):.2f}s  naive {best(tn):.2f}s  "
-          f"-> {best(tn) / best(ta):.1f}x  same output: {res['same_output']}", flush=True)
+    res = {
+        "grid": g,
+        "prompt_tokens": len(p1),
+        "ours_s": best(ta),
+        "naive_s": best(tn),
+        "speedup": best(tn) / best(ta),
+        "same_output": bool(np.array_equal(r["codes"][0], naive)),
+    }
+    print(
+        f"(a) {g}x{g} image, 1 example: ours {best(ta):.2f}s  naive {best(tn):.2f}s  "
+        f"-> {best(tn) / best(ta):.1f}x  same output: {res['same_output']}",
+        flush=True,
+    )
     return res
 
 
@@ -379,13 +474,16 @@ def section_b(model, vocab, rng, text, grids: list[int], args) -> list[dict]:
                 row = bench_compression(model, vocab, rng, text, g, n_ex, batch, args.reps)
                 rows.append(row)
                 w, mib = row["s_per_image"], {m: v / 2**20 for m, v in row["peak_kv_bytes"].items()}
-                print(f"(b) {g}x{g}, {n_ex} example(s), batch {batch}: per image xp {w['xp']:.2f}s full "
-                      f"{w['full']:.2f}s -> {row['speedup']:.2f}x (MACs {row['analytic']['mac_ratio']:.2f}x; cpu "
-                      f"{row['cpu_speedup']:.2f}x; decoding {row['decode_speedup']:.2f}x, bytes "
-                      f"{row['analytic']['decode_bytes_ratio']:.2f}x); compiled tasks xp {w['xp_compiled']:.2f}s "
-                      f"full {w['full_compiled']:.2f}s -> {row['compiled_speedup']:.2f}x (MACs "
-                      f"{row['analytic']['compiled_mac_ratio']:.2f}x); peak KV {mib['xp']:.1f} vs "
-                      f"{mib['full']:.1f} MiB", flush=True)
+                print(
+                    f"(b) {g}x{g}, {n_ex} example(s), batch {batch}: per image xp {w['xp']:.2f}s full "
+                    f"{w['full']:.2f}s -> {row['speedup']:.2f}x (MACs {row['analytic']['mac_ratio']:.2f}x; cpu "
+                    f"{row['cpu_speedup']:.2f}x; decoding {row['decode_speedup']:.2f}x, bytes "
+                    f"{row['analytic']['decode_bytes_ratio']:.2f}x); compiled tasks xp {w['xp_compiled']:.2f}s "
+                    f"full {w['full_compiled']:.2f}s -> {row['compiled_speedup']:.2f}x (MACs "
+                    f"{row['analytic']['compiled_mac_ratio']:.2f}x); peak KV {mib['xp']:.1f} vs "
+                    f"{mib['full']:.1f} MiB",
+                    flush=True,
+                )
     return rows
 
 
@@ -401,11 +499,21 @@ def section_c(model, vocab, rng, args) -> dict:
         dt, theirs = run_text_hf(hf, ids, args.text_new)
         th.append(dt)
     same = bool(torch.equal(ours.cpu(), theirs.cpu()))
-    print(f"(c) {args.text_new} text tokens after {ids.shape[1]}: ours {best(to):.2f}s  HF generate() "
-          f"{best(th):.2f}s -> {best(th) / best(to):.2f}x; same tokens: {same}", flush=True)
-    return {"prompt_tokens": ids.shape[1], "new_tokens": args.text_new, "ours_s": best(to), "hf_s": best(th),
-            "speedup": best(th) / best(to), "same_tokens": same, "ours_ms_per_token": 1e3 * best(to) / args.text_new,
-            "hf_ms_per_token": 1e3 * best(th) / args.text_new}
+    print(
+        f"(c) {args.text_new} text tokens after {ids.shape[1]}: ours {best(to):.2f}s  HF generate() "
+        f"{best(th):.2f}s -> {best(th) / best(to):.2f}x; same tokens: {same}",
+        flush=True,
+    )
+    return {
+        "prompt_tokens": ids.shape[1],
+        "new_tokens": args.text_new,
+        "ours_s": best(to),
+        "hf_s": best(th),
+        "speedup": best(th) / best(to),
+        "same_tokens": same,
+        "ours_ms_per_token": 1e3 * best(to) / args.text_new,
+        "hf_ms_per_token": 1e3 * best(th) / args.text_new,
+    }
 
 
 def main(argv=None) -> int:
@@ -416,13 +524,24 @@ def main(argv=None) -> int:
     vocab = Vocabulary.build(text_size=4096, num_image_codes=8192, num_xp=32, max_grid=64)
     cfg = get_preset("tiny", vocab.size)
     model = XPromptModel(cfg).eval()
-    res: dict = {"model": {"preset": "tiny", "params": model.num_params(), "vocab": vocab.size,
-                           "image_codes": vocab.num_image_codes,
-                           "non_embedding_params": model.num_params(exclude_embeddings=True),
-                           "linear_macs_per_token": linear_macs(cfg)},
-                 "machine": {"threads": args.threads, "cpu_count": os.cpu_count(),
-                             "load_avg_start": os.getloadavg(), "python": platform.python_version(),
-                             "torch": torch.__version__}, "args": vars(args)}
+    res: dict = {
+        "model": {
+            "preset": "tiny",
+            "params": model.num_params(),
+            "vocab": vocab.size,
+            "image_codes": vocab.num_image_codes,
+            "non_embedding_params": model.num_params(exclude_embeddings=True),
+            "linear_macs_per_token": linear_macs(cfg),
+        },
+        "machine": {
+            "threads": args.threads,
+            "cpu_count": os.cpu_count(),
+            "load_avg_start": os.getloadavg(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "args": vars(args),
+    }
     t_start = time.perf_counter()
     text = vocab.text_to_ids(rng.integers(0, vocab.text_size, 8).tolist())
     if not args.skip_naive:
@@ -431,16 +550,21 @@ def main(argv=None) -> int:
     res["b_decode_step_fit"] = fit_step_cost(res["b_compression"])
     if res["b_decode_step_fit"]:
         f = res["b_decode_step_fit"]
-        print(f"(b) batch-1 decoding step = {f['fixed_ms_per_step']:.2f} ms fixed + {f['us_per_cached_key']:.3f} us per "
-              f"cached key (r2 {f['r2']:.3f}): the fixed part costs as much as "
-              f"{f['keys_costing_one_fixed_step'] or float('nan'):.0f} keys", flush=True)
+        print(
+            f"(b) batch-1 decoding step = {f['fixed_ms_per_step']:.2f} ms fixed + {f['us_per_cached_key']:.3f} us per "
+            f"cached key (r2 {f['r2']:.3f}): the fixed part costs as much as "
+            f"{f['keys_costing_one_fixed_step'] or float('nan'):.0f} keys",
+            flush=True,
+        )
     if not args.skip_hf:
         res["c_hf"] = section_c(model, vocab, rng, args)
     res["machine"]["load_avg_end"] = os.getloadavg()
     res["wall_s"] = time.perf_counter() - t_start
     res["targets"], res["targets_met"] = judge(res, judge_grid, args.batch)
-    print(f"targets at grid {judge_grid} (judged at batch {args.batch}; batch 1 reported):",
-          json.dumps(res["targets_met"], indent=1))
+    print(
+        f"targets at grid {judge_grid} (judged at batch {args.batch}; batch 1 reported):",
+        json.dumps(res["targets_met"], indent=1),
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from xprompt.io_utils import atomic_write_text

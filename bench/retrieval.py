@@ -42,7 +42,9 @@ def suite_instructions(n: int, seed: int) -> list[str]:
     from xprompt.retrieval.sources import suite_tasks
     from xprompt.train.tasks import all_tasks
 
-    tasks = suite_tasks(sorted({t.family for t in all_tasks().values() if t.kind == "i2i" and not t.never_train}))
+    tasks = suite_tasks(
+        sorted({t.family for t in all_tasks().values() if t.kind == "i2i" and not t.never_train})
+    )
     rng = np.random.default_rng(seed)
     seen: dict[str, None] = {}
     tries = 0
@@ -93,8 +95,16 @@ def recall(ids: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, exact, strict=True)]))
 
 
-def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_ids, args, nprobes=(None,),
-                centroids: np.ndarray | None = None):
+def bench_index(
+    name: str,
+    factory: str,
+    xb: np.ndarray,
+    xq: np.ndarray,
+    exact_ids,
+    args,
+    nprobes=(None,),
+    centroids: np.ndarray | None = None,
+):
     """Build ``factory`` over ``xb`` the way the store does (make_index + train_index + add) and measure it.
     ``centroids``: reuse an already trained IVF coarse quantizer (faiss then skips its k-means)."""
     import faiss
@@ -126,11 +136,18 @@ def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_i
         nq = len(xq) if ivf is not None else min(len(xq), args.exact_single)
         p50, p99 = single_latency(index, xq[:nq], args.k)
         row = {
-            "name": name, "factory": factory, "nprobe": nprobe, "ntotal": int(index.ntotal),
+            "name": name,
+            "factory": factory,
+            "nprobe": nprobe,
+            "ntotal": int(index.ntotal),
             "shared_quantizer": centroids is not None,
-            "train_s": round(t_train, 2), "build_s": round(t_build, 2),
-            "index_mb": round(index_bytes(index) / 2**20, 1), "rss_delta_mb": round(rss, 1),
-            "single_query_p50_ms": round(p50, 3), "single_query_p99_ms": round(p99, 3), "single_queries": nq,
+            "train_s": round(t_train, 2),
+            "build_s": round(t_build, 2),
+            "index_mb": round(index_bytes(index) / 2**20, 1),
+            "rss_delta_mb": round(rss, 1),
+            "single_query_p50_ms": round(p50, 3),
+            "single_query_p99_ms": round(p99, 3),
+            "single_queries": nq,
             "batched_qps": round(qps, 1),
             "recall@1": None if exact_ids is None else round(recall(ids, exact_ids, 1), 4),
             "recall@5": None if exact_ids is None else round(recall(ids, exact_ids, 5), 4),
@@ -143,15 +160,23 @@ def bench_index(name: str, factory: str, xb: np.ndarray, xq: np.ndarray, exact_i
 def recommend(rows: list[dict]) -> dict | None:
     """The smallest approximate setting that meets the targets (p50 <= 2 ms, recall@5 >= 0.95) and also keeps
     recall@1 >= 0.95, since `xprompt edit` uses the single best hit by default; ties -> lower p50."""
-    ok = [r for r in rows if r["name"] == "approx" and r["recall@5"] >= 0.95 and r["recall@1"] >= 0.95
-          and r["single_query_p50_ms"] <= 2.0]
+    ok = [
+        r
+        for r in rows
+        if r["name"] == "approx"
+        and r["recall@5"] >= 0.95
+        and r["recall@1"] >= 0.95
+        and r["single_query_p50_ms"] <= 2.0
+    ]
     return min(ok, key=lambda r: (r["index_mb"], r["single_query_p50_ms"])) if ok else None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="stored vectors")
-    ap.add_argument("--base", type=int, default=20_000, help="distinct suite instructions embedded with MiniLM")
+    ap.add_argument(
+        "--base", type=int, default=20_000, help="distinct suite instructions embedded with MiniLM"
+    )
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--nlist", type=int, default=2048)
@@ -159,8 +184,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-train", type=int, default=100_000)
     ap.add_argument("--exact-single", type=int, default=200, help="single queries timed for exact search")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--factories", default="IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8",
-                    help="';'-separated approximate factories to compare")
+    ap.add_argument(
+        "--factories",
+        default="IVF{nlist},Flat;IVF{nlist},SQfp16;IVF{nlist},SQ8",
+        help="';'-separated approximate factories to compare",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
     return ap.parse_args(argv)
 
@@ -220,7 +248,9 @@ def main(argv=None) -> int:
     import faiss
     import torch
 
-    torch.set_num_threads(1)  # on a shared 2-core machine one encoder thread was measured 2.5x faster than two
+    torch.set_num_threads(
+        1
+    )  # on a shared 2-core machine one encoder thread was measured 2.5x faster than two
     from xprompt.retrieval.encoders import get_encoder
 
     t0 = time.perf_counter()
@@ -243,15 +273,29 @@ def main(argv=None) -> int:
     rows = bench_all(xb, xq, args)
     best = recommend(rows)
     result = {
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "faiss": faiss.__version__,
-                    "loadavg_start": load0, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-                    "blas_threshold": int(faiss.cvar.distance_compute_blas_threshold)},
-        "data": {"n": args.n, "dim": int(xb.shape[1]), "base_instructions": len(texts), "queries": len(queries),
-                 "k": args.k, "encoder": enc.describe(), "base_encode_s": round(t_enc, 1),
-                 "base_from_cache": from_cache,
-                 "vectors": "noisy mixtures of MiniLM embeddings of suite instructions (see bench docstring)"},
-        "query_encode_ms": {"p50": round(float(np.percentile(lat, 50)) * 1e3, 2),
-                            "p99": round(float(np.percentile(lat, 99)) * 1e3, 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "faiss": faiss.__version__,
+            "loadavg_start": load0,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "blas_threshold": int(faiss.cvar.distance_compute_blas_threshold),
+        },
+        "data": {
+            "n": args.n,
+            "dim": int(xb.shape[1]),
+            "base_instructions": len(texts),
+            "queries": len(queries),
+            "k": args.k,
+            "encoder": enc.describe(),
+            "base_encode_s": round(t_enc, 1),
+            "base_from_cache": from_cache,
+            "vectors": "noisy mixtures of MiniLM embeddings of suite instructions (see bench docstring)",
+        },
+        "query_encode_ms": {
+            "p50": round(float(np.percentile(lat, 50)) * 1e3, 2),
+            "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
+        },
         "targets": {"single_query_p50_ms": 2.0, "recall@5": 0.95, "recall@1 (ours, for k=1 edits)": 0.95},
         "results": rows,
         "recommended": best,

@@ -26,7 +26,9 @@ def _metrics(imgs: np.ndarray, recon: np.ndarray, codes: np.ndarray, k: int) -> 
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(imgs, recon, strict=True)]
-    ssim = [structural_similarity(a, b, data_range=255, channel_axis=-1) for a, b in zip(imgs, recon, strict=True)]
+    ssim = [
+        structural_similarity(a, b, data_range=255, channel_axis=-1) for a, b in zip(imgs, recon, strict=True)
+    ]
     hist = np.bincount(codes.ravel(), minlength=k) / codes.size
     nz = hist[hist > 0]
     psnr_arr = np.minimum(np.array(psnr, dtype=np.float64), 100.0)  # identical images -> inf; cap

@@ -69,25 +69,58 @@ def build_data(out: Path, n: int, tokenizer: str) -> Path:
 
 def run_trainer(tmp: Path, name: str, data: Path, overrides: dict, ds: dict, procs: int = 1) -> dict:
     """Run the trainer; returns its train records and the run's start event."""
-    cfg = {"preset": "tiny", "max_len": 1024, "micro_batch": 4, "global_batch": 8, "steps": 8, "lr": 2e-3,
-           "warmup_steps": 2, "log_every": 1, "save_every": 100000, "val_every": 100000, "val_batches": 0,
-           "val_fraction": 0.0, "precision": "bf16", "keep_last": 1}
+    cfg = {
+        "preset": "tiny",
+        "max_len": 1024,
+        "micro_batch": 4,
+        "global_batch": 8,
+        "steps": 8,
+        "lr": 2e-3,
+        "warmup_steps": 2,
+        "log_every": 1,
+        "save_every": 100000,
+        "val_every": 100000,
+        "val_batches": 0,
+        "val_fraction": 0.0,
+        "precision": "bf16",
+        "keep_last": 1,
+    }
     cfg.update(overrides)
     cfg_path, ds_path, out = tmp / f"{name}.json", tmp / f"{name}.ds.json", tmp / f"run-{name}"
     cfg_path.write_text(json.dumps(cfg))
     ds_path.write_text(json.dumps(ds))
-    args = ["--config", str(cfg_path), "--data", str(data), "--out", str(out), "--deepspeed", str(ds_path),
-            "--no-progress"]
+    args = [
+        "--config",
+        str(cfg_path),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--deepspeed",
+        str(ds_path),
+        "--no-progress",
+    ]
     bindir = Path(sys.executable).parent
     if procs == 1:
         cmd = [sys.executable, "-m", "xprompt", "train", "model", *args]
     else:
         from xprompt.train.dist import free_port
 
-        cmd = [str(bindir / "deepspeed"), "--num_gpus", str(procs), "--master_port", str(free_port()),
-               "--module", "xprompt.train", *args]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+        cmd = [
+            str(bindir / "deepspeed"),
+            "--num_gpus",
+            str(procs),
+            "--master_port",
+            str(free_port()),
+            "--module",
+            "xprompt.train",
+            *args,
+        ]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
     t0 = time.time()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=tmp)
@@ -102,9 +135,12 @@ def run_trainer(tmp: Path, name: str, data: Path, overrides: dict, ds: dict, pro
 
 def summarize(res: dict, warmup: int) -> dict:
     recs = [r for r in res["train"] if r["step"] > warmup] or res["train"]
-    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
-            "step_time_s": statistics.median(r["step_time"] for r in recs),
-            "tokens_per_step": statistics.median(r["tokens"] for r in recs), "steps_timed": len(recs)}
+    return {
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
+        "step_time_s": statistics.median(r["step_time"] for r in recs),
+        "tokens_per_step": statistics.median(r["tokens"] for r in recs),
+        "steps_timed": len(recs),
+    }
 
 
 def padding_bound(data: Path, rows: int, draws: int = 2000, seed: int = 0) -> dict:
@@ -119,13 +155,19 @@ def padding_bound(data: Path, rows: int, draws: int = 2000, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     batches = lens[rng.integers(0, len(lens), (draws, rows))]  # (draws, rows)
     frac = float(batches.sum() / (batches.max(1) * rows).sum())
-    return {"useful_fraction_padded_dynamic": frac, "max_packing_speedup_vs_dynamic": 1.0 / frac, "rows": rows}
+    return {
+        "useful_fraction_padded_dynamic": frac,
+        "max_packing_speedup_vs_dynamic": 1.0 / frac,
+        "rows": rows,
+    }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="dataset dir (default: build 300 samples here)")
-    ap.add_argument("--tokenizer", default="grid:8", help="image tokenizer for the built data (grid:8 or a VQ dir)")
+    ap.add_argument(
+        "--tokenizer", default="grid:8", help="image tokenizer for the built data (grid:8 or a VQ dir)"
+    )
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
@@ -147,14 +189,20 @@ def run_plan(lens: dict | None, skip_zero: bool) -> tuple[dict, dict]:
         "bf16_packed": ({"precision": "bf16"}, stage0, 1),
         "bf16_packed_dense_attention": ({"precision": "bf16", "doc_attention": False}, stage0, 1),
         "bf16_padded_dynamic": ({"precision": "bf16", "pack": False, **pad_batch}, stage0, 1),
-        "bf16_padded_fixed": ({"precision": "bf16", "pack": False, "pad_to_max_len": True, **pad_batch},
-                              stage0, 1),
+        "bf16_padded_fixed": (
+            {"precision": "bf16", "pack": False, "pad_to_max_len": True, **pad_batch},
+            stage0,
+            1,
+        ),
         "bf16_packed_zero2_1proc": ({"precision": "bf16"}, DEFAULT_DS_CONFIG, 1),
     }
     if not skip_zero:
         for st in (0, 2, 3):
-            runs[f"zero{st}_2proc"] = ({"precision": "bf16", "micro_batch": 4, "global_batch": 8},
-                                       dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": st}), 2)
+            runs[f"zero{st}_2proc"] = (
+                {"precision": "bf16", "micro_batch": 4, "global_batch": 8},
+                dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": st}),
+                2,
+            )
     return runs, pad_batch
 
 
@@ -168,8 +216,13 @@ def time_runs(tmp: Path, data: Path, runs: dict, args, threads: int) -> tuple[di
         local_peak = measure_peak(prec, threads=threads, seconds=2.0)
         res = run_trainer(tmp, name, data, dict(ov, steps=args.steps), ds, procs)
         s = summarize(res, args.warmup)
-        s.update(peak_flops_before=local_peak, precision=prec, params=res["start"]["params"], processes=procs,
-                 zero_stage=res["run"]["zero_stage"])
+        s.update(
+            peak_flops_before=local_peak,
+            precision=prec,
+            params=res["start"]["params"],
+            processes=procs,
+            zero_stage=res["run"]["zero_stage"],
+        )
         out[name] = s
     return out, res["run"]["model_config"]
 
@@ -178,15 +231,23 @@ def print_summary(result: dict) -> None:
     out = result["runs"]
     print(f"\n{'run':28s} {'proc':>4s} {'zero':>4s} {'tok/s':>8s} {'step s':>7s} {'MFU':>6s}")
     for name, s in out.items():
-        print(f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
-              f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%")
+        print(
+            f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
+            f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%"
+        )
     ps = result["packing_speedup"]
-    print(f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
-          f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row")
+    print(
+        f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
+        f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row"
+    )
     pb = result["packing_bound"]
-    print(f"  (bound on this data: x{pb['max_packing_speedup_vs_dynamic']:.2f} vs padded to the longest row; "
-          f"per-document attention vs dense mask: x{result['doc_attention_speedup']:.2f})")
-    print(f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}")
+    print(
+        f"  (bound on this data: x{pb['max_packing_speedup_vs_dynamic']:.2f} vs padded to the longest row; "
+        f"per-document attention vs dense mask: x{result['doc_attention_speedup']:.2f})"
+    )
+    print(
+        f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}"
+    )
 
 
 def main(argv=None) -> int:
@@ -195,8 +256,11 @@ def main(argv=None) -> int:
     from xprompt.train.train_config import cpu_has_bf16
 
     threads = os.cpu_count() or 1
-    result = {"machine": {"cpus": threads, "bf16_cpu": cpu_has_bf16(), "load_avg_start": os.getloadavg()},
-              "steps": args.steps, "warmup": args.warmup}
+    result = {
+        "machine": {"cpus": threads, "bf16_cpu": cpu_has_bf16(), "load_avg_start": os.getloadavg()},
+        "steps": args.steps,
+        "warmup": args.warmup,
+    }
     print(f"peak matmul ({threads} threads)...", flush=True)
     peak = {d: measure_peak(d, threads=threads) for d in ("fp32", "bf16")}
     result["peak_flops"] = peak
@@ -207,8 +271,10 @@ def main(argv=None) -> int:
         data = Path(args.data) if args.data else build_data(tmp / "data", 300, args.tokenizer)
         card = data / "dataset_card.json"
         lens = json.loads(card.read_text())["tokens"] if card.is_file() else None
-        result["data"] = {"dir": args.data or f"built: 300 samples, 64 px, tokenizer {args.tokenizer}",
-                          "tokens_per_sample": lens}
+        result["data"] = {
+            "dir": args.data or f"built: 300 samples, 64 px, tokenizer {args.tokenizer}",
+            "tokens_per_sample": lens,
+        }
         runs, pad_batch = run_plan(lens, args.skip_zero)
         result["packing_bound"] = padding_bound(data, pad_batch["micro_batch"])
         out, mc = time_runs(tmp, data, runs, args, threads)
@@ -216,15 +282,23 @@ def main(argv=None) -> int:
     n_matmul = n_total - mc["vocab_size"] * mc["dim"]
     for s in out.values():
         s["mfu"] = 6 * n_matmul * s["tokens_per_s"] / s["peak_flops_before"]
-    result["model"] = {"preset": "tiny", "params": n_total, "matmul_params": n_matmul, "vocab_size": mc["vocab_size"],
-                       "dim": mc["dim"], "n_layers": mc["n_layers"], "max_len": 1024}
+    result["model"] = {
+        "preset": "tiny",
+        "params": n_total,
+        "matmul_params": n_matmul,
+        "vocab_size": mc["vocab_size"],
+        "dim": mc["dim"],
+        "n_layers": mc["n_layers"],
+        "max_len": 1024,
+    }
     result["runs"] = out
     result["packing_speedup"] = {
         "vs_padded_dynamic": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_dynamic"]["tokens_per_s"],
         "vs_padded_fixed": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_fixed"]["tokens_per_s"],
     }
-    result["doc_attention_speedup"] = (out["bf16_packed"]["tokens_per_s"]
-                                       / out["bf16_packed_dense_attention"]["tokens_per_s"])
+    result["doc_attention_speedup"] = (
+        out["bf16_packed"]["tokens_per_s"] / out["bf16_packed_dense_attention"]["tokens_per_s"]
+    )
     result["targets"] = {"mfu_bf16": ">= 0.30", "packing_speedup": ">= 1.3"}
     result["machine"]["load_avg_end"] = os.getloadavg()
     print_summary(result)

@@ -418,14 +418,22 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
     return [pipe.decode(c) for c in codes]
 
 
-def raie_row(pipe, store, items: list[Item], mode: str, batch_size: int, seeds: list[int], greedy: bool,
-             bar) -> tuple[list[np.ndarray], list[dict], list]:
+def raie_row(
+    pipe, store, items: list[Item], mode: str, batch_size: int, seeds: list[int], greedy: bool, bar
+) -> tuple[list[np.ndarray], list[dict], list]:
     """The ``raie`` row through ``XPrompt.edit`` (k=1), one batch per seed: the outputs, what was retrieved for
     each item (instruction, task, score) and the retrieved pairs."""
     res = []
     for bi, rng_ in enumerate(_batches(len(items), batch_size)):
-        res += pipe.edit([items[i].query for i in rng_], [items[i].instruction for i in rng_], store=store, k=1,
-                         mode=mode, seed=seeds[bi], greedy=greedy)
+        res += pipe.edit(
+            [items[i].query for i in rng_],
+            [items[i].instruction for i in rng_],
+            store=store,
+            k=1,
+            mode=mode,
+            seed=seeds[bi],
+            greedy=greedy,
+        )
         bar.update(1)
     retrieved = [{"instruction": r.retrieved[0].instruction, "task": r.retrieved[0].task,
                   "score": r.retrieved[0].score} for r in res]  # fmt: skip
@@ -505,8 +513,9 @@ def baseline_preds(pipe, items: list[Item], t2i: bool) -> dict[str, list[np.ndar
     return preds
 
 
-def task_report(spec: TaskSpec, items: list[Item], preds: dict, rows: list[str], scorers: Scorers,
-                retrieved: list[dict]) -> dict:
+def task_report(
+    spec: TaskSpec, items: list[Item], preds: dict, rows: list[str], scorers: Scorers, retrieved: list[dict]
+) -> dict:
     """One task's report entry: per-row results (metrics reduced over the items) and per-sample scores."""
     per_sample = {
         r: [sample_scores(spec, it, p, scorers) for it, p in zip(items, preds[r], strict=True)] for r in rows
@@ -520,8 +529,13 @@ def task_report(spec: TaskSpec, items: list[Item], preds: dict, rows: list[str],
         if retrieved:
             s["retrieved"] = retrieved[i]
         samples.append(s)
-    return {"label": spec.label, "metrics": list(spec.metrics), "n": len(items), "results": results,
-            "samples": samples}
+    return {
+        "label": spec.label,
+        "metrics": list(spec.metrics),
+        "n": len(items),
+        "results": results,
+        "samples": samples,
+    }
 
 
 def report_header(cfg: EvalConfig, pipe, size: int, greedy: bool, rows: list[str], store) -> dict[str, Any]:
@@ -532,9 +546,15 @@ def report_header(cfg: EvalConfig, pipe, size: int, greedy: bool, rows: list[str
         "benchmark": cfg.benchmark, "config": asdict(cfg), "checkpoint": checkpoint_info(pipe), "size": size,
         "greedy": greedy, "rows": rows, "row_labels": {r: ROW_LABELS[r] for r in rows}, "tasks": {},
     }  # fmt: skip
-    if store is not None:  # which store and encoder retrieved the examples (the default store follows the default)
-        report["retrieval"] = {"store": str(store.path) if store.path else "", "entries": len(store),
-                               "encoder": store.encoder.spec, "encoder_version": store.encoder.version}
+    if (
+        store is not None
+    ):  # which store and encoder retrieved the examples (the default store follows the default)
+        report["retrieval"] = {
+            "store": str(store.path) if store.path else "",
+            "entries": len(store),
+            "encoder": store.encoder.spec,
+            "encoder_version": store.encoder.version,
+        }
     return report
 
 
@@ -580,9 +600,12 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         preds: dict[str, list[np.ndarray]] = {}
         for ri, row in enumerate(cfg.rows):
             if row == "raie":
-                seeds = [_seed(cfg.seed, ti, ri, bi) for bi in range(len(_batches(len(items), cfg.batch_size)))]
-                preds[row], retrieved, retrieved_pairs = raie_row(pipe, store, items, example_mode, cfg.batch_size,
-                                                                  seeds, greedy, bar)
+                seeds = [
+                    _seed(cfg.seed, ti, ri, bi) for bi in range(len(_batches(len(items), cfg.batch_size)))
+                ]
+                preds[row], retrieved, retrieved_pairs = raie_row(
+                    pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
+                )
                 continue
             if row in ("none", "text", "t2i"):
                 examples = [None] * len(items)

@@ -26,9 +26,14 @@ DEFAULT_TASKS = ("invert", "derain", "low_light_enhance")
 
 
 def register(root, groups) -> None:
-    p = root.add_parser("demo", help="run the demo: in-context generation on packaged photos",
-                        description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=None, help="model checkpoint dir (default: checkpoints/xprompt-tiny)")
+    p = root.add_parser(
+        "demo",
+        help="run the demo: in-context generation on packaged photos",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="model checkpoint dir (default: checkpoints/xprompt-tiny)"
+    )
     p.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="task names from the task suite")
     p.add_argument("--queries", type=int, default=3, help="queries per task")
@@ -63,8 +68,9 @@ def run(args) -> int:
 
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
     if not ckpt.exists():
-        raise XPromptError(f"model checkpoint not found: {ckpt} (train one with `xprompt train model`, see "
-                           "docs/training.md)")
+        raise XPromptError(
+            f"model checkpoint not found: {ckpt} (train one with `xprompt train model`, see docs/training.md)"
+        )
     t0 = time.time()
     xp = XPrompt.from_pretrained(ckpt)
     size = xp.image_size
@@ -74,13 +80,26 @@ def run(args) -> int:
         instruction, pairs = _photo_pairs(task, args.queries, size, args.seed)
         example, queries = (pairs[0].inputs[0], pairs[0].output), pairs[1:]
         for mode in args.modes:  # all queries of a task in one batch
-            outs = xp.generate(examples=[example], query=[q.inputs[0] for q in queries], instruction=instruction,
-                               mode=mode, seed=args.seed, greedy=not args.sample)
+            outs = xp.generate(
+                examples=[example],
+                query=[q.inputs[0] for q in queries],
+                instruction=instruction,
+                mode=mode,
+                seed=args.seed,
+                greedy=not args.sample,
+            )
             for q, out in zip(queries, outs, strict=True):
                 rows.append([example[0], example[1], q.inputs[0], out, q.output])
-                meta.append({"task": task, "mode": mode, "instruction": instruction, "held_out": task in held_out,
-                             "mse_output": float(np.mean((out.astype(float) - q.output) ** 2)),
-                             "mse_copy": float(np.mean((q.inputs[0].astype(float) - q.output) ** 2))})
+                meta.append(
+                    {
+                        "task": task,
+                        "mode": mode,
+                        "instruction": instruction,
+                        "held_out": task in held_out,
+                        "mse_output": float(np.mean((out.astype(float) - q.output) ** 2)),
+                        "mse_copy": float(np.mean((q.inputs[0].astype(float) - q.output) ** 2)),
+                    }
+                )
     out_dir = Path(args.out)
     grid_path, html_path = write_outputs(out_dir, rows, meta, ckpt, time.time() - t0)
     print(f"grid: {grid_path}")
@@ -94,7 +113,9 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
 
     out_dir.mkdir(parents=True, exist_ok=True)
     h, w = rows[0][0].shape[:2]
-    grid_path = write_png(out_dir / "demo_grid.png", image_grid(rows, (2 * h, 2 * w), pad=4))  # 2x: pixels visible
+    grid_path = write_png(
+        out_dir / "demo_grid.png", image_grid(rows, (2 * h, 2 * w), pad=4)
+    )  # 2x: pixels visible
     cells = []
     img_dir = out_dir / "images"
     img_dir.mkdir(exist_ok=True)
@@ -109,7 +130,8 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
         cells.append(
             f"<tr><td><b>{html.escape(m['task'])}</b>{tag}<br>mode {m['mode']}<br>"
             f"<i>{html.escape(m['instruction'])}</i><br>MSE {m['mse_output']:.0f} (copy {m['mse_copy']:.0f})"
-            f"</td>{imgs}</tr>")
+            f"</td>{imgs}</tr>"
+        )
     page = (
         "<!doctype html><meta charset='utf-8'><title>xprompt demo</title>"
         "<style>body{font-family:sans-serif}td{padding:4px;vertical-align:top}img{image-rendering:pixelated}"
@@ -118,8 +140,8 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
         "Each row: the in-context example pair, the query (a photograph never used in training), the model's "
         "output, and the ground truth. MSE is against the ground truth; <i>copy</i> is the score of returning "
         "the query unchanged.</p><table><tr><th></th><th>example input</th><th>example output</th>"
-        "<th>query</th><th>output</th><th>ground truth</th></tr>" + "".join(cells) + "</table>")
+        "<th>query</th><th>output</th><th>ground truth</th></tr>" + "".join(cells) + "</table>"
+    )
     html_path = out_dir / "index.html"
     atomic_write_text(html_path, page)
     return grid_path, html_path
-

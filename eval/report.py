@@ -77,8 +77,10 @@ def render_markdown(report: dict) -> str:
     ]
     rt = report.get("retrieval")
     if rt:
-        lines.append(f"- retrieval: store `{rt['store'] or '(in memory)'}` ({rt['entries']} entries), encoder "
-                     f"`{rt['encoder']}` (version {rt['encoder_version']})")
+        lines.append(
+            f"- retrieval: store `{rt['store'] or '(in memory)'}` ({rt['entries']} entries), encoder "
+            f"`{rt['encoder']}` (version {rt['encoder_version']})"
+        )
     tm = ck.get("train_mode")
     if tm and any(r in ("full", "xp") and r != tm for r in rows):
         other = [r for r in rows if r in ("full", "xp") and r != tm]

@@ -27,18 +27,30 @@ def cmd_index_build(args) -> int:
         if not args.overwrite:
             raise XPromptError(f"{out} exists; pass --overwrite to replace it or choose another --out")
         if not (out / MANIFEST).is_file():
-            raise XPromptError(f"{out} exists but is not an xprompt store (no {MANIFEST}); refusing to overwrite")
-    cfg: StoreConfig = store_config_from_args(args.factory, nprobe=args.nprobe,
-                                              image_vectors=True if args.image_embeddings else None)
+            raise XPromptError(
+                f"{out} exists but is not an xprompt store (no {MANIFEST}); refusing to overwrite"
+            )
+    cfg: StoreConfig = store_config_from_args(
+        args.factory, nprobe=args.nprobe, image_vectors=True if args.image_embeddings else None
+    )
     t0 = time.time()
-    table = load_pairs(args.pairs, size=args.size, seed=args.seed, split=args.split,
-                       instruction_column=args.instruction_column, source_column=args.source_column,
-                       target_column=args.target_column, limit=args.limit)
+    table = load_pairs(
+        args.pairs,
+        size=args.size,
+        seed=args.seed,
+        split=args.split,
+        instruction_column=args.instruction_column,
+        source_column=args.source_column,
+        target_column=args.target_column,
+        limit=args.limit,
+    )
     store = InstructionStore(args.encoder, cfg)
     store.add_table(table)
     store.save(out, overwrite=args.overwrite)
-    print(f"wrote {out}: {len(store)} examples, encoder {store.encoder.name} (dim {store.encoder.dim}), "
-          f"index {cfg.factory}, {time.time() - t0:.1f} s")
+    print(
+        f"wrote {out}: {len(store)} examples, encoder {store.encoder.name} (dim {store.encoder.dim}), "
+        f"index {cfg.factory}, {time.time() - t0:.1f} s"
+    )
     return 0
 
 
@@ -48,8 +60,21 @@ def cmd_index_search(args) -> int:
     if args.json:
         import json
 
-        print(json.dumps([{"rank": r + 1, "score": round(s, 6), "id": rec.id, "task": rec.task,
-                           "instruction": rec.instruction} for r, (s, rec) in enumerate(results)], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "rank": r + 1,
+                        "score": round(s, 6),
+                        "id": rec.id,
+                        "task": rec.task,
+                        "instruction": rec.instruction,
+                    }
+                    for r, (s, rec) in enumerate(results)
+                ],
+                indent=2,
+            )
+        )
         return 0
     print(f"{'rank':>4}  {'score':>6}  {'task':<20}  instruction")
     for r, (s, rec) in enumerate(results):
@@ -73,11 +98,21 @@ def cmd_edit(args) -> int:
     image = load_image(args.image)
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
     model = XPrompt.from_pretrained(ckpt)  # before retrieval: a bad checkpoint fails fast
-    res = model.edit(image, instruction, store=args.store, k=0 if args.no_retrieval else args.k,
-                     encoder=args.encoder, image_weight=args.image_weight, seed=args.seed, greedy=args.greedy)
+    res = model.edit(
+        image,
+        instruction,
+        store=args.store,
+        k=0 if args.no_retrieval else args.k,
+        encoder=args.encoder,
+        image_weight=args.image_weight,
+        seed=args.seed,
+        greedy=args.greedy,
+    )
     if args.show_retrieved:
         for r, hit in enumerate(res.retrieved):
-            print(f"retrieved {r + 1}: score {hit.score:.3f}  [{hit.task}]  {hit.instruction}", file=sys.stderr)
+            print(
+                f"retrieved {r + 1}: score {hit.score:.3f}  [{hit.task}]  {hit.instruction}", file=sys.stderr
+            )
     write_png(out, res.image)
     print(f"wrote {out} (mode {res.mode}, {len(res.retrieved)} retrieved example(s))")
     if args.show_retrieved and res.retrieved:
@@ -122,10 +157,16 @@ def cmd_train_encoder(args) -> int:
     from xprompt.retrieval.train_encoder import EditEncoderConfig, train_edit_encoder
 
     exclude = [t for f in args.exclude or [] for t in _json_texts(f)]
-    cfg = EditEncoderConfig(train_layers=args.layers, corpus_size=args.corpus_size, corpus_seed=args.corpus_seed,
-                            batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-                            threads=args.threads or torch.get_num_threads(),  # --threads 0: torch's default
-                            order_weight=args.order_weight)
+    cfg = EditEncoderConfig(
+        train_layers=args.layers,
+        corpus_size=args.corpus_size,
+        corpus_seed=args.corpus_seed,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        threads=args.threads or torch.get_num_threads(),  # --threads 0: torch's default
+        order_weight=args.order_weight,
+    )
     train_edit_encoder(cfg, args.out, exclude=exclude, overwrite=args.overwrite, max_steps=args.max_steps)
     return 0
 
@@ -140,19 +181,35 @@ def register(root, groups) -> None:
 def _register_build(index) -> None:
     from xprompt.cli import add_threads_arg
 
-    b = index.add_parser("build", help="build a FAISS instruction store",
-                                   description="Build a RAIE instruction store from edit pairs.")
-    b.add_argument("--pairs", required=True, help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
-                   "directory with source_img, target_img, instruction columns")
+    b = index.add_parser(
+        "build",
+        help="build a FAISS instruction store",
+        description="Build a RAIE instruction store from edit pairs.",
+    )
+    b.add_argument(
+        "--pairs",
+        required=True,
+        help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
+        "directory with source_img, target_img, instruction columns",
+    )
     b.add_argument("--out", required=True, help="store directory to write")
-    b.add_argument("--encoder", default=None, help="text encoder: minilm, minilm-edit (learned, direction-aware), "
-                   "minilm+op (rule features) or openclip:ARCH:WEIGHTS; default: the project default "
-                   "(docs/retrieval.md)")
-    b.add_argument("--factory", default="Flat", help="faiss index_factory string (Flat, IVF1024,PQ64, HNSW32...)")
+    b.add_argument(
+        "--encoder",
+        default=None,
+        help="text encoder: minilm, minilm-edit (learned, direction-aware), "
+        "minilm+op (rule features) or openclip:ARCH:WEIGHTS; default: the project default "
+        "(docs/retrieval.md)",
+    )
+    b.add_argument(
+        "--factory", default="Flat", help="faiss index_factory string (Flat, IVF1024,PQ64, HNSW32...)"
+    )
     b.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default 32)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
-    b.add_argument("--image-embeddings", action="store_true",
-                   help="also embed the source images (openclip encoders) for image-aware retrieval")
+    b.add_argument(
+        "--image-embeddings",
+        action="store_true",
+        help="also embed the source images (openclip encoders) for image-aware retrieval",
+    )
     b.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image size of suite pairs (px)")
     b.add_argument("--seed", type=int, default=0, help="seed of suite pairs")
     b.add_argument("--split", default=None, help="split of a DatasetDict source (default train)")
@@ -167,12 +224,17 @@ def _register_build(index) -> None:
 def _register_search(index) -> None:
     from xprompt.cli import add_threads_arg
 
-    s = index.add_parser("search", help="search a store by instruction",
-                                   description="Print the stored instructions most similar to TEXT.")
+    s = index.add_parser(
+        "search",
+        help="search a store by instruction",
+        description="Print the stored instructions most similar to TEXT.",
+    )
     s.add_argument("--store", default=None, help="store directory (default: the default suite store)")
     s.add_argument("--instruction", required=True)
     s.add_argument("-k", type=int, default=5)
-    s.add_argument("--encoder", default=None, help="query encoder (default: the one the store was built with)")
+    s.add_argument(
+        "--encoder", default=None, help="query encoder (default: the one the store was built with)"
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_threads_arg(s)
     s.set_defaults(func=cmd_index_search)
@@ -183,23 +245,37 @@ def _register_train_encoder(index) -> None:
     from xprompt.retrieval.train_encoder import EditEncoderConfig
 
     t = index.add_parser(
-        "train-encoder", help="train the minilm-edit text encoder (docs/retrieval.md)",
+        "train-encoder",
+        help="train the minilm-edit text encoder (docs/retrieval.md)",
         description="Fine-tune the top layers of the packaged MiniLM on a generated corpus of edit-instruction "
-        "paraphrases with hard negatives (inverse operations); writes model.safetensors + config.json.")
-    t.add_argument("--out", required=True, help="output directory (the shipped one is checkpoints/minilm-edit)")
+        "paraphrases with hard negatives (inverse operations); writes model.safetensors + config.json.",
+    )
+    t.add_argument(
+        "--out", required=True, help="output directory (the shipped one is checkpoints/minilm-edit)"
+    )
     d = EditEncoderConfig()  # the shipped recipe
-    t.add_argument("--corpus-size", type=int, default=d.corpus_size, help=f"training triples ({d.corpus_size})")
+    t.add_argument(
+        "--corpus-size", type=int, default=d.corpus_size, help=f"training triples ({d.corpus_size})"
+    )
     t.add_argument("--corpus-seed", type=int, default=d.corpus_seed)
     t.add_argument("--layers", type=int, default=d.train_layers, help="train the last N transformer layers")
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--order-weight", type=float, default=d.order_weight,
-                   help="weight of the same-operation-over-same-object margin loss (0 = off)")
+    t.add_argument(
+        "--order-weight",
+        type=float,
+        default=d.order_weight,
+        help="weight of the same-operation-over-same-object margin loss (0 = off)",
+    )
     add_threads_arg(t)
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick runs)")
-    t.add_argument("--exclude", action="append", metavar="JSON",
-                   help="JSON file of texts (or pairs) the corpus must not contain, e.g. test paraphrases")
+    t.add_argument(
+        "--exclude",
+        action="append",
+        metavar="JSON",
+        help="JSON file of texts (or pairs) the corpus must not contain, e.g. test paraphrases",
+    )
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train_encoder)
 
@@ -207,22 +283,35 @@ def _register_train_encoder(index) -> None:
 def _register_edit(root) -> None:
     from xprompt.cli import add_threads_arg
 
-    e = root.add_parser("edit", help="retrieval-augmented image editing",
-                        description="Edit IMAGE by INSTRUCTION, with the most similar stored edit pair(s) as the "
-                        "in-context example (RAIE); --no-retrieval edits from the text alone.")
+    e = root.add_parser(
+        "edit",
+        help="retrieval-augmented image editing",
+        description="Edit IMAGE by INSTRUCTION, with the most similar stored edit pair(s) as the "
+        "in-context example (RAIE); --no-retrieval edits from the text alone.",
+    )
     e.add_argument("--image", required=True)
     e.add_argument("--instruction", required=True)
     e.add_argument("-o", "--output", required=True, help="output PNG")
     e.add_argument("--store", default=None, help="store directory (default: the default suite store)")
     e.add_argument("-k", type=int, default=1, help="number of retrieved examples")
     e.add_argument("--no-retrieval", action="store_true", help="text-only editing (the paper's baseline)")
-    e.add_argument("--show-retrieved", action="store_true",
-                   help="print the retrieved instructions and write OUT.retrieved.png")
+    e.add_argument(
+        "--show-retrieved",
+        action="store_true",
+        help="print the retrieved instructions and write OUT.retrieved.png",
+    )
     e.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
-    e.add_argument("--encoder", default=None, help="query encoder (default: the store's; a new default store is "
-                   "built with minilm-edit)")
-    e.add_argument("--image-weight", type=float, default=0.0,
-                   help="weight of query-image similarity in retrieval (stores built with --image-embeddings)")
+    e.add_argument(
+        "--encoder",
+        default=None,
+        help="query encoder (default: the store's; a new default store is built with minilm-edit)",
+    )
+    e.add_argument(
+        "--image-weight",
+        type=float,
+        default=0.0,
+        help="weight of query-image similarity in retrieval (stores built with --image-embeddings)",
+    )
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     add_threads_arg(e)

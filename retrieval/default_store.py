@@ -61,14 +61,20 @@ def open_store(path: str | Path | None = None, encoder=None, *, quiet: bool = Fa
 
         spec = read_manifest(path)["encoder"].get("spec")
         if spec != DEFAULT_ENCODER:  # used with its own encoder (consistent vectors), but say so
-            print(f"xprompt: note: the store at {path} was built with encoder {spec}, not the default "
-                  f"{DEFAULT_ENCODER}; queries use {spec}. Rebuild it with `xprompt index build --pairs ... --out "
-                  f"{path} --overwrite` to use the default.", file=sys.stderr)
+            print(
+                f"xprompt: note: the store at {path} was built with encoder {spec}, not the default "
+                f"{DEFAULT_ENCODER}; queries use {spec}. Rebuild it with `xprompt index build --pairs ... --out "
+                f"{path} --overwrite` to use the default.",
+                file=sys.stderr,
+            )
     if stale or not (path / MANIFEST).is_file():
         if not quiet:
             why = "its encoder version changed; rebuilding" if stale else "this happens once"
-            print(f"xprompt: building the default RAIE store ({DEFAULT_SUITE}, {DEFAULT_SIZE} px) at {path}; "
-                  f"{why}", file=sys.stderr)
+            print(
+                f"xprompt: building the default RAIE store ({DEFAULT_SUITE}, {DEFAULT_SIZE} px) at {path}; "
+                f"{why}",
+                file=sys.stderr,
+            )
         store = InstructionStore(encoder)
         store.add_table(suite_table(DEFAULT_SUITE, size=DEFAULT_SIZE, progress=not quiet))
         store.save(path, overwrite=True)

@@ -73,7 +73,10 @@ _REWRITES = [
     (r"\bunder-?exposed\b", "too dark"),
     (r"\bover-?exposed\b", "too bright"),
     (r"\bgr[ae]y-?scale\b", "black and white"),
-    (r"\bcolour", "color"), (r"\bgrey", "gray"), (r"\bartefact", "artifact"), (r"\bcentre\b", "center"),
+    (r"\bcolour", "color"),
+    (r"\bgrey", "gray"),
+    (r"\bartefact", "artifact"),
+    (r"\bcentre\b", "center"),
 ]
 
 
@@ -95,12 +98,14 @@ OP_WEIGHTS = (0.2, 0.2)  # (direction, concept) bonus in cosine units for equal 
 _REMOVE_CUES = re.compile(
     r"\b(remove|delete|erase|get rid of|take\b.{0,40}\b(?:out|off|away)|clean|clear (?:away|up|out|off|the)|"
     r"clear\W*$|undo|restore|repair|fix|recover|sharpen|sharp|brighten|brighter|lighten|enhance|lift|without|not|"
-    r"no longer|increase the resolution|high resolution|add color)\b")
+    r"no longer|increase the resolution|high resolution|add color)\b"
+)
 _ADD_CUES = re.compile(
     r"\b(add|insert|overlay|introduce|apply|simulate|corrupt|(?:put|place|draw|hang) (?:a|an|some)|"
     r"there (?:should|must) be|let there be|cover|blur|darken|darker|dim|defocus|compress|noisy|grainy|blurry|"
     r"foggy|hazy|misty|rainy|raining|pixelated|blocky|out of focus|low resolution|"
-    r"lower the resolution|reduce the resolution)\b")
+    r"lower the resolution|reduce the resolution)\b"
+)
 _CONCEPTS = {  # operation concept -> cue words (an instruction may name several, or none)
     "rain": r"rain\w*",
     "noise": r"nois\w*|grain\w*|speckle\w*",
@@ -116,8 +121,10 @@ _CONCEPTS = {  # operation concept -> cue words (an instruction may name several
 }
 _CONCEPT_RX = [re.compile(rf"\b(?:{v})\b") for v in _CONCEPTS.values()]
 _CONCEPT_INDEX = {k: i for i, k in enumerate(_CONCEPTS)}
-_FILLER = re.compile(r"\b(?:of |from |in |to |on )?(?:the|this|that|a) (?:whole |entire )?"
-                     r"(?:image|picture|photo|photograph|pic|shot)\b")
+_FILLER = re.compile(
+    r"\b(?:of |from |in |to |on )?(?:the|this|that|a) (?:whole |entire )?"
+    r"(?:image|picture|photo|photograph|pic|shot)\b"
+)
 OP_DIMS = 2 + len(_CONCEPTS) + 1
 
 
@@ -230,7 +237,9 @@ class TextEncoder:
         elif self.normalize:
             texts = [normalize_instruction(t) for t in texts]
         bs = batch_size or self.batch_size
-        out = np.empty((len(texts), self.dim - (OP_DIMS if self.op_weights else 0)), np.float32)  # (N, D_text)
+        out = np.empty(
+            (len(texts), self.dim - (OP_DIMS if self.op_weights else 0)), np.float32
+        )  # (N, D_text)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back to the input order.
@@ -238,8 +247,10 @@ class TextEncoder:
         show = progress if progress is not None else len(texts) >= self.progress_threshold
         from tqdm.auto import tqdm
 
-        with torch.inference_mode(), tqdm(total=len(texts), disable=not show, desc=f"encode[{self.name}]",
-                                          unit="text") as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(texts), disable=not show, desc=f"encode[{self.name}]", unit="text") as bar,
+        ):
             for s in range(0, len(texts), bs):
                 idx = order[s : s + bs]
                 emb = self._encode_batch([texts[i] for i in idx]).float()  # (B, D)
@@ -247,7 +258,9 @@ class TextEncoder:
                 out[idx] = emb.cpu().numpy()
                 bar.update(len(idx))
         if self.op_weights:  # [unit text embedding, op features] has norm sqrt(1 + w_dir + w_concept)
-            out = np.concatenate([out, extra], axis=1) / np.float32(np.sqrt(1.0 + sum(self.op_weights)))  # (N, D)
+            out = np.concatenate([out, extra], axis=1) / np.float32(
+                np.sqrt(1.0 + sum(self.op_weights))
+            )  # (N, D)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def _encode_batch(self, texts: list[str]):  # pragma: no cover - abstract
@@ -281,9 +294,15 @@ class MiniLMEncoder(TextEncoder):
     name = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu", max_length: int = 256,
-                 normalize: bool = True, op_weights: tuple[float, float] | None = None,
-                 edit_dir: str | Path | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        device: str = "cpu",
+        max_length: int = 256,
+        normalize: bool = True,
+        op_weights: tuple[float, float] | None = None,
+        edit_dir: str | Path | None = None,
+    ):
         if op_weights is not None and (len(op_weights) != 2 or min(op_weights) < 0 or not normalize):
             raise XPromptError(f"op_weights must be two weights >= 0 (with normalize=True), got {op_weights}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -303,12 +322,16 @@ class MiniLMEncoder(TextEncoder):
             from xprompt.retrieval.train_encoder import WEIGHTS, load_edit_layers
 
             if not normalize or op_weights is not None:
-                raise XPromptError("edit_dir needs normalize=True and no op_weights (it was trained that way)")
+                raise XPromptError(
+                    "edit_dir needs normalize=True and no op_weights (it was trained that way)"
+                )
             edit_dir = Path(edit_dir)
             ecfg = load_edit_layers(self.model, edit_dir, base_fp)
             if ecfg.normalize_version != NORMALIZE_VERSION:
-                raise XPromptError(f"{edit_dir} was trained with rewriting {ecfg.normalize_version!r}, this version "
-                                   f"applies {NORMALIZE_VERSION!r}: retrain with `xprompt index train-encoder`")
+                raise XPromptError(
+                    f"{edit_dir} was trained with rewriting {ecfg.normalize_version!r}, this version "
+                    f"applies {NORMALIZE_VERSION!r}: retrain with `xprompt index train-encoder`"
+                )
         self.model = self.model.to(device)
         self.device = device
         self.max_length = max_length
@@ -326,8 +349,9 @@ class MiniLMEncoder(TextEncoder):
     def _encode_batch(self, texts: list[str]):
         import torch
 
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         hidden = self.model(**batch).last_hidden_state  # (B, T, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return (hidden * mask).sum(1) / torch.clamp(mask.sum(1), min=1e-9)  # (B, D) mean over real tokens
@@ -349,19 +373,31 @@ class OpenCLIPEncoder(TextEncoder):
         try:
             import open_clip
         except ImportError:
-            raise XPromptError("openclip encoders need open_clip_torch (pip install open_clip_torch)") from None
+            raise XPromptError(
+                "openclip encoders need open_clip_torch (pip install open_clip_torch)"
+            ) from None
         if open_clip.get_model_config(arch) is None:
-            raise XPromptError(f"unknown open_clip architecture {arch!r} (e.g. ViT-B-32; see open_clip.list_models())")
+            raise XPromptError(
+                f"unknown open_clip architecture {arch!r} (e.g. ViT-B-32; see open_clip.list_models())"
+            )
         import logging
 
         level = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly" before we load
         try:
-            model = open_clip.create_model(arch, pretrained=None, load_weights=False, pretrained_text=False,
-                                           pretrained_image=False, device="cpu")
+            model = open_clip.create_model(
+                arch,
+                pretrained=None,
+                load_weights=False,
+                pretrained_text=False,
+                pretrained_image=False,
+                device="cpu",
+            )
         except OSError as e:  # HF-text architectures fetch their text config from the hub (offline here)
-            raise XPromptError(f"open_clip cannot build {arch} offline ({str(e).splitlines()[0][:120]}); "
-                               "use a CLIP architecture such as ViT-B-32") from None
+            raise XPromptError(
+                f"open_clip cannot build {arch} offline ({str(e).splitlines()[0][:120]}); "
+                "use a CLIP architecture such as ViT-B-32"
+            ) from None
         finally:
             logging.getLogger().setLevel(level)
         try:
@@ -374,8 +410,10 @@ class OpenCLIPEncoder(TextEncoder):
         try:  # CLIP's BPE ships with open_clip; HF-tokenizer archs would need the hub, which is offline here
             self.tokenizer = open_clip.get_tokenizer(arch)
         except OSError as e:
-            raise XPromptError(f"the tokenizer of {arch} is not available offline ({str(e).splitlines()[0][:120]}); "
-                               "use a CLIP architecture such as ViT-B-32") from None
+            raise XPromptError(
+                f"the tokenizer of {arch} is not available offline ({str(e).splitlines()[0][:120]}); "
+                "use a CLIP architecture such as ViT-B-32"
+            ) from None
         self.device = device
         self.arch = arch
         self.name = f"openclip:{arch}"
@@ -403,8 +441,10 @@ class OpenCLIPEncoder(TextEncoder):
         out = np.empty((len(images), self.dim), dtype=np.float32)  # (N, D)
         with torch.inference_mode():
             for s in range(0, len(images), batch_size):
-                chunk = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8))
-                         for im in images[s : s + batch_size]]
+                chunk = [
+                    im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8))
+                    for im in images[s : s + batch_size]
+                ]
                 x = torch.stack([self._preprocess(im.convert("RGB")) for im in chunk]).to(self.device)
                 emb = torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)  # (B, D)
                 out[s : s + len(chunk)] = emb.cpu().numpy()
@@ -427,8 +467,10 @@ def edit_checkpoint() -> Path:
         repo = REPO_ROOT / "checkpoints" / EDIT_CHECKPOINT
         path = repo if (repo / WEIGHTS).is_file() else path
     if not (path / WEIGHTS).is_file():
-        raise XPromptError(f"minilm-edit weights not found at {path}; train them with "
-                           f"`xprompt index train-encoder --out {path}` or use --encoder minilm")
+        raise XPromptError(
+            f"minilm-edit weights not found at {path}; train them with "
+            f"`xprompt index train-encoder --out {path}` or use --encoder minilm"
+        )
     return path
 
 
@@ -454,12 +496,15 @@ def get_encoder(spec: str | None = None, *, device: str = "cpu", cache: bool = T
     elif spec.startswith("openclip:"):
         parts = spec.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise XPromptError(f"bad encoder spec {spec!r}: expected openclip:ARCH:WEIGHTS, "
-                               "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors")
+            raise XPromptError(
+                f"bad encoder spec {spec!r}: expected openclip:ARCH:WEIGHTS, "
+                "e.g. openclip:ViT-B-32:/models/clip-vit-b-32.safetensors"
+            )
         enc = OpenCLIPEncoder(parts[1], parts[2], device=device)
     else:
-        raise XPromptError(f"unknown encoder {spec!r}: use 'minilm', 'minilm-edit', 'minilm+op' or "
-                           "'openclip:ARCH:WEIGHTS'")
+        raise XPromptError(
+            f"unknown encoder {spec!r}: use 'minilm', 'minilm-edit', 'minilm+op' or 'openclip:ARCH:WEIGHTS'"
+        )
     if cache:
         _CACHE[key] = enc
     return enc

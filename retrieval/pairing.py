@@ -47,9 +47,17 @@ def _knn(vectors: np.ndarray, k: int, batch: int, exact_limit: int, progress: bo
     return scores, ids
 
 
-def nearest_neighbours(instructions: Sequence[str], encoder=None, batch: int = 4096, *, seed: int = 0,
-                       k: int = 4, exact_limit: int = 200_000, return_scores: bool = False,
-                       progress: bool | None = None):
+def nearest_neighbours(
+    instructions: Sequence[str],
+    encoder=None,
+    batch: int = 4096,
+    *,
+    seed: int = 0,
+    k: int = 4,
+    exact_limit: int = 200_000,
+    return_scores: bool = False,
+    progress: bool | None = None,
+):
     """Nearest neighbour by instruction of every item -> int64 (N,) item indices (-1: none exists).
 
     ``encoder``: an encoder object or spec (default: the MiniLM encoder). With ``return_scores`` also

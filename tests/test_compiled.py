@@ -34,19 +34,37 @@ def test_compiled_equals_in_context(tmp_path, mode):
     assert loaded.info["instruction"] == "swap" and loaded.info["layout"] == mode
     # logits of the first answer token: compiled + query == in-context prompt
     ref = prefill(model, seqs, vocab.pad_id)
-    got = prefill(model, [td_only(s) for s in seqs], vocab.pad_id, cache=loaded.cache.expand(2),
-                  cache_segs=loaded.segs.expand(2, -1))
+    got = prefill(
+        model,
+        [td_only(s) for s in seqs],
+        vocab.pad_id,
+        cache=loaded.cache.expand(2),
+        cache_segs=loaded.segs.expand(2, -1),
+    )
     torch.testing.assert_close(got.logits, ref.logits, atol=2e-5, rtol=1e-4)
     sizes = [q.shape for q in queries]
     greedy = SamplingConfig(greedy=True)
     a = generate_images(model, vocab, seqs, sizes, greedy)
-    b = generate_images(model, vocab, [td_only(s) for s in seqs], sizes, greedy, context=loaded.cache,
-                        context_segs=loaded.segs)
+    b = generate_images(
+        model,
+        vocab,
+        [td_only(s) for s in seqs],
+        sizes,
+        greedy,
+        context=loaded.cache,
+        context_segs=loaded.segs,
+    )
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # CFG with a compiled context runs (the unconditional rows do not see the context)
-    generate_images(model, vocab, [td_only(seqs[0])], [sizes[0]], SamplingConfig(greedy=True, cfg_scale=2.0),
-                    context=loaded.cache)
+    generate_images(
+        model,
+        vocab,
+        [td_only(seqs[0])],
+        [sizes[0]],
+        SamplingConfig(greedy=True, cfg_scale=2.0),
+        context=loaded.cache,
+    )
 
 
 def test_refused_with_other_model_or_vocab(tmp_path):
@@ -68,8 +86,9 @@ def test_refused_with_other_model_or_vocab(tmp_path):
 def test_bad_inputs(tmp_path):
     vocab, rng = tiny_vocab(), np.random.default_rng(2)
     model = tiny_model(vocab)
-    with_query = build_sample(vocab, TOK, mode="xp", examples=[(codes(rng, 2, 2), codes(rng, 2, 2))],
-                              query=codes(rng, 2, 2))
+    with_query = build_sample(
+        vocab, TOK, mode="xp", examples=[(codes(rng, 2, 2), codes(rng, 2, 2))], query=codes(rng, 2, 2)
+    )
     with pytest.raises(XPromptError, match="no query"):
         compile_prompt(model, vocab, with_query)
     (tmp_path / "junk.xpt").write_bytes(b"not a safetensors file")

@@ -14,8 +14,23 @@ from xprompt.cli import main
 def test_demo_writes_grid_and_page(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "ckpt", image_size=32)
     out = tmp_path / "demo"
-    rc = main(["demo", "--checkpoint", str(ckpt), "--out", str(out), "--tasks", "invert", "derain",
-               "--queries", "2", "--modes", "xp", "none"])
+    rc = main(
+        [
+            "demo",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--tasks",
+            "invert",
+            "derain",
+            "--queries",
+            "2",
+            "--modes",
+            "xp",
+            "none",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"grid: {out / 'demo_grid.png'}" in printed and f"page: {out / 'index.html'}" in printed

@@ -181,7 +181,6 @@ PARAPHRASES_D = [
 ]
 
 
-
 # Set E: written after D had been evaluated (for a possible second round of methods, which may use A, B, C
 # and D as development data); committed before any second-round method was tried. Same mix as D.
 PARAPHRASES_E = [
@@ -266,7 +265,9 @@ def minilm():
 
 
 def test_minilm_contract(minilm):
-    v = minilm.encode(["Remove the red circle.", "Add rain", "x" * 3000])  # long input is truncated, not refused
+    v = minilm.encode(
+        ["Remove the red circle.", "Add rain", "x" * 3000]
+    )  # long input is truncated, not refused
     assert v.shape == (3, 384) and v.dtype == np.float32 and v.flags.c_contiguous
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert minilm.name == "all-MiniLM-L6-v2" and minilm.dim == 384 and len(minilm.version.split("+")[0]) == 16
@@ -290,11 +291,20 @@ def test_minilm_paraphrase_retrieval_rank1(minilm):
     0.618, pool A..F (510 texts) 0.563. The issue's 0.90 holds on C only (misses: an operation vs its inverse,
     geometric edits, and in big pools other pairs of the same operation; docs/retrieval.md). Guards these."""
     assert len(ALL_SETS) == 191 and len(F_SET) == 64
-    assert_floors(minilm, (
-        (PARAPHRASES_C, 0.95), (PARAPHRASES_B, 0.85), (PARAPHRASES, 0.85), (PARAPHRASES_D, 0.65),
-        (PARAPHRASES_E, 0.60), (F_SET, 0.55), (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80),
-        (ALL_SETS, 0.60), (ALL_SETS + F_SET, 0.53),
-    ))
+    assert_floors(
+        minilm,
+        (
+            (PARAPHRASES_C, 0.95),
+            (PARAPHRASES_B, 0.85),
+            (PARAPHRASES, 0.85),
+            (PARAPHRASES_D, 0.65),
+            (PARAPHRASES_E, 0.60),
+            (F_SET, 0.55),
+            (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.80),
+            (ALL_SETS, 0.60),
+            (ALL_SETS + F_SET, 0.53),
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -310,11 +320,20 @@ def test_op_features_paraphrase_retrieval_rank1(minilm, minilm_op):
     F 0.586 -> 0.664, pool A+B+C 0.832 -> 0.884, pool A..E 0.618 -> 0.657, A..F 0.563 -> 0.600. Better, but
     not the issue's 0.90 on held-out data, so it is not the default. Guards these levels and that it beats
     ``minilm`` on D, E and F."""
-    assert_floors(minilm_op, (
-        (PARAPHRASES, 0.95), (PARAPHRASES_B, 0.95), (PARAPHRASES_C, 0.95), (PARAPHRASES_D, 0.82),
-        (PARAPHRASES_E, 0.66), (F_SET, 0.63), (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.86),
-        (ALL_SETS, 0.64), (ALL_SETS + F_SET, 0.57),
-    ))
+    assert_floors(
+        minilm_op,
+        (
+            (PARAPHRASES, 0.95),
+            (PARAPHRASES_B, 0.95),
+            (PARAPHRASES_C, 0.95),
+            (PARAPHRASES_D, 0.82),
+            (PARAPHRASES_E, 0.66),
+            (F_SET, 0.63),
+            (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.86),
+            (ALL_SETS, 0.64),
+            (ALL_SETS + F_SET, 0.57),
+        ),
+    )
     for pairs in (PARAPHRASES_D, PARAPHRASES_E, F_SET):
         assert rank1_rate(minilm_op, pairs)[0] > rank1_rate(minilm, pairs)[0]
 
@@ -322,14 +341,26 @@ def test_op_features_paraphrase_retrieval_rank1(minilm, minilm_op):
 def test_op_features_geometry(minilm, minilm_op):
     from xprompt.retrieval.encoders import OP_DIMS, drop_filler, edit_concepts, edit_direction, op_features
 
-    assert [edit_direction(t) for t in ("Add Gaussian noise to the image.", "Denoise this grainy photo.",
-                                        "Make the picture noisy and grainy.", "Sharpen the blurry image.",
-                                        "Make the car red.", "Derain it", "Put a hat on the man.")] == [
-        1, -1, 1, -1, 0, -1, 1]
+    assert [
+        edit_direction(t)
+        for t in (
+            "Add Gaussian noise to the image.",
+            "Denoise this grainy photo.",
+            "Make the picture noisy and grainy.",
+            "Sharpen the blurry image.",
+            "Make the car red.",
+            "Derain it",
+            "Put a hat on the man.",
+        )
+    ] == [1, -1, 1, -1, 0, -1, 1]
     assert edit_concepts("Remove the JPEG artefacts from this dark photo") == ["light", "jpeg"]
     assert edit_concepts("Make the car red.") == []
-    assert drop_filler("Derain this image.") == "remove the rain." and drop_filler("The image.") == "the image."
-    f = op_features(["Add rain", "Remove the rain", "Make the car red", "Flip it"], (0.2, 0.3))  # (4, OP_DIMS)
+    assert (
+        drop_filler("Derain this image.") == "remove the rain." and drop_filler("The image.") == "the image."
+    )
+    f = op_features(
+        ["Add rain", "Remove the rain", "Make the car red", "Flip it"], (0.2, 0.3)
+    )  # (4, OP_DIMS)
     assert f.shape == (4, OP_DIMS) and f.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(f[:, :2], axis=1), np.sqrt(0.2), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(f[:, 2:], axis=1), np.sqrt(0.3), rtol=1e-6)
@@ -337,15 +368,17 @@ def test_op_features_geometry(minilm, minilm_op):
     assert abs(g[0, 1] - 0.3) < 1e-6  # same concept (rain), opposite directions: only the concept bonus
     assert abs(g[2, 3] - 0.2) < 1e-6  # both directions unknown (full bonus), no shared concept
     # the encoder: unit rows, 384 + OP_DIMS wide, a version and spec that tell its stores apart
-    v = minilm_op.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
-                          "Denoise this grainy photo."])
+    v = minilm_op.encode(
+        ["Remove the noise from the image.", "Add Gaussian noise to the image.", "Denoise this grainy photo."]
+    )
     assert v.shape == (3, 384 + OP_DIMS) and v.flags.c_contiguous
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert minilm_op.dim == 384 + OP_DIMS and minilm_op.spec == "minilm+op"
     assert minilm_op.version.startswith(minilm.version + "+op1") and minilm_op.version != minilm.version
     assert v[0] @ v[2] > v[0] @ v[1]  # the direction separates "remove noise" from "add noise"
-    w = minilm.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
-                       "Denoise this grainy photo."])
+    w = minilm.encode(
+        ["Remove the noise from the image.", "Add Gaussian noise to the image.", "Denoise this grainy photo."]
+    )
     assert w[0] @ w[2] < w[0] @ w[1]  # ... which the default encoder gets wrong
 
 
@@ -357,7 +390,12 @@ def test_normalisation_helps_on_jargon(minilm):
     assert normalize_instruction("Decolorize it") == "remove the color from it"
     raw = MiniLMEncoder(normalize=False)
     assert raw.version != minilm.version  # stores built with / without the rewrite are told apart
-    pool = ["Derain this image.", "Remove the rain from the photo.", "Deblur this photo.", "Denoise the picture."]
+    pool = [
+        "Derain this image.",
+        "Remove the rain from the photo.",
+        "Deblur this photo.",
+        "Denoise the picture.",
+    ]
     for enc, want in ((minilm, 1), (raw, 2)):
         v = enc.encode(pool)
         assert int(np.argmax(v[1:] @ v[0])) + 1 == want
@@ -413,7 +451,9 @@ def test_openclip_matches_reference(tiny_clip, fname):
     texts = ["a red circle", "add rain to the image"]
     v = enc.encode(texts)
     with torch.no_grad():
-        ref = torch.nn.functional.normalize(model.encode_text(open_clip.get_tokenizer("xp-tiny-clip")(texts)), dim=-1)
+        ref = torch.nn.functional.normalize(
+            model.encode_text(open_clip.get_tokenizer("xp-tiny-clip")(texts)), dim=-1
+        )
     np.testing.assert_allclose(v, ref.numpy(), atol=1e-5)
     assert v.shape == (2, 32) and enc.dim == 32 and enc.name == "openclip:xp-tiny-clip"
     assert enc.version == weights_fingerprint(d / fname)
@@ -470,8 +510,10 @@ def load_pairs(path) -> list[tuple[str, str]]:
     data = json.loads(Path(path).read_text())
     if isinstance(data, dict):
         data = data["pairs"]
-    pairs = [tuple(p) if isinstance(p, list) else tuple(v for v in p.values() if isinstance(v, str))[:2]
-             for p in data]
+    pairs = [
+        tuple(p) if isinstance(p, list) else tuple(v for v in p.values() if isinstance(v, str))[:2]
+        for p in data
+    ]
     assert pairs and all(len(p) == 2 and all(isinstance(t, str) and t.strip() for t in p) for p in pairs)
     return pairs
 
@@ -491,11 +533,20 @@ def test_minilm_edit_paraphrase_retrieval_rank1(minilm, minilm_edit):
     out), F (tests/data, written independently) was opened and evaluated once with the weights frozen.
     Measured: A 0.943, B 0.983, C 0.983, D 0.927, E 0.948, F 0.914, pool A+B+C 0.937, A..E 0.751, A..F 0.710.
     Guards these levels (a little below), the issue's 0.90 on E and F, and the gain over ``minilm``."""
-    assert_floors(minilm_edit, (
-        (PARAPHRASES, 0.92), (PARAPHRASES_B, 0.95), (PARAPHRASES_C, 0.95), (PARAPHRASES_D, 0.90),
-        (PARAPHRASES_E, 0.92), (F_SET, 0.90), (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.91),
-        (ALL_SETS, 0.72), (ALL_SETS + F_SET, 0.68),
-    ))
+    assert_floors(
+        minilm_edit,
+        (
+            (PARAPHRASES, 0.92),
+            (PARAPHRASES_B, 0.95),
+            (PARAPHRASES_C, 0.95),
+            (PARAPHRASES_D, 0.90),
+            (PARAPHRASES_E, 0.92),
+            (F_SET, 0.90),
+            (PARAPHRASES + PARAPHRASES_B + PARAPHRASES_C, 0.91),
+            (ALL_SETS, 0.72),
+            (ALL_SETS + F_SET, 0.68),
+        ),
+    )
     for pairs in (PARAPHRASES_D, PARAPHRASES_E, F_SET, ALL_SETS + F_SET):
         assert rank1_rate(minilm_edit, pairs)[0] > rank1_rate(minilm, pairs)[0] + 0.05
 
@@ -509,8 +560,9 @@ def test_default_encoder_is_minilm_edit(minilm_edit):
 def test_minilm_edit_contract(minilm, minilm_edit):
     from xprompt.retrieval.encoders import edit_checkpoint
 
-    v = minilm_edit.encode(["Remove the noise from the image.", "Add Gaussian noise to the image.",
-                            "Denoise this grainy photo."])
+    v = minilm_edit.encode(
+        ["Remove the noise from the image.", "Add Gaussian noise to the image.", "Denoise this grainy photo."]
+    )
     assert v.shape == (3, 384) and v.dtype == np.float32 and v.flags.c_contiguous
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert minilm_edit.spec == "minilm-edit" and minilm_edit.dim == 384

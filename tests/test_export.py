@@ -18,7 +18,9 @@ def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
     src = _checkpoint(tmp_path / "run" / "model", tokenizer_fingerprint("bpe", shipped("bpe")))
     meta = json.loads((src / "meta.json").read_text())
     meta["extra"]["training"]["data"]["meta"]["tokenizers.json"]["image_tokenizer"] = {
-        "path": str(shipped("vq-64")), "fingerprint": tokenizer_fingerprint("vq", shipped("vq-64"))}
+        "path": str(shipped("vq-64")),
+        "fingerprint": tokenizer_fingerprint("vq", shipped("vq-64")),
+    }
     (src / "meta.json").write_text(json.dumps(meta))
     out = export(src, tmp_path / "release")
     rel = json.loads((out / "meta.json").read_text())
@@ -31,7 +33,20 @@ def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
 
 
 def test_export_bad_input_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "xprompt", "export", "--checkpoint", str(tmp_path), "--out",
-                        str(tmp_path / "o")], check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xprompt",
+            "export",
+            "--checkpoint",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "is not an xprompt model checkpoint" in r.stderr
     assert not (tmp_path / "o").exists()

@@ -28,12 +28,25 @@ def test_cli_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ["train", "data", "index", "generate", "describe", "t2i", "compile-prompt", "edit", "eval", "demo"]:
+    for cmd in [
+        "train",
+        "data",
+        "index",
+        "generate",
+        "describe",
+        "t2i",
+        "compile-prompt",
+        "edit",
+        "eval",
+        "demo",
+    ]:
         assert cmd in out
 
 
 def test_cli_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "xprompt", "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "xprompt", "--version"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0 and out.stdout.startswith("xprompt ")
 
 

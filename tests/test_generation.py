@@ -15,8 +15,15 @@ TOK = CharTok()
 
 def sample_seq(vocab, rng, mode="xp", n_examples=2, instruction="make it red", size=(3, 4)):
     ex = [(codes(rng, *size), codes(rng, *size)) for _ in range(n_examples)]
-    return build_sample(vocab, TOK, mode=mode, instruction=instruction, examples=ex, query=codes(rng, *size),
-                        answer=codes(rng, *size))
+    return build_sample(
+        vocab,
+        TOK,
+        mode=mode,
+        instruction=instruction,
+        examples=ex,
+        query=codes(rng, *size),
+        answer=codes(rng, *size),
+    )
 
 
 def first_answer_index(seq):
@@ -52,12 +59,18 @@ def test_compressed_cache_decoding_equals_masked_full_forward(n_examples):
 def test_batched_prefill_with_padding_equals_single_rows():
     vocab, rng = tiny_vocab(), np.random.default_rng(0)
     model = tiny_model(vocab)
-    seqs = [sample_seq(vocab, rng, n_examples=1, instruction="red"),
-            sample_seq(vocab, rng, n_examples=2, instruction="a much longer instruction", size=(2, 3)),
-            sample_seq(vocab, rng, mode="full", n_examples=1),
-            sample_seq(vocab, rng, mode="none", n_examples=0, instruction="")]
-    prompts = [type(s)(s.ids[: first_answer_index(s)], s.segs[: first_answer_index(s)],
-                       s.loss[: first_answer_index(s)]) for s in seqs]
+    seqs = [
+        sample_seq(vocab, rng, n_examples=1, instruction="red"),
+        sample_seq(vocab, rng, n_examples=2, instruction="a much longer instruction", size=(2, 3)),
+        sample_seq(vocab, rng, mode="full", n_examples=1),
+        sample_seq(vocab, rng, mode="none", n_examples=0, instruction=""),
+    ]
+    prompts = [
+        type(s)(
+            s.ids[: first_answer_index(s)], s.segs[: first_answer_index(s)], s.loss[: first_answer_index(s)]
+        )
+        for s in seqs
+    ]
     batch = prefill(model, prompts, vocab.pad_id)
     nxt = torch.tensor([[vocab.boi_id]] * len(prompts))
     with torch.no_grad():
@@ -66,7 +79,9 @@ def test_batched_prefill_with_padding_equals_single_rows():
         one = prefill(model, [p], vocab.pad_id)
         torch.testing.assert_close(batch.logits[i], one.logits[0], atol=2e-5, rtol=1e-4)
         with torch.no_grad():
-            torch.testing.assert_close(step_b[i], model(nxt[:1], kv_cache=one.cache)[0, -1], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                step_b[i], model(nxt[:1], kv_cache=one.cache)[0, -1], atol=2e-5, rtol=1e-4
+            )
 
 
 def test_generate_images_structure_batching_and_seed():
@@ -84,7 +99,9 @@ def test_generate_images_structure_batching_and_seed():
     s1 = generate_images(model, vocab, [p1], [(3, 4)], SamplingConfig(seed=5, image_top_k=4))[0]
     s2 = generate_images(model, vocab, [p1], [(3, 4)], SamplingConfig(seed=5, image_top_k=4))[0]
     np.testing.assert_array_equal(s1, s2)
-    cfg = generate_images(model, vocab, [p1, p2], [(3, 4), (2, 5)], SamplingConfig(greedy=True, cfg_scale=3.0))
+    cfg = generate_images(
+        model, vocab, [p1, p2], [(3, 4), (2, 5)], SamplingConfig(greedy=True, cfg_scale=3.0)
+    )
     assert cfg[1].shape == (2, 5)
 
 
@@ -168,8 +185,14 @@ def test_decode_peak_cache_smaller_when_compressed():
     for mode in ("xp", "full"):
         p = build_sample(vocab, TOK, mode=mode, examples=ex, query=codes(rng, 4, 4))
         peak = []
-        generate_images(model, vocab, [p], [(4, 4)], SamplingConfig(greedy=True),
-                        on_step=lambda s, c, peak=peak: peak.append(c.nbytes()))
+        generate_images(
+            model,
+            vocab,
+            [p],
+            [(4, 4)],
+            SamplingConfig(greedy=True),
+            on_step=lambda s, c, peak=peak: peak.append(c.nbytes()),
+        )
         sizes[mode] = max(peak)
     assert sizes["xp"] < 0.5 * sizes["full"]
 
@@ -188,12 +211,15 @@ def test_shared_context_prefilled_once_equals_single_rows(mode):
     vocab, rng = tiny_vocab(), np.random.default_rng(5)
     model = tiny_model(vocab)
     ex = [(codes(rng, 3, 3), codes(rng, 3, 3))]
-    prompts = [build_sample(vocab, TOK, mode=mode, instruction="same", examples=ex, query=codes(rng, 3, 3 + i))
-               for i in range(3)]
+    prompts = [
+        build_sample(vocab, TOK, mode=mode, instruction="same", examples=ex, query=codes(rng, 3, 3 + i))
+        for i in range(3)
+    ]
     batch = prefill(model, prompts, vocab.pad_id)
     for i, p in enumerate(prompts):
-        torch.testing.assert_close(batch.logits[i], prefill(model, [p], vocab.pad_id).logits[0], atol=2e-5,
-                                   rtol=1e-4)
+        torch.testing.assert_close(
+            batch.logits[i], prefill(model, [p], vocab.pad_id).logits[0], atol=2e-5, rtol=1e-4
+        )
 
 
 # ---------------------------------------------------------------------------------------------- KV cache buffers
@@ -249,8 +275,9 @@ def test_keep_after_growth_equals_hiding_the_dropped_entries():
     hidden[0, 5:60] = True
     b.hide(hidden)  # same visibility, entries still stored
     assert not b.all_valid() and a.all_valid()
-    torch.testing.assert_close(_step_logits(model, a, ids[:, 140:]), _step_logits(model, b, ids[:, 140:]),
-                               atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        _step_logits(model, a, ids[:, 140:]), _step_logits(model, b, ids[:, 140:]), atol=2e-5, rtol=1e-4
+    )
     assert a.length == len(keep) + 10 and b.length == 150
     with pytest.raises(IndexError):
         a.keep(torch.tensor([0, a.length]))
@@ -272,9 +299,14 @@ def test_cache_state_dict_round_trip_holds_committed_entries_only():
     sd = cache.state_dict()
     assert sd["k.0"].shape[2] == 80 and sd["key_mask"].shape == (2, 80) and sd["key_mask"].sum() == 157
     back = KVCache.from_state_dict({k: v.clone() for k, v in sd.items()}, model.cfg.n_layers)
-    assert back.length == 80 and torch.equal(back.key_mask, cache.key_mask) and torch.equal(back.next_pos, cache.next_pos)
-    torch.testing.assert_close(_step_logits(model, back, ids[:, 80:]), _step_logits(model, cache, ids[:, 80:]),
-                               atol=0, rtol=0)
+    assert (
+        back.length == 80
+        and torch.equal(back.key_mask, cache.key_mask)
+        and torch.equal(back.next_pos, cache.next_pos)
+    )
+    torch.testing.assert_close(
+        _step_logits(model, back, ids[:, 80:]), _step_logits(model, cache, ids[:, 80:]), atol=0, rtol=0
+    )
     copy = back.clone()
     assert copy.length == 90 and torch.equal(copy.k[0], back.k[0][:, :, :90])
     copy.hide(torch.ones(2, 90, dtype=torch.bool))  # a clone shares no storage with its source
@@ -289,8 +321,16 @@ def test_image_grid_schedule_tables():
     vocab = tiny_vocab()
     proc = ImageGrid(vocab, [2, 1], [2, 3])  # bodies 6 and 4 tokens; 7 steps
     assert proc.steps == 7
-    expect_forced = [[-1, -1], [-1, -1], [vocab.eol_id, -1], [-1, vocab.eol_id], [-1, vocab.eoi_id],
-                     [vocab.eol_id, vocab.eos_id], [vocab.eoi_id, vocab.eos_id], [vocab.eos_id, vocab.eos_id]]
+    expect_forced = [
+        [-1, -1],
+        [-1, -1],
+        [vocab.eol_id, -1],
+        [-1, vocab.eol_id],
+        [-1, vocab.eoi_id],
+        [vocab.eol_id, vocab.eos_id],
+        [vocab.eoi_id, vocab.eos_id],
+        [vocab.eos_id, vocab.eos_id],
+    ]
     for s, row in enumerate(expect_forced + [expect_forced[-1]] * 3):  # past the end: <eos> forever
         assert proc.forced(s).tolist() == row
         assert proc.is_image(s).tolist() == [r == -1 for r in row]

@@ -8,7 +8,9 @@ from xprompt import XPrompt
 from xprompt.errors import XPromptError
 from xprompt.paths import shipped
 
-pytestmark = pytest.mark.skipif(not (shipped("bpe") / "tokenizer.json").is_file(), reason="shipped BPE missing")
+pytestmark = pytest.mark.skipif(
+    not (shipped("bpe") / "tokenizer.json").is_file(), reason="shipped BPE missing"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,11 @@ def test_text_to_image_and_describe(pipe):
     img = pipe.text_to_image("a red circle", seed=0, size=(2, 3))
     assert img.shape == (16, 24, 3)
     rng = np.random.default_rng(1)
-    text = pipe.describe(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-                         rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), max_new_tokens=5)
+    text = pipe.describe(
+        rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        max_new_tokens=5,
+    )
     assert isinstance(text, str)
 
 

@@ -29,7 +29,16 @@ N_IMG, MAX_GRID, NUM_XP = 32, 8, 4
 
 def synthetic_vocabulary_map(seed: int = 0) -> dict:
     """A small Chameleon-style map: specials, <reservedNNNNN> tokens, text, IMGIMG...Z image tokens, scattered."""
-    names = ["<pad>", "<s>", "</s>", "<racm3:break>", "<eoss>", "<reserved08706>", "<reserved08803>", "<image>"]
+    names = [
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<racm3:break>",
+        "<eoss>",
+        "<reserved08706>",
+        "<reserved08803>",
+        "<image>",
+    ]
     names += [f"<reserved{8804 + n:05d}>" for n in range(1, MAX_GRID + 1)]
     names += [f"<reserved{9000 + s:05d}>" for s in range(NUM_XP)]
     names += [f"tok{i}" for i in range(40)] + [chameleon_image_name(c) for c in range(N_IMG)]
@@ -48,10 +57,23 @@ def hf_model(bare=False, attn="eager", n_kv=2):
     torch.manual_seed(0)
     vmap = synthetic_vocabulary_map()
     cfg = ChameleonConfig(
-        vocab_size=len(vmap), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=n_kv, vocabulary_map=vmap, attn_implementation=attn,
-        vq_config={"embed_dim": 8, "num_embeddings": N_IMG, "latent_channels": 32, "base_channels": 32,
-                   "channel_multiplier": [1, 1], "num_res_blocks": 1, "resolution": 32},
+        vocab_size=len(vmap),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=n_kv,
+        vocabulary_map=vmap,
+        attn_implementation=attn,
+        vq_config={
+            "embed_dim": 8,
+            "num_embeddings": N_IMG,
+            "latent_channels": 32,
+            "base_channels": 32,
+            "channel_multiplier": [1, 1],
+            "num_res_blocks": 1,
+            "resolution": 32,
+        },
     )
     m = (ChameleonModel if bare else ChameleonForConditionalGeneration)(cfg).eval()
     with torch.no_grad():  # random norms, so the per-head affine and RMSNorm weights are really tested
@@ -63,7 +85,9 @@ def hf_model(bare=False, attn="eager", n_kv=2):
 
 def additive(mask_bool: torch.Tensor) -> torch.Tensor:
     """(B, T, S) bool -> (B, 1, T, S) float additive mask for HF (boolean 4D masks misbehave with eager)."""
-    return torch.zeros(mask_bool.shape, dtype=torch.float32).masked_fill(~mask_bool, torch.finfo(torch.float32).min)[:, None]
+    return torch.zeros(mask_bool.shape, dtype=torch.float32).masked_fill(
+        ~mask_bool, torch.finfo(torch.float32).min
+    )[:, None]
 
 
 def text_columns(vocab):
@@ -114,8 +138,9 @@ def test_load_hf_directory_and_export_round_trip(tmp_path):
     hf = hf_model(n_kv=4)
     hf.save_pretrained(tmp_path / "hf")
     ours, vocab = load_hf_checkpoint(tmp_path / "hf", num_xp=NUM_XP, **vocab_kwargs())
-    assert sorted(vocab.image_ids.tolist()) == sorted(hf.config.vocabulary_map[chameleon_image_name(c)]
-                                                      for c in range(N_IMG))
+    assert sorted(vocab.image_ids.tolist()) == sorted(
+        hf.config.vocabulary_map[chameleon_image_name(c)] for c in range(N_IMG)
+    )
     ids = torch.randint(0, vocab.size, (2, 9))
     cols = text_columns(vocab)
     with torch.no_grad():

@@ -45,8 +45,9 @@ def test_full_document_is_plain_causal():
 
 
 def test_none_document_is_plain_causal():
-    np.testing.assert_array_equal(build_attention_mask(np.array([P, P, TD, TD, TD, TD, TD, TD])),
-                                  np.tri(8, dtype=bool))
+    np.testing.assert_array_equal(
+        build_attention_mask(np.array([P, P, TD, TD, TD, TD, TD, TD])), np.tri(8, dtype=bool)
+    )
 
 
 def test_packed_documents_mix_modes():
@@ -67,27 +68,36 @@ def test_packed_documents_mix_modes():
 
 
 def test_document_layout_gathers_each_document_with_its_own_mask():
-    segs = np.array([[P, IE, XP, TD, P, TD, P],     # row 0: xp document (4), none document (2), padding
-                     [P, IE, IE, TD, TD, P, P]])    # row 1: one full document (5), padding (2)
-    docs = np.array([[0, 0, 0, 0, 1, 1, -1],
-                     [0, 0, 0, 0, 0, -1, -1]])
+    segs = np.array(
+        [
+            [P, IE, XP, TD, P, TD, P],  # row 0: xp document (4), none document (2), padding
+            [P, IE, IE, TD, TD, P, P],
+        ]
+    )  # row 1: one full document (5), padding (2)
+    docs = np.array([[0, 0, 0, 0, 1, 1, -1], [0, 0, 0, 0, 0, -1, -1]])
     index, valid, mask = document_layout(segs, docs)
     np.testing.assert_array_equal(index, [[0, 1, 2, 3, 0], [4, 5, 0, 0, 0], [7, 8, 9, 10, 11]])
     np.testing.assert_array_equal(valid, [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
-    np.testing.assert_array_equal(mask[0], m("""
+    np.testing.assert_array_equal(
+        mask[0],
+        m("""
         10000
         11000
         11100
         10110
         00001
-    """))  # TD cut from IE; the unused slot sees only itself
-    np.testing.assert_array_equal(mask[1], m("""
+    """),
+    )  # TD cut from IE; the unused slot sees only itself
+    np.testing.assert_array_equal(
+        mask[1],
+        m("""
         10000
         11000
         00100
         00010
         00001
-    """))
+    """),
+    )
     np.testing.assert_array_equal(mask[2], np.tri(5, dtype=bool))
     # the dense equivalent is the block-diagonal mask restricted to document tokens
     dense = DocAttention.from_layout(segs, docs).dense(2).numpy()
@@ -106,7 +116,9 @@ def test_torch_matches_numpy_and_batch():
     tb = build_attention_mask_batch(torch.from_numpy(segs), torch.from_numpy(docs))
     assert tb.dtype == torch.bool and tb.shape == (2, 8, 8)
     np.testing.assert_array_equal(tb.numpy(), npb)
-    np.testing.assert_array_equal(position_ids_batch(torch.from_numpy(docs)).numpy(), position_ids_batch(docs))
+    np.testing.assert_array_equal(
+        position_ids_batch(torch.from_numpy(docs)).numpy(), position_ids_batch(docs)
+    )
     np.testing.assert_array_equal(position_ids(np.array([3, 3, 3, 1, 1, 9])), [0, 1, 2, 0, 1, 0])
 
 

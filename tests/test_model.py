@@ -18,8 +18,16 @@ V = 97
 
 def small(**kw) -> XPromptModel:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=V, dim=32, n_layers=2, n_heads=4, n_kv_heads=kw.pop("n_kv_heads", 4), ffn_dim=48,
-                      max_seq_len=128, **kw)
+    cfg = ModelConfig(
+        vocab_size=V,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=kw.pop("n_kv_heads", 4),
+        ffn_dim=48,
+        max_seq_len=128,
+        **kw,
+    )
     return XPromptModel(cfg).eval()
 
 
@@ -146,7 +154,11 @@ def test_chameleon_7b_matches_transformers_parameter_count():
     hf_cfg = ChameleonConfig(vocabulary_map={"<image>": 8711})
     cfg = get_preset("chameleon-7b", hf_cfg.vocab_size)
     assert (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.ffn_dim) == (
-        hf_cfg.hidden_size, hf_cfg.num_hidden_layers, hf_cfg.num_attention_heads, hf_cfg.intermediate_size)
+        hf_cfg.hidden_size,
+        hf_cfg.num_hidden_layers,
+        hf_cfg.num_attention_heads,
+        hf_cfg.intermediate_size,
+    )
     with torch.device("meta"):
         ours = XPromptModel(cfg)
         hf = ChameleonForConditionalGeneration(hf_cfg)
@@ -155,8 +167,10 @@ def test_chameleon_7b_matches_transformers_parameter_count():
     assert ours.num_params() == 7_013_666_816
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="FlexAttention on CPU compiles through inductor, which needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="FlexAttention on CPU compiles through inductor, which needs a C++ compiler",
+)
 def test_flex_path_equals_sdpa_on_xprompt_masks():
     """The GPU fast path's code (dense X-Prompt mask -> FlexAttention block mask, GQA) run for real on the CPU
     (flex_attention compiles for CPU too): same logits as SDPA on X-Prompt masks with grouped-query heads.

@@ -53,7 +53,9 @@ def make_dataset(path, n: int = 48, seed: int = 0, vocab: Vocabulary | None = No
     Dataset.from_dict(cols).save_to_disk(str(path / "data"))
     vocab.save(path / "vocab.json")
     if meta:
-        (path / "tokenizers.json").write_text(json.dumps({"bpe": {"path": "checkpoints/bpe"}, "image_tokenizer": {}}))
+        (path / "tokenizers.json").write_text(
+            json.dumps({"bpe": {"path": "checkpoints/bpe"}, "image_tokenizer": {}})
+        )
     return path
 
 
@@ -80,21 +82,32 @@ def test_plan_is_deterministic_and_skips_too_long():
         assert 1 not in sa and 7 not in sa
     e0 = np.concatenate(a.epoch(0))
     assert sorted(e0.tolist()) == [0, 2, 3, 4, 5, 6]
-    assert not all(np.array_equal(x, y) for x, y in zip(a.epoch(0), a.epoch(1), strict=False))  # reshuffled per epoch
+    assert not all(
+        np.array_equal(x, y) for x, y in zip(a.epoch(0), a.epoch(1), strict=False)
+    )  # reshuffled per epoch
 
 
 def test_micro_batches_cover_each_step_once_for_any_world_size():
     for world, micro, glob in ((1, 4, 8), (2, 2, 8), (2, 1, 8), (4, 2, 8)):
         accum = glob // (micro * world)
-        got = sorted(k for a in range(accum) for r in range(world)
-                     for k in micro_batch_sequences(3, a, r, micro=micro, world=world, global_batch=glob))
+        got = sorted(
+            k
+            for a in range(accum)
+            for r in range(world)
+            for k in micro_batch_sequences(3, a, r, micro=micro, world=world, global_batch=glob)
+        )
         assert got == list(range(24, 32))
 
 
 def test_collate_masks_positions_and_padding():
     vocab = tiny_vocab()
-    s1 = build_sample(vocab, None, examples=[(np.zeros((2, 2), int), np.ones((2, 2), int))],
-                      query=np.zeros((2, 2), int), answer=np.ones((2, 2), int))
+    s1 = build_sample(
+        vocab,
+        None,
+        examples=[(np.zeros((2, 2), int), np.ones((2, 2), int))],
+        query=np.zeros((2, 2), int),
+        answer=np.ones((2, 2), int),
+    )
     s2 = convert_mode(s1, "none")
     b = collate([[s1, s2], [s2]], vocab)
     t = len(s1) + len(s2)
@@ -104,12 +117,12 @@ def test_collate_masks_positions_and_padding():
     assert b.position_ids[0, len(s1)].item() == 0 and b.position_ids[0, -1].item() == len(s2) - 1
     # no attention across documents; TD of the xp document cannot see its IE
     m = b.attn_mask[0].numpy()
-    assert not m[len(s1):, :len(s1)].any()
+    assert not m[len(s1) :, : len(s1)].any()
     td = np.nonzero(s1.segs == Seg.TD)[0]
     ie = np.nonzero(s1.segs == Seg.IE)[0]
     assert not m[np.ix_(td, ie)].any()
     # padding is never a target and holds the pad id
-    assert not b.loss_mask[1, len(s2):].any() and (b.input_ids[1, len(s2):] == vocab.pad_id).all()
+    assert not b.loss_mask[1, len(s2) :].any() and (b.input_ids[1, len(s2) :] == vocab.pad_id).all()
     assert b.image_mask.sum() > 0
 
 
@@ -133,14 +146,17 @@ def test_packed_loss_equals_unpacked_loss(tmp_path):
     make_dataset(tmp_path / "d", n=10)
     td = load_training_data(tmp_path / "d", val_fraction=0.0)
     vocab = td.vocab
-    model = XPromptModel(get_preset("tiny", vocab.size, dim=32, n_layers=2, n_heads=2, n_kv_heads=2, ffn_dim=64))
+    model = XPromptModel(
+        get_preset("tiny", vocab.size, dim=32, n_layers=2, n_heads=2, n_kv_heads=2, ffn_dim=64)
+    )
     model.eval()
     torch.set_grad_enabled(False)
     samples = td.train.get(range(10))
     # packed: all samples in two rows
     packed = collate([samples[:5], samples[5:]], vocab)
-    o = next_token_loss(model(packed.input_ids, packed.position_ids, packed.attn_mask), packed.input_ids,
-                        packed.loss_mask)
+    o = next_token_loss(
+        model(packed.input_ids, packed.position_ids, packed.attn_mask), packed.input_ids, packed.loss_mask
+    )
     # unpacked: one sample at a time, no padding at all, plain masks
     tot, n = 0.0, 0
     for s in samples:
@@ -166,7 +182,9 @@ def test_doc_attention_equals_dense_mask(tmp_path):
     make_dataset(tmp_path / "d", n=7)
     td = load_training_data(tmp_path / "d", val_fraction=0.0)
     vocab = td.vocab
-    model = XPromptModel(get_preset("tiny", vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64))
+    model = XPromptModel(
+        get_preset("tiny", vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    )
     s = td.train.get(range(7))
     rows = [[s[0], convert_mode(s[1], "none"), convert_mode(s[2], "full")], [s[3]], [s[4], s[5], s[6]]]
     out = {}

@@ -21,9 +21,15 @@ def _brute(instructions, enc):
 
 
 def test_minilm_pairs_paraphrases():
-    ins = ["Remove the red circle.", "Remove the red circle.", "Delete the red circle from the picture.",
-           "Derain this image.", "Add  rain to the picture.", "Add rain to the picture.",
-           "Remove the rain from the photo."]
+    ins = [
+        "Remove the red circle.",
+        "Remove the red circle.",
+        "Delete the red circle from the picture.",
+        "Derain this image.",
+        "Add  rain to the picture.",
+        "Add rain to the picture.",
+        "Remove the rain from the photo.",
+    ]
     nb, sc = nearest_neighbours(ins, return_scores=True)
     assert nb.dtype == np.int64 and nb.shape == (7,)
     assert all(ins[nb[i]] == "Delete the red circle from the picture." for i in (0, 1))
@@ -36,8 +42,26 @@ def test_minilm_pairs_paraphrases():
 
 def test_matches_brute_force_and_batching():
     rng = np.random.default_rng(0)
-    words = ["red", "green", "blue", "circle", "square", "star", "left", "right", "add", "remove", "move",
-             "big", "small", "the", "sky", "rain", "dark", "photo"]
+    words = [
+        "red",
+        "green",
+        "blue",
+        "circle",
+        "square",
+        "star",
+        "left",
+        "right",
+        "add",
+        "remove",
+        "move",
+        "big",
+        "small",
+        "the",
+        "sky",
+        "rain",
+        "dark",
+        "photo",
+    ]
     ins = [" ".join(rng.choice(words, int(rng.integers(2, 6)))) for _ in range(300)]
     ins += ins[:40]  # exact duplicates
     enc = HashEncoder(dim=64)
@@ -81,12 +105,23 @@ def test_op_encoder_pairs_by_direction():
     """With the opt-in ``minilm+op`` encoder and with the default ``minilm-edit`` each instruction's neighbour
     has the same edit direction; plain ``minilm`` pairs "Remove the noise" with "Add Gaussian noise"
     (docs/retrieval.md)."""
-    ins = ["Remove the noise from the image.", "Denoise this grainy photo.", "Add Gaussian noise to the image.",
-           "Make the picture noisy and grainy."]
+    ins = [
+        "Remove the noise from the image.",
+        "Denoise this grainy photo.",
+        "Add Gaussian noise to the image.",
+        "Make the picture noisy and grainy.",
+    ]
     assert nearest_neighbours(ins, "minilm+op").tolist() == [1, 0, 3, 2]
     assert nearest_neighbours(ins).tolist() == [1, 0, 3, 2]  # the default encoder, minilm-edit
     assert nearest_neighbours(ins, "minilm").tolist() == [2, 3, 0, 1]
-    more = ["Remove the rain from the photo.", "Get rid of the rain streaks.", "Add rain to the picture.",
-            "Make it rain in this shot.", "Make the tree bigger.", "Enlarge the tree.", "Shrink the tree.",
-            "Make the tree smaller."]
+    more = [
+        "Remove the rain from the photo.",
+        "Get rid of the rain streaks.",
+        "Add rain to the picture.",
+        "Make it rain in this shot.",
+        "Make the tree bigger.",
+        "Enlarge the tree.",
+        "Shrink the tree.",
+        "Make the tree smaller.",
+    ]
     assert nearest_neighbours(more).tolist() == [1, 0, 3, 2, 5, 4, 7, 6]

@@ -12,8 +12,11 @@ from xprompt.cli import main
 
 
 def _digest(path):
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +28,35 @@ def suite_store(tmp_path_factory):
 
 def test_build_from_suite_and_search(suite_store, capsys):
     man = json.loads((suite_store / "manifest.json").read_text())
-    assert man["count"] == 36 and man["encoder"]["spec"] == "minilm-edit"  # the default encoder since issue #6
+    assert (
+        man["count"] == 36 and man["encoder"]["spec"] == "minilm-edit"
+    )  # the default encoder since issue #6
     assert man["encoder"]["name"] == "all-MiniLM-L6-v2-edit" and "+edit" in man["encoder"]["version"]
-    assert set(man["tasks"]) == {"add_object", "remove_object", "recolor", "move", "resize", "replace_background"}
+    assert set(man["tasks"]) == {
+        "add_object",
+        "remove_object",
+        "recolor",
+        "move",
+        "resize",
+        "replace_background",
+    }
     capsys.readouterr()
-    assert main(["index", "search", "--store", str(suite_store), "--instruction", "Delete the red square", "-k",
-                 "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "search",
+                "--store",
+                str(suite_store),
+                "--instruction",
+                "Delete the red square",
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)
     assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert hits[0]["task"] == "remove_object"
@@ -45,11 +71,28 @@ def test_build_from_magicbrush_style_datasets_dir(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(4)]
-    feats = Features({"img_id": Value("string"), "source_img": Image(), "target_img": Image(),
-                      "instruction": Value("string")})
-    ds = Dataset.from_dict({"img_id": list("abcd"), "source_img": imgs, "target_img": imgs[::-1],
-                            "instruction": ["let the cat wear a hat", "make the sky pink", "remove the boat",
-                                            "add fireworks in the sky"]}, features=feats)
+    feats = Features(
+        {
+            "img_id": Value("string"),
+            "source_img": Image(),
+            "target_img": Image(),
+            "instruction": Value("string"),
+        }
+    )
+    ds = Dataset.from_dict(
+        {
+            "img_id": list("abcd"),
+            "source_img": imgs,
+            "target_img": imgs[::-1],
+            "instruction": [
+                "let the cat wear a hat",
+                "make the sky pink",
+                "remove the boat",
+                "add fireworks in the sky",
+            ],
+        },
+        features=feats,
+    )
     DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "mb"))
     out = tmp_path / "mb-store"
     assert main(["index", "build", "--pairs", str(tmp_path / "mb"), "--out", str(out)]) == 0
@@ -61,8 +104,21 @@ def test_build_from_magicbrush_style_datasets_dir(tmp_path, capsys):
     np.testing.assert_array_equal(rec.source_image(), imgs[0])
     np.testing.assert_array_equal(rec.target_image(), imgs[3])
     capsys.readouterr()
-    assert main(["index", "build", "--pairs", str(tmp_path / "mb"), "--out", str(tmp_path / "x"),
-                 "--instruction-column", "edit"]) == 2
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--pairs",
+                str(tmp_path / "mb"),
+                "--out",
+                str(tmp_path / "x"),
+                "--instruction-column",
+                "edit",
+            ]
+        )
+        == 2
+    )
     assert "lacks column(s) ['edit']" in capsys.readouterr().err
 
 
@@ -77,8 +133,9 @@ def _damage(store, tmp_path, how):
     elif how == "encoder":
         man = json.loads((bad / "manifest.json").read_text())
         # as if built by another 384-d encoder whose weights are not on this machine
-        man["encoder"].update(name="paraphrase-MiniLM-L3-v2", version="0123456789abcdef",
-                              spec="openclip:ViT-B-32:/nowhere.bin")
+        man["encoder"].update(
+            name="paraphrase-MiniLM-L3-v2", version="0123456789abcdef", spec="openclip:ViT-B-32:/nowhere.bin"
+        )
         (bad / "manifest.json").write_text(json.dumps(man))
     elif how == "count":
         man = json.loads((bad / "manifest.json").read_text())
@@ -87,12 +144,15 @@ def _damage(store, tmp_path, how):
     return bad
 
 
-@pytest.mark.parametrize(("how", "args", "msg"), [
-    ("truncated", [], "truncated or corrupted"),
-    ("encoder", ["--encoder", "minilm"], "was built with encoder paraphrase-MiniLM-L3-v2"),
-    ("encoder", [], "CLIP weights file not found"),
-    ("count", [], "holds 36 vectors"),
-])
+@pytest.mark.parametrize(
+    ("how", "args", "msg"),
+    [
+        ("truncated", [], "truncated or corrupted"),
+        ("encoder", ["--encoder", "minilm"], "was built with encoder paraphrase-MiniLM-L3-v2"),
+        ("encoder", [], "CLIP weights file not found"),
+        ("count", [], "holds 36 vectors"),
+    ],
+)
 def test_search_refuses_damaged_store(suite_store, tmp_path, capsys, how, args, msg):
     bad = _damage(suite_store, tmp_path, how)
     before = _digest(bad)
@@ -116,8 +176,24 @@ def test_store_built_with_openclip_refuses_minilm_queries(tmp_path, capsys):
     save_file(model.state_dict(), str(tmp_path / "clip.safetensors"))
     spec = f"openclip:xp-tiny-clip-cli:{tmp_path / 'clip.safetensors'}"
     out = tmp_path / "clip-store"
-    assert main(["index", "build", "--pairs", "suite:recolor:6", "--size", "16", "--out", str(out),
-                 "--encoder", spec, "--image-embeddings"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--pairs",
+                "suite:recolor:6",
+                "--size",
+                "16",
+                "--out",
+                str(out),
+                "--encoder",
+                spec,
+                "--image-embeddings",
+            ]
+        )
+        == 0
+    )
     man = json.loads((out / "manifest.json").read_text())
     assert man["encoder"]["dim"] == 32 and man["image_vectors"] is True
     from xprompt.retrieval.store import InstructionStore
@@ -127,14 +203,30 @@ def test_store_built_with_openclip_refuses_minilm_queries(tmp_path, capsys):
     hits = st.search(["paint it red"], k=6, images=[src], image_weight=1.0)[0]
     assert hits[0][1].id == 3 and hits[0][0] == pytest.approx(1.0, abs=1e-4)  # its own source image
     capsys.readouterr()
-    assert main(["index", "build", "--pairs", "suite:recolor:6", "--size", "16", "--out", str(tmp_path / "mm"),
-                 "--image-embeddings"]) == 2
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--pairs",
+                "suite:recolor:6",
+                "--size",
+                "16",
+                "--out",
+                str(tmp_path / "mm"),
+                "--image-embeddings",
+            ]
+        )
+        == 2
+    )
     assert "text-only" in capsys.readouterr().err
     assert main(["index", "search", "--store", str(out), "--instruction", "paint it red", "-k", "2"]) == 0
     before = _digest(out)
     capsys.readouterr()
-    assert main(["index", "search", "--store", str(out), "--instruction", "paint it red",
-                 "--encoder", "minilm"]) == 2
+    assert (
+        main(["index", "search", "--store", str(out), "--instruction", "paint it red", "--encoder", "minilm"])
+        == 2
+    )
     assert "was built with encoder openclip:xp-tiny-clip-cli" in capsys.readouterr().err
     assert _digest(out) == before
 
@@ -146,15 +238,52 @@ def test_bad_input_exit_2_store_untouched(suite_store, tmp_path, capsys):
         (["index", "search", "--store", str(suite_store), "--instruction", "x", "-k", "0"], "k must be"),
         (["index", "search", "--store", str(tmp_path / "none"), "--instruction", "x"], "store not found"),
         (["index", "build", "--pairs", "suite:edit:4", "--out", str(suite_store)], "pass --overwrite"),
-        (["index", "build", "--pairs", "suite:nosuchfamily:4", "--out", str(tmp_path / "o")], "no suite task"),
+        (
+            ["index", "build", "--pairs", "suite:nosuchfamily:4", "--out", str(tmp_path / "o")],
+            "no suite task",
+        ),
         (["index", "build", "--pairs", "suite:edit:zero", "--out", str(tmp_path / "o")], "not an integer"),
-        (["index", "build", "--pairs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "not a directory"),
-        (["index", "build", "--pairs", "suite:edit:4", "--out", str(tmp_path / "o"), "--factory", "IVF64,Flat"],
-         "cannot train"),
-        (["edit", "--image", str(tmp_path / "no.png"), "--instruction", "x", "-o", str(tmp_path / "o.png")],
-         "file not found"),
-        (["edit", "--image", str(tmp_path / "no.png"), "--instruction", " ", "-o", str(tmp_path / "o.png")],
-         "empty or whitespace"),
+        (
+            ["index", "build", "--pairs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+            "not a directory",
+        ),
+        (
+            [
+                "index",
+                "build",
+                "--pairs",
+                "suite:edit:4",
+                "--out",
+                str(tmp_path / "o"),
+                "--factory",
+                "IVF64,Flat",
+            ],
+            "cannot train",
+        ),
+        (
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "no.png"),
+                "--instruction",
+                "x",
+                "-o",
+                str(tmp_path / "o.png"),
+            ],
+            "file not found",
+        ),
+        (
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "no.png"),
+                "--instruction",
+                " ",
+                "-o",
+                str(tmp_path / "o.png"),
+            ],
+            "empty or whitespace",
+        ),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -171,20 +300,70 @@ def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "ckpt", image_size=32)
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "in.png")
     out = tmp_path / "out.png"
-    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
-                 "--store", str(suite_store), "-k", "2", "--show-retrieved", "--checkpoint", str(ckpt),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--instruction",
+                "Remove the blue circle",
+                "--store",
+                str(suite_store),
+                "-k",
+                "2",
+                "--show-retrieved",
+                "--checkpoint",
+                str(ckpt),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert cap.err.count("retrieved ") == 2 and "mode xp, 2 retrieved" in cap.out
     edited = np.asarray(Image.open(out))
     assert edited.shape == (32, 32, 3) and edited.dtype == np.uint8
     grid = np.asarray(Image.open(tmp_path / "out.retrieved.png"))
     assert grid.shape[0] == 3 * 32  # two retrieved pairs + the query/output row
-    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "Remove the blue circle",
-                 "--no-retrieval", "--checkpoint", str(ckpt), "-o", str(tmp_path / "o2.png"), "--greedy"]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--instruction",
+                "Remove the blue circle",
+                "--no-retrieval",
+                "--checkpoint",
+                str(ckpt),
+                "-o",
+                str(tmp_path / "o2.png"),
+                "--greedy",
+            ]
+        )
+        == 0
+    )
     assert "mode none, 0 retrieved" in capsys.readouterr().out
-    assert main(["edit", "--image", str(tmp_path / "in.png"), "--instruction", "x", "--store", str(suite_store),
-                 "--checkpoint", str(tmp_path / "no-model"), "-o", str(tmp_path / "o3.png")]) == 2
+    assert (
+        main(
+            [
+                "edit",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--instruction",
+                "x",
+                "--store",
+                str(suite_store),
+                "--checkpoint",
+                str(tmp_path / "no-model"),
+                "-o",
+                str(tmp_path / "o3.png"),
+            ]
+        )
+        == 2
+    )
     assert "model checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "o3.png").exists()
 
@@ -200,7 +379,10 @@ def test_default_store_built_on_first_use(tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     assert "building the default RAIE store" in cap.err and len(cap.out.splitlines()) == 3
     path = rcli.default_store_path()
-    assert path.is_relative_to(tmp_path / "cache") and json.loads((path / "manifest.json").read_text())["count"] == 12
+    assert (
+        path.is_relative_to(tmp_path / "cache")
+        and json.loads((path / "manifest.json").read_text())["count"] == 12
+    )
     assert main(["index", "search", "--instruction", "Make the red star blue", "-k", "2"]) == 0
     assert "building" not in capsys.readouterr().err  # loaded, not rebuilt
 
@@ -210,13 +392,30 @@ def test_op_encoder_store_end_to_end(tmp_path, capsys):
     (taken from the manifest) and gets both directions of a low-level task right; a default-encoder query is
     refused with one line."""
     out = tmp_path / "op-store"
-    assert main(["index", "build", "--pairs", "suite:lowlevel,degrade:28", "--out", str(out), "--size", "16",
-                 "--encoder", "minilm+op"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--pairs",
+                "suite:lowlevel,degrade:28",
+                "--out",
+                str(out),
+                "--size",
+                "16",
+                "--encoder",
+                "minilm+op",
+            ]
+        )
+        == 0
+    )
     enc = json.loads((out / "manifest.json").read_text())["encoder"]
     assert enc["spec"] == "minilm+op" and enc["dim"] == 398 and "+op1" in enc["version"]
     capsys.readouterr()
-    for text, task in (("Make this photo grainy", "add_noise"),
-                       ("Get rid of the grain in this photo", "denoise")):
+    for text, task in (
+        ("Make this photo grainy", "add_noise"),
+        ("Get rid of the grain in this photo", "denoise"),
+    ):
         assert main(["index", "search", "--store", str(out), "--instruction", text, "-k", "1", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)[0]["task"] == task, text
     assert main(["index", "search", "--store", str(out), "--instruction", "x", "--encoder", "minilm"]) == 2
@@ -257,12 +456,33 @@ def test_default_store_follows_the_default_encoder(tmp_path, monkeypatch, capsys
     capsys.readouterr()
     new = rcli.open_store()
     assert new.encoder.spec == "minilm-edit" and "building the default RAIE store" in capsys.readouterr().err
-    assert json.loads((rcli.default_store_path() / "manifest.json").read_text())["encoder"]["spec"] == "minilm-edit"
+    assert (
+        json.loads((rcli.default_store_path() / "manifest.json").read_text())["encoder"]["spec"]
+        == "minilm-edit"
+    )
     shipped = tmp_path / "home" / "raie-store"
-    assert main(["index", "build", "--pairs", "suite:edit:6", "--out", str(shipped), "--size", "16",
-                 "--encoder", "minilm"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--pairs",
+                "suite:edit:6",
+                "--out",
+                str(shipped),
+                "--size",
+                "16",
+                "--encoder",
+                "minilm",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     st = rcli.open_store()
     assert st.path == shipped and st.encoder.spec == "minilm"
     err = capsys.readouterr().err
-    assert "was built with encoder minilm, not the default minilm-edit" in err and len(err.strip().splitlines()) == 1
+    assert (
+        "was built with encoder minilm, not the default minilm-edit" in err
+        and len(err.strip().splitlines()) == 1
+    )

@@ -34,8 +34,18 @@ def test_image_layout_exact(vocab):
     codes = np.array([[1, 2], [3, 4]])
     ids = image_tokens(vocab, codes)
     c = vocab.codes_to_ids
-    expected = [vocab.boi_id, vocab.h_token(2), vocab.w_token(2),
-                c(1), c(2), vocab.eol_id, c(3), c(4), vocab.eol_id, vocab.eoi_id]
+    expected = [
+        vocab.boi_id,
+        vocab.h_token(2),
+        vocab.w_token(2),
+        c(1),
+        c(2),
+        vocab.eol_id,
+        c(3),
+        c(4),
+        vocab.eol_id,
+        vocab.eoi_id,
+    ]
     assert ids.tolist() == [int(x) for x in expected]
     assert len(ids) == image_token_count(2, 2)
 
@@ -70,9 +80,11 @@ def test_build_sample_layout_xp(vocab, tok):
     segs = s.segs.tolist()
     n_img = image_token_count(2, 2)
     n_instr = len(tok.encode("derain")) + 1  # + <eot>
-    assert segs == [Seg.PREFIX] * (1 + n_instr) + [Seg.IE] * (2 * n_img) + [Seg.XP] * 4 + [Seg.TD] * (2 * n_img + 1)
+    assert segs == [Seg.PREFIX] * (1 + n_instr) + [Seg.IE] * (2 * n_img) + [Seg.XP] * 4 + [Seg.TD] * (
+        2 * n_img + 1
+    )
     # loss only on the answer and <eos>
-    assert s.loss.sum() == n_img + 1 and s.loss[-(n_img + 1):].all()
+    assert s.loss.sum() == n_img + 1 and s.loss[-(n_img + 1) :].all()
     items = split_items(vocab, tok, s.ids)
     assert items[0] == "derain"
     for got, want in zip(items[1:], [a, b, q, ans], strict=True):

@@ -30,8 +30,14 @@ class HashEncoder(TextEncoder):
         return out
 
 
-INSTR = ["Remove the red circle", "Make the sky blue", "Add rain to the image", "Brighten this dark photo",
-         "Move the square to the left", "Turn the cat into a dog"]
+INSTR = [
+    "Remove the red circle",
+    "Make the sky blue",
+    "Add rain to the image",
+    "Brighten this dark photo",
+    "Move the square to the left",
+    "Turn the cat into a dog",
+]
 
 
 def _images(n, seed=0):
@@ -43,20 +49,32 @@ def _images(n, seed=0):
 @pytest.fixture()
 def store():
     src, tgt = _images(len(INSTR))
-    return InstructionStore.build(INSTR, src, tgt, tasks=[f"t{i}" for i in range(len(INSTR))],
-                                  descriptions=[f"d{i}" for i in range(len(INSTR))], encoder=HashEncoder())
+    return InstructionStore.build(
+        INSTR,
+        src,
+        tgt,
+        tasks=[f"t{i}" for i in range(len(INSTR))],
+        descriptions=[f"d{i}" for i in range(len(INSTR))],
+        encoder=HashEncoder(),
+    )
 
 
 def _digest(path):
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_search_ranks_and_records(store):
     enc = store.encoder
     res = store.search(["remove the red circle", "the sky blue"], k=3)
     assert [len(r) for r in res] == [3, 3]
-    assert res[0][0][1].instruction == "Remove the red circle" and res[1][0][1].instruction == "Make the sky blue"
+    assert (
+        res[0][0][1].instruction == "Remove the red circle"
+        and res[1][0][1].instruction == "Make the sky blue"
+    )
     # scores are cosines of the encoder's vectors, best first
     q = enc.encode(["remove the red circle"])[0]
     want = np.sort(enc.encode(INSTR) @ q)[::-1][:3]
@@ -164,7 +182,20 @@ def test_load_detects_damage(store, tmp_path):
 
 
 def test_ivf_factory_trains_and_searches(tmp_path):
-    words = ["red", "green", "blue", "circle", "square", "star", "left", "right", "add", "remove", "move", "big"]
+    words = [
+        "red",
+        "green",
+        "blue",
+        "circle",
+        "square",
+        "star",
+        "left",
+        "right",
+        "add",
+        "remove",
+        "move",
+        "big",
+    ]
     rng = np.random.default_rng(0)
     instr = [" ".join(rng.choice(words, 4)) + f" {i}" for i in range(400)]
     src, tgt = [np.zeros((4, 4, 3), np.uint8)] * 400, [np.ones((4, 4, 3), np.uint8)] * 400
@@ -173,15 +204,18 @@ def test_ivf_factory_trains_and_searches(tmp_path):
     assert st.index.is_trained and len(st) == 400
     exact = InstructionStore.build(instr, src, tgt, encoder=HashEncoder())
     q = instr[:20]
-    assert [r[0][0] for r in st.search(q, 1)] == pytest.approx([r[0][0] for r in exact.search(q, 1)], abs=1e-5)
+    assert [r[0][0] for r in st.search(q, 1)] == pytest.approx(
+        [r[0][0] for r in exact.search(q, 1)], abs=1e-5
+    )
     path = st.save(tmp_path / "ivf")
     re = InstructionStore.load(path, HashEncoder())
     import faiss
 
     assert faiss.extract_index_ivf(re.index).nprobe == 8 and re.config.factory == "IVF8,Flat"
     with pytest.raises(XPromptError, match="cannot train"):
-        InstructionStore.build(instr[:10], src[:10], tgt[:10], encoder=HashEncoder(),
-                               config=StoreConfig(factory="IVF64,Flat"))
+        InstructionStore.build(
+            instr[:10], src[:10], tgt[:10], encoder=HashEncoder(), config=StoreConfig(factory="IVF64,Flat")
+        )
     with pytest.raises(XPromptError, match="bad faiss factory"):
         InstructionStore(HashEncoder(), StoreConfig(factory="NoSuchIndex"))
     with pytest.raises(XPromptError, match="IDMap is not supported"):
@@ -208,19 +242,35 @@ class HashImageEncoder(HashEncoder):
         for im in images:
             im = np.asarray(im, np.float32) / 255.0
             h, w = im.shape[0] // 2, im.shape[1] // 2
-            feats.append(np.concatenate([im[:h, :w].mean((0, 1)), im[:h, w:].mean((0, 1)),
-                                         im[h:, :w].mean((0, 1)), im[h:, w:].mean((0, 1))]) - 0.5)
+            feats.append(
+                np.concatenate(
+                    [
+                        im[:h, :w].mean((0, 1)),
+                        im[:h, w:].mean((0, 1)),
+                        im[h:, :w].mean((0, 1)),
+                        im[h:, w:].mean((0, 1)),
+                    ]
+                )
+                - 0.5
+            )
         v = np.asarray(feats, np.float32) @ proj  # (N, D)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def test_image_aware_rerank(tmp_path):
     """Same instruction, different sources: the query image decides (multimodal dist)."""
-    red, blue, green = (np.zeros((8, 8, 3), np.uint8) + np.array(c, np.uint8) for c in
-                        ((220, 20, 20), (20, 20, 220), (20, 200, 20)))
+    red, blue, green = (
+        np.zeros((8, 8, 3), np.uint8) + np.array(c, np.uint8)
+        for c in ((220, 20, 20), (20, 20, 220), (20, 200, 20))
+    )
     instr = ["Remove the circle", "Remove the circle", "Remove the circle", "Make it rain"]
-    st = InstructionStore.build(instr, [red, blue, green, red], [red, blue, green, red], encoder=HashImageEncoder(),
-                                config=StoreConfig(image_vectors=True))
+    st = InstructionStore.build(
+        instr,
+        [red, blue, green, red],
+        [red, blue, green, red],
+        encoder=HashImageEncoder(),
+        config=StoreConfig(image_vectors=True),
+    )
     assert st.image_vectors.shape == (4, 32)
     for query_img, want in ((blue, 1), (green, 2), (red, 0)):
         hits = st.search(["Remove the circle"], k=2, images=[query_img], image_weight=0.5)[0]

@@ -24,10 +24,23 @@ from xprompt.errors import ConfigError
 from xprompt.paths import REPO_ROOT
 from xprompt.train.train_config import DEFAULT_DS_CONFIG, TrainConfig, load_ds_config, resolve_ds_config
 
-TINY = {"preset": "tiny", "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
-        "max_len": 96, "micro_batch": 2, "global_batch": 4, "steps": 6, "lr": 3e-3, "warmup_steps": 2,
-        "log_every": 1, "save_every": 100, "val_every": 3, "val_batches": 1, "val_fraction": 0.1,
-        "precision": "fp32", "num_threads": 1}
+TINY = {
+    "preset": "tiny",
+    "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
+    "max_len": 96,
+    "micro_batch": 2,
+    "global_batch": 4,
+    "steps": 6,
+    "lr": 3e-3,
+    "warmup_steps": 2,
+    "log_every": 1,
+    "save_every": 100,
+    "val_every": 3,
+    "val_batches": 1,
+    "val_fraction": 0.1,
+    "precision": "fp32",
+    "num_threads": 1,
+}
 
 
 @pytest.fixture
@@ -60,7 +73,11 @@ def test_shipped_ds_config_equals_default():
 def test_ds_config_auto_filled_and_checked():
     c = cfg(micro_batch=2, global_batch=8, grad_clip=0.5)
     ds = resolve_ds_config(DEFAULT_DS_CONFIG, c, world_size=2, precision="bf16")
-    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 2, 8)
+    assert (
+        ds["train_micro_batch_size_per_gpu"],
+        ds["gradient_accumulation_steps"],
+        ds["train_batch_size"],
+    ) == (2, 2, 8)
     assert ds["gradient_clipping"] == 0.5
     assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and ds["bf16"] == {"enabled": False}
     ds32 = resolve_ds_config(DEFAULT_DS_CONFIG, c, world_size=1, precision="fp32")
@@ -74,8 +91,12 @@ def test_ds_config_auto_filled_and_checked():
     with pytest.raises(ConfigError, match="fp16"):
         resolve_ds_config(dict(DEFAULT_DS_CONFIG, fp16={"enabled": True}), c, 1, "bf16")
     with pytest.raises(ConfigError, match="auto"):
-        resolve_ds_config(dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 2, "reduce_bucket_size": "auto"}),
-                          c, 1, "fp32")
+        resolve_ds_config(
+            dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 2, "reduce_bucket_size": "auto"}),
+            c,
+            1,
+            "fp32",
+        )
 
 
 def test_train_config_rejects_bad_values():
@@ -133,8 +154,13 @@ def test_train_resume_after_ctrl_c_equals_uninterrupted(tmp_path, data, env):
 def test_keep_last_and_modes(tmp_path, data, env):
     from xprompt.train.trainer import train
 
-    out = train(cfg(mode="none", steps=4, save_every=1, keep_last=2, val_fraction=0.0, precision="auto"), data,
-                tmp_path / "r", progress=False, zero_stage_override=0)
+    out = train(
+        cfg(mode="none", steps=4, save_every=1, keep_last=2, val_fraction=0.0, precision="auto"),
+        data,
+        tmp_path / "r",
+        progress=False,
+        zero_stage_override=0,
+    )
     assert out["steps"] == 4
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["zero_stage"] == 0
@@ -167,8 +193,9 @@ def test_bad_input_one_line_exit_2(tmp_path, data, capsys, env):
     ds.write_text(json.dumps(dict(DEFAULT_DS_CONFIG, train_micro_batch_size_per_gpu=3)))
     code, err = _cli(["--config", c, "--data", data, "--out", tmp_path / "o", "--deepspeed", ds], capsys)
     assert code == 2 and "contradicts" in err
-    code, err = _cli(["--config", c, "--data", data, "--out", tmp_path / "o", "--set", "precision=\"fp16\""],
-                     capsys)
+    code, err = _cli(
+        ["--config", c, "--data", data, "--out", tmp_path / "o", "--set", 'precision="fp16"'], capsys
+    )
     assert code == 2 and "fp16" in err
     assert not (tmp_path / "o").exists()  # nothing written by any failed start
     code, err = _cli(["--config", c, "--data", data, "--out", tmp_path / "o", "--resume"], capsys)
@@ -198,14 +225,25 @@ def test_trains_on_a_real_data_build(tmp_path, env):
     from xprompt.train.build import BuildConfig, build_dataset
     from xprompt.train.trainer import train
 
-    build_dataset(config_from_dict(BuildConfig, {"n": 16, "size": 32, "seed": 0}), tmp_path / "d",
-                  tokenizer="grid:8", bpe=str(REPO_ROOT / "checkpoints" / "bpe"), progress=False)
+    build_dataset(
+        config_from_dict(BuildConfig, {"n": 16, "size": 32, "seed": 0}),
+        tmp_path / "d",
+        tokenizer="grid:8",
+        bpe=str(REPO_ROOT / "checkpoints" / "bpe"),
+        progress=False,
+    )
     for mode in ("xp", "full"):
-        out = train(cfg(mode=mode, steps=1, max_len=512, val_fraction=0.2), tmp_path / "d", tmp_path / mode,
-                    progress=False)
+        out = train(
+            cfg(mode=mode, steps=1, max_len=512, val_fraction=0.2),
+            tmp_path / "d",
+            tmp_path / mode,
+            progress=False,
+        )
         assert out["steps"] == 1 and out["tokens_seen"] > 0
     run = json.loads((tmp_path / "xp" / "run.json").read_text())
-    assert "image_tokenizer" in run["data"]["meta"]["tokenizers.json"]  # the tokenizers the data was built with
+    assert (
+        "image_tokenizer" in run["data"]["meta"]["tokenizers.json"]
+    )  # the tokenizers the data was built with
 
 
 @pytest.mark.slow
@@ -218,9 +256,23 @@ def test_real_sigint_saves_a_usable_checkpoint(tmp_path, data):
     c = tmp_path / "c.json"
     c.write_text(json.dumps(dict(TINY, steps=500, val_fraction=0.0)))
     out = tmp_path / "r"
-    cmd = [sys.executable, "-m", "xprompt", "train", "model", "--config", str(c), "--data", str(data), "--out",
-           str(out), "--no-progress"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "xprompt",
+        "train",
+        "model",
+        "--config",
+        str(c),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -240,8 +292,14 @@ def test_real_sigint_saves_a_usable_checkpoint(tmp_path, data):
 
     saved = dict(os.environ)
     try:
-        res = train(config_from_dict(TrainConfig, dict(TINY, steps=500, val_fraction=0.0)), data, out,
-                    resume=True, stop_after=1, progress=False)
+        res = train(
+            config_from_dict(TrainConfig, dict(TINY, steps=500, val_fraction=0.0)),
+            data,
+            out,
+            resume=True,
+            stop_after=1,
+            progress=False,
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -20,10 +20,23 @@ from xprompt.train.dist import free_port
 from xprompt.train.train_config import DEFAULT_DS_CONFIG
 
 BIN = Path(sys.executable).parent
-CFG = {"preset": "tiny", "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
-       "max_len": 96, "micro_batch": 2, "global_batch": 4, "steps": 2, "lr": 3e-3, "warmup_steps": 1,
-       "log_every": 1, "save_every": 100, "val_every": 2, "val_batches": 1, "val_fraction": 0.1,
-       "precision": "fp32", "num_threads": 1}
+CFG = {
+    "preset": "tiny",
+    "model": {"dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_dim": 64},
+    "max_len": 96,
+    "micro_batch": 2,
+    "global_batch": 4,
+    "steps": 2,
+    "lr": 3e-3,
+    "warmup_steps": 1,
+    "log_every": 1,
+    "save_every": 100,
+    "val_every": 2,
+    "val_batches": 1,
+    "val_fraction": 0.1,
+    "precision": "fp32",
+    "num_threads": 1,
+}
 
 
 def _losses(run: Path) -> list[float]:
@@ -36,14 +49,46 @@ def _launch(launcher: str, tmp_path: Path, stage: int, data: Path) -> Path:
     cfg.write_text(json.dumps(CFG))
     ds.write_text(json.dumps(dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": stage})))
     out = tmp_path / f"run-{launcher}-{stage}"
-    args = ["--config", str(cfg), "--data", str(data), "--out", str(out), "--deepspeed", str(ds), "--no-progress"]
+    args = [
+        "--config",
+        str(cfg),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--deepspeed",
+        str(ds),
+        "--no-progress",
+    ]
     port = str(free_port())
     if launcher == "deepspeed":
-        cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", port, "--module", "xprompt.train", *args]
+        cmd = [
+            str(BIN / "deepspeed"),
+            "--num_gpus",
+            "2",
+            "--master_port",
+            port,
+            "--module",
+            "xprompt.train",
+            *args,
+        ]
     else:
-        cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", port, "-m", "xprompt.train", *args]
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                                str(REPO_ROOT / ".cache" / "torch_extensions")))
+        cmd = [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            port,
+            "-m",
+            "xprompt.train",
+            *args,
+        ]
+    env = dict(
+        os.environ,
+        TORCH_EXTENSIONS_DIR=os.environ.get(
+            "TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions")
+        ),
+    )
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
@@ -62,8 +107,13 @@ def _single(tmp_path: Path, stage: int, data: Path) -> list[float]:
         for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             os.environ.pop(k, None)
         out = tmp_path / f"single-{stage}"
-        train(load_config(TrainConfig, tmp_path / "cfg.json"), data, out,
-              ds_config=load_ds_config(tmp_path / "ds.json"), progress=False)
+        train(
+            load_config(TrainConfig, tmp_path / "cfg.json"),
+            data,
+            out,
+            ds_config=load_ds_config(tmp_path / "ds.json"),
+            progress=False,
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)

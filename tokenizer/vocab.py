@@ -101,8 +101,12 @@ class Vocabulary:
     @classmethod
     def build(cls, text_size: int, num_image_codes: int = 8192, num_xp: int = 32, max_grid: int = 64):
         """Our compact layout: specials | text | <h_n> | <w_n> | XP | image codes."""
-        for name, v, lo in (("text_size", text_size, 1), ("num_image_codes", num_image_codes, 2),
-                            ("num_xp", num_xp, 0), ("max_grid", max_grid, 1)):
+        for name, v, lo in (
+            ("text_size", text_size, 1),
+            ("num_image_codes", num_image_codes, 2),
+            ("num_xp", num_xp, 0),
+            ("max_grid", max_grid, 1),
+        ):
             if not isinstance(v, int) or v < lo:
                 raise VocabularyError(f"{name} must be an integer >= {lo}, got {v!r}")
         n_sp = len(SPECIALS)
@@ -111,14 +115,19 @@ class Vocabulary:
         w0 = h0 + max_grid
         x0 = w0 + max_grid
         i0 = x0 + num_xp
-        return cls(_Ranges(
-            size=i0 + num_image_codes,
-            specials={name: i for i, name in enumerate(SPECIALS)},
-            text_offset=t0, text_size=text_size,
-            h_ids=np.arange(h0, h0 + max_grid), w_ids=np.arange(w0, w0 + max_grid),
-            xp_ids=np.arange(x0, x0 + num_xp), image_ids=np.arange(i0, i0 + num_image_codes),
-            layout="xprompt",
-        ))
+        return cls(
+            _Ranges(
+                size=i0 + num_image_codes,
+                specials={name: i for i, name in enumerate(SPECIALS)},
+                text_offset=t0,
+                text_size=text_size,
+                h_ids=np.arange(h0, h0 + max_grid),
+                w_ids=np.arange(w0, w0 + max_grid),
+                xp_ids=np.arange(x0, x0 + num_xp),
+                image_ids=np.arange(i0, i0 + num_image_codes),
+                layout="xprompt",
+            )
+        )
 
     @classmethod
     def from_chameleon(
@@ -157,19 +166,33 @@ class Vocabulary:
             raise VocabularyError(f"Chameleon image codes are not 0..{len(codes) - 1} without gaps")
         grid = np.array([need(reserved_format.format(grid_start + n)) for n in range(1, max_grid + 1)])
         xp = np.array([need(reserved_format.format(xp_start + s)) for s in range(num_xp)], dtype=np.int64)
-        return cls(_Ranges(
-            size=size, specials=sp, text_offset=0, text_size=size,
-            h_ids=grid, w_ids=grid.copy(), xp_ids=xp,
-            image_ids=np.array([i for _, i in img], dtype=np.int64), layout="chameleon",
-        ))
+        return cls(
+            _Ranges(
+                size=size,
+                specials=sp,
+                text_offset=0,
+                text_size=size,
+                h_ids=grid,
+                w_ids=grid.copy(),
+                xp_ids=xp,
+                image_ids=np.array([i for _, i in img], dtype=np.int64),
+                layout="chameleon",
+            )
+        )
 
     def _check_disjoint(self) -> None:
         r = self._r
         if r.layout == "chameleon":  # text covers everything there; only structural ranges must be disjoint
             groups = [np.array(list(r.specials.values())), r.h_ids, r.xp_ids, r.image_ids]
         else:
-            groups = [np.array(list(r.specials.values())), np.arange(r.text_offset, r.text_offset + r.text_size),
-                      r.h_ids, r.w_ids, r.xp_ids, r.image_ids]
+            groups = [
+                np.array(list(r.specials.values())),
+                np.arange(r.text_offset, r.text_offset + r.text_size),
+                r.h_ids,
+                r.w_ids,
+                r.xp_ids,
+                r.image_ids,
+            ]
         allids = np.concatenate(groups)
         if allids.min() < 0 or allids.max() >= r.size:
             raise VocabularyError(f"vocabulary ids must lie in [0, {r.size})")
@@ -205,7 +228,9 @@ class Vocabulary:
         try:
             return self._r.specials[name]
         except KeyError:
-            raise VocabularyError(f"unknown special token {name!r}; known: {list(self._r.specials)}") from None
+            raise VocabularyError(
+                f"unknown special token {name!r}; known: {list(self._r.specials)}"
+            ) from None
 
     pad_id = property(lambda self: self._r.specials["<pad>"])
     bos_id = property(lambda self: self._r.specials["<bos>"])
@@ -274,7 +299,9 @@ class Vocabulary:
         self._check_id_bounds(ids)
         codes = self._code_of[ids]
         if codes.size and codes.min() < 0:
-            raise VocabularyError(f"id {int(ids.reshape(-1)[np.argmax(codes.reshape(-1) < 0)])} is not an image token")
+            raise VocabularyError(
+                f"id {int(ids.reshape(-1)[np.argmax(codes.reshape(-1) < 0)])} is not an image token"
+            )
         return codes
 
     def is_image(self, ids):
@@ -298,7 +325,9 @@ class Vocabulary:
         if ids.size if isinstance(ids, np.ndarray) else ids.numel():
             lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= self.size:
-                raise VocabularyError(f"token id {lo if lo < 0 else hi} outside the vocabulary [0, {self.size})")
+                raise VocabularyError(
+                    f"token id {lo if lo < 0 else hi} outside the vocabulary [0, {self.size})"
+                )
 
     def _torch(self, what: str, device):
         import torch
@@ -379,12 +408,19 @@ class Vocabulary:
             missing = [s for s in SPECIALS if s not in specials]
             if missing:
                 raise VocabularyError(f"vocabulary file lacks specials {missing}")
-            return cls(_Ranges(
-                size=int(d["size"]), specials=specials,
-                text_offset=int(d["text"]["offset"]), text_size=int(d["text"]["size"]),
-                h_ids=_unpack(d["h_ids"]), w_ids=_unpack(d["w_ids"]), xp_ids=_unpack(d["xp_ids"]),
-                image_ids=_unpack(d["image_ids"]), layout=str(d["layout"]),
-            ))
+            return cls(
+                _Ranges(
+                    size=int(d["size"]),
+                    specials=specials,
+                    text_offset=int(d["text"]["offset"]),
+                    text_size=int(d["text"]["size"]),
+                    h_ids=_unpack(d["h_ids"]),
+                    w_ids=_unpack(d["w_ids"]),
+                    xp_ids=_unpack(d["xp_ids"]),
+                    image_ids=_unpack(d["image_ids"]),
+                    layout=str(d["layout"]),
+                )
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise VocabularyError(f"malformed vocabulary file: {e!r}") from None
 
@@ -412,8 +448,10 @@ class Vocabulary:
         return hash(self.fingerprint())
 
     def __repr__(self) -> str:
-        return (f"Vocabulary(layout={self.layout}, size={self.size}, text={self.text_size}, "
-                f"image_codes={self.num_image_codes}, xp={self.num_xp}, max_grid={self.max_grid})")
+        return (
+            f"Vocabulary(layout={self.layout}, size={self.size}, text={self.text_size}, "
+            f"image_codes={self.num_image_codes}, xp={self.num_xp}, max_grid={self.max_grid})"
+        )
 
     def require_same(self, other: Vocabulary, what: str = "the model") -> None:
         """Raise ``VocabularyError`` unless ``other`` is the same vocabulary."""

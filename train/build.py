@@ -364,7 +364,9 @@ def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[
     return shards, stats
 
 
-def _card(cfg: BuildConfig, stats: dict, table, refs: dict, num_shards: int, factor: int, seconds: float) -> dict:
+def _card(
+    cfg: BuildConfig, stats: dict, table, refs: dict, num_shards: int, factor: int, seconds: float
+) -> dict:
     n_tok = np.asarray(stats["n_tok"])
     return {
         "split": cfg.split, "n": cfg.n, "size": cfg.size, "seed": cfg.seed, "seed_scheme": "group g: SeedSequence([seed, 0, g]); instruction of sample i: SeedSequence([seed, 2, i])",

@@ -26,8 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="DeepSpeed engine config (default: ds_config.json of the repository)",
     )
-    p.add_argument("--zero-stage", type=int, default=None, choices=(0, 1, 2, 3),
-                   help="override the ZeRO stage of the ds config (0 is fastest for a single CPU process)")
+    p.add_argument(
+        "--zero-stage",
+        type=int,
+        default=None,
+        choices=(0, 1, 2, 3),
+        help="override the ZeRO stage of the ds config (0 is fastest for a single CPU process)",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )

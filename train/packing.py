@@ -198,7 +198,9 @@ class Batch:
         )
 
 
-def collate(rows: list[list[TokenSequence]], vocab, pad_to: int | None = None, doc_attention: bool = False) -> Batch:
+def collate(
+    rows: list[list[TokenSequence]], vocab, pad_to: int | None = None, doc_attention: bool = False
+) -> Batch:
     """Rows of packed samples -> a ``Batch`` padded to the longest row (or to ``pad_to``); its attention is a
     dense mask or, with ``doc_attention``, a per-document ``DocAttention`` layout."""
     import torch
@@ -224,7 +226,9 @@ def collate(rows: list[list[TokenSequence]], vocab, pad_to: int | None = None, d
     if doc_attention:
         mask = DocAttention.from_layout(segs, docs)
     else:
-        mask = torch.from_numpy(np.stack([build_attention_mask(segs[r], docs[r]) for r in range(b)]))  # (B, T, T)
+        mask = torch.from_numpy(
+            np.stack([build_attention_mask(segs[r], docs[r]) for r in range(b)])
+        )  # (B, T, T)
     pos_ids = np.stack([position_ids(docs[r]) for r in range(b)])  # (B, T)
     ids_t = torch.from_numpy(ids)
     return Batch(

@@ -240,11 +240,15 @@ def _raw_ds_config(ds_config: str | Path | dict | None, zero_stage_override: int
     if zero_stage_override is not None:
         if zero_stage_override not in (0, 1, 2, 3):
             raise XPromptError(f"--zero-stage must be 0, 1, 2 or 3, got {zero_stage_override}")
-        ds_raw = dict(ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override))
+        ds_raw = dict(
+            ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override)
+        )
     return ds_raw, ds_where
 
 
-def _loaders(cfg: TrainConfig, td: TrainingData, info: dist.DistInfo) -> tuple[SequencePlan, Loader, Loader | None]:
+def _loaders(
+    cfg: TrainConfig, td: TrainingData, info: dist.DistInfo
+) -> tuple[SequencePlan, Loader, Loader | None]:
     plan = SequencePlan(td.train.lengths, cfg.max_len, cfg.seed, pack=cfg.pack)
     if len(plan.fits) == 0:
         raise XPromptError(
@@ -252,8 +256,13 @@ def _loaders(cfg: TrainConfig, td: TrainingData, info: dist.DistInfo) -> tuple[S
             f"{int(td.train.lengths.max())}); raise max_len"
         )
     pad_to = cfg.max_len if cfg.pad_to_max_len else None
-    common = {"micro": cfg.micro_batch, "world": info.world_size, "global_batch": cfg.global_batch,
-              "pad_to": pad_to, "doc_attention": cfg.doc_attention}
+    common = {
+        "micro": cfg.micro_batch,
+        "world": info.world_size,
+        "global_batch": cfg.global_batch,
+        "pad_to": pad_to,
+        "doc_attention": cfg.doc_attention,
+    }
     loader = Loader(td.train, plan, td.vocab, **common)
     val_loader = None
     if td.val is not None and len(td.val):
@@ -276,7 +285,9 @@ def setup(
 ) -> Run:
     """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
     _check_out_dir(out, resume)
-    td = load_training_data(data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    td = load_training_data(
+        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )
     from xprompt.model_config import get_preset
 
     mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
@@ -302,7 +313,9 @@ def _write_run_files(run: Run, threads: int) -> None:
         return
     out = run.out
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_config.json", json.dumps(config_to_dict(run.cfg), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(
+        out / "train_config.json", json.dumps(config_to_dict(run.cfg), indent=2, sort_keys=True) + "\n"
+    )
     atomic_write_text(out / "ds_config.json", json.dumps(run.ds, indent=2, sort_keys=True) + "\n")
     if run.resume:
         return
@@ -351,8 +364,17 @@ def start_or_resume(run: Run, engine, log: MetricsLog, n_params: int) -> TrainSt
     """A fresh state (a "start" event), or the latest checkpoint's engine, state and RNGs (a "resume" event)."""
     info = run.info
     if not run.resume:
-        log.write({"kind": "event", "step": 0, "event": "start", "params": n_params, "world_size": info.world_size,
-                   "precision": run.precision, "zero_stage": zero_stage(run.ds)})
+        log.write(
+            {
+                "kind": "event",
+                "step": 0,
+                "event": "start",
+                "params": n_params,
+                "world_size": info.world_size,
+                "precision": run.precision,
+                "zero_stage": zero_stage(run.ds),
+            }
+        )
         return TrainState()
     tag = latest_tag(run.out)
     try:
@@ -360,14 +382,24 @@ def start_or_resume(run: Run, engine, log: MetricsLog, n_params: int) -> TrainSt
             str(run.ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
         )
     except Exception as e:  # noqa: BLE001 (DeepSpeed raises assorted errors for bad checkpoints)
-        raise CheckpointError(f"--resume: cannot load {run.ckpt_dir / tag}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(
+            f"--resume: cannot load {run.ckpt_dir / tag}: {type(e).__name__}: {e}"
+        ) from None
     if client is None or "step" not in client:
         raise CheckpointError(f"--resume: {run.ckpt_dir / tag} has no trainer state")
     state = TrainState(client["step"], client["tokens_seen"], client["samples_seen"])
     _set_rng_state(client["rng"])
     log.truncate_after(state.step)
-    log.write({"kind": "event", "step": state.step, "event": "resume", "tag": tag, "changed": run.changed,
-               "world_size": info.world_size})
+    log.write(
+        {
+            "kind": "event",
+            "step": state.step,
+            "event": "resume",
+            "tag": tag,
+            "changed": run.changed,
+            "world_size": info.world_size,
+        }
+    )
     return state
 
 
@@ -385,7 +417,9 @@ def train_step(run: Run, engine, state: TrainState, step: int, device) -> dict:
         batch, epoch = run.loader.micro_batch(step, a, run.info.rank)
         batch = batch.to(device)
         logits = engine(batch.input_ids, batch.position_ids, batch.attn_mask)  # (B, T, V)
-        o = next_token_loss(logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask)
+        o = next_token_loss(
+            logits, batch.input_ids, batch.loss_mask, z_loss=cfg.z_loss, image_mask=batch.image_mask
+        )
         engine.backward(o["loss"])
         if stage0 and engine.is_gradient_accumulation_boundary():
             # DeepSpeed clips without recording the norm at stage 0; grads are already all-reduced here
@@ -393,8 +427,16 @@ def train_step(run: Run, engine, state: TrainState, step: int, device) -> dict:
             gn0 = float(torch.nn.utils.get_total_norm(grads))
         engine.step()
         n, nt, ni = int(o["n_tokens"]), int(o["text_tokens"]), int(o["image_tokens"])
-        acc += [float(o["ce"].detach()) * n, n, float(o["text_loss"]) * nt, nt, float(o["image_loss"]) * ni, ni,
-                batch.n_real, batch.n_samples]
+        acc += [
+            float(o["ce"].detach()) * n,
+            n,
+            float(o["text_loss"]) * nt,
+            nt,
+            float(o["image_loss"]) * ni,
+            ni,
+            batch.n_real,
+            batch.n_samples,
+        ]
     acc = np.asarray(dist.all_reduce_sum(acc.tolist()))
     dt = time.perf_counter() - t0
     state.step = step + 1
@@ -441,12 +483,22 @@ def evaluate(run: Run, engine, device) -> float | None:
 
 def save(run: Run, engine, state: TrainState, step: int) -> None:
     """A checkpoint at ``step`` and the run's exported model (see ``_save_checkpoint``)."""
-    _save_checkpoint(engine, run.ckpt_dir, step, state, run.data.vocab, run.cfg.keep_last, run.info,
-                     run.export_extra(), run.out)
+    _save_checkpoint(
+        engine,
+        run.ckpt_dir,
+        step,
+        state,
+        run.data.vocab,
+        run.cfg.keep_last,
+        run.info,
+        run.export_extra(),
+        run.out,
+    )
 
 
-def _after_step(run: Run, engine, state: TrainState, rec: dict, end: int, log: MetricsLog, bar: Progress,
-                device) -> None:
+def _after_step(
+    run: Run, engine, state: TrainState, rec: dict, end: int, log: MetricsLog, bar: Progress, device
+) -> None:
     """Log the step, stop on a non-finite loss, validate and save on their schedules."""
     cfg, step = run.cfg, rec["step"]
     bar.update(rec["loss"], rec["tokens_per_s"], rec["lr"])
@@ -464,8 +516,15 @@ def _after_step(run: Run, engine, state: TrainState, rec: dict, end: int, log: M
 
 
 def _finish(
-    run: Run, engine, state: TrainState, log: MetricsLog, *, n_params: int, t_start: float, last_loss: float,
-    interrupted: bool
+    run: Run,
+    engine,
+    state: TrainState,
+    log: MetricsLog,
+    *,
+    n_params: int,
+    t_start: float,
+    last_loss: float,
+    interrupted: bool,
 ) -> dict:
     """The final checkpoint (unless it exists), the stop event, summary.json and the loss curve."""
     out = run.out
@@ -474,8 +533,14 @@ def _finish(
     state.step = final = int(engine.global_steps)
     if latest_tag(out) != f"{TAG_PREFIX}{final:07d}":
         save(run, engine, state, final)
-    log.write({"kind": "event", "step": final, "event": "interrupted" if interrupted else "stop",
-               "wall_time": time.time() - t_start})
+    log.write(
+        {
+            "kind": "event",
+            "step": final,
+            "event": "interrupted" if interrupted else "stop",
+            "wall_time": time.time() - t_start,
+        }
+    )
     log.close()
     summary = {
         "steps": final,
@@ -494,7 +559,9 @@ def _finish(
         vals = read_metrics(out / "metrics.jsonl", "val")
         summary["last_val_loss"] = vals[-1]["loss"] if vals else None
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        plot_loss_curve(out / "metrics.jsonl", out / "loss_curve.png", title=f"{run.mcfg.name} ({run.cfg.mode})")
+        plot_loss_curve(
+            out / "metrics.jsonl", out / "loss_curve.png", title=f"{run.mcfg.name} ({run.cfg.mode})"
+        )
     dist.barrier()
     return summary
 
@@ -521,8 +588,16 @@ def train(
     ``zero_stage_override`` replaces the ds config's ZeRO stage.
     """
     info = dist.setup_env(local_rank)
-    run = setup(cfg, data, Path(out), info, ds_config=ds_config, resume=resume, val_data=val_data,
-                zero_stage_override=zero_stage_override)
+    run = setup(
+        cfg,
+        data,
+        Path(out),
+        info,
+        ds_config=ds_config,
+        resume=resume,
+        val_data=val_data,
+        zero_stage_override=zero_stage_override,
+    )
     device = dist.init_process_group(info)
     _write_run_files(run, dist.set_threads(info, cfg.num_threads))
     dist.barrier()
@@ -530,8 +605,10 @@ def train(
     log = MetricsLog(run.out / "metrics.jsonl", enabled=info.is_main)
     state = start_or_resume(run, engine, log, n_params)
     if engine.global_steps != state.step:
-        raise CheckpointError(f"--resume: the DeepSpeed checkpoint is at step {engine.global_steps}, the trainer "
-                              f"state at {state.step}; the checkpoint is inconsistent")
+        raise CheckpointError(
+            f"--resume: the DeepSpeed checkpoint is at step {engine.global_steps}, the trainer "
+            f"state at {state.step}; the checkpoint is inconsistent"
+        )
     end = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     t_start, last_loss, interrupted = time.time(), float("nan"), False
     engine.train()
@@ -549,8 +626,16 @@ def train(
             stop.stopping = True  # from here on further signals are ignored: let the save finish
         finally:
             bar.close()
-        summary = _finish(run, engine, state, log, n_params=n_params, t_start=t_start, last_loss=last_loss,
-                          interrupted=interrupted)
+        summary = _finish(
+            run,
+            engine,
+            state,
+            log,
+            n_params=n_params,
+            t_start=t_start,
+            last_loss=last_loss,
+            interrupted=interrupted,
+        )
     if interrupted:
         raise KeyboardInterrupt
     return summary

@@ -29,8 +29,9 @@ FORMAT = "xprompt-model/1"
 _FILES = ("config.json", "model.safetensors", "vocab.json", "meta.json")
 
 
-def save_pretrained(path, model, vocab, *, extra: dict | None = None, dtype: torch.dtype | None = None,
-                    overwrite: bool = True) -> Path:
+def save_pretrained(
+    path, model, vocab, *, extra: dict | None = None, dtype: torch.dtype | None = None, overwrite: bool = True
+) -> Path:
     """Write ``model`` (an ``XPromptModel``) and ``vocab`` to directory ``path`` atomically.
 
     ``dtype=torch.bfloat16`` halves the file; floating tensors are cast, the config is unchanged. An existing
@@ -39,7 +40,9 @@ def save_pretrained(path, model, vocab, *, extra: dict | None = None, dtype: tor
     from safetensors.torch import save_file
 
     if vocab.size != model.cfg.vocab_size:
-        raise CheckpointError(f"vocabulary has {vocab.size} ids but the model was built for {model.cfg.vocab_size}")
+        raise CheckpointError(
+            f"vocabulary has {vocab.size} ids but the model was built for {model.cfg.vocab_size}"
+        )
     path = Path(path)
     sd = {}
     for k, v in model.state_dict().items():
@@ -47,10 +50,16 @@ def save_pretrained(path, model, vocab, *, extra: dict | None = None, dtype: tor
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         sd[k] = v.contiguous()
-    meta = {"format": FORMAT, "vocab_fingerprint": vocab.fingerprint(),
-            "dtype": str(dtype or next(iter(sd.values())).dtype).replace("torch.", ""), "extra": extra or {}}
+    meta = {
+        "format": FORMAT,
+        "vocab_fingerprint": vocab.fingerprint(),
+        "dtype": str(dtype or next(iter(sd.values())).dtype).replace("torch.", ""),
+        "extra": extra or {},
+    }
     with atomic_dir(path, overwrite=overwrite, marker="meta.json") as tmp:
-        (tmp / "config.json").write_text(json.dumps(config_to_dict(model.cfg), indent=2, sort_keys=True) + "\n")
+        (tmp / "config.json").write_text(
+            json.dumps(config_to_dict(model.cfg), indent=2, sort_keys=True) + "\n"
+        )
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         vocab.save(tmp / "vocab.json")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -66,7 +75,9 @@ def read_meta(path) -> dict:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path / 'meta.json'} is not valid JSON ({e.msg})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})"
+        )
     return meta
 
 
@@ -82,8 +93,9 @@ def load_config_and_vocab(path):
         raise CheckpointError(f"{path} is not a complete xprompt checkpoint: missing {', '.join(missing)}")
     meta = read_meta(path)
     try:
-        cfg = config_from_dict(ModelConfig, json.loads((path / "config.json").read_text()),
-                               where=str(path / "config.json"))
+        cfg = config_from_dict(
+            ModelConfig, json.loads((path / "config.json").read_text()), where=str(path / "config.json")
+        )
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({e.msg})") from None
     except XPromptError as e:
@@ -93,11 +105,15 @@ def load_config_and_vocab(path):
     except XPromptError as e:
         raise CheckpointError(f"{path / 'vocab.json'}: {e}") from None
     if vocab.size != cfg.vocab_size:
-        raise CheckpointError(f"{path}: vocab.json has {vocab.size} ids but config.json says vocab_size="
-                              f"{cfg.vocab_size}; the vocabulary does not belong to these weights")
+        raise CheckpointError(
+            f"{path}: vocab.json has {vocab.size} ids but config.json says vocab_size="
+            f"{cfg.vocab_size}; the vocabulary does not belong to these weights"
+        )
     if meta.get("vocab_fingerprint") != vocab.fingerprint():
-        raise CheckpointError(f"{path}: vocab.json (fingerprint {vocab.fingerprint()}) is not the vocabulary the "
-                              f"weights were saved with ({meta.get('vocab_fingerprint')})")
+        raise CheckpointError(
+            f"{path}: vocab.json (fingerprint {vocab.fingerprint()}) is not the vocabulary the "
+            f"weights were saved with ({meta.get('vocab_fingerprint')})"
+        )
     return cfg, vocab, meta
 
 
@@ -106,8 +122,11 @@ def load_state_strict(model, sd: dict, where: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in sd
-              and tuple(sd[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -134,8 +153,13 @@ def _build_loaded(cfg: ModelConfig, sd: dict, where: str, dtype):
     return (model.to(dtype) if dtype is not None else model).eval()
 
 
-def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | torch.device = "cpu",
-                    attn_impl: str | None = None):
+def load_pretrained(
+    path,
+    dtype: torch.dtype | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    attn_impl: str | None = None,
+):
     """Load ``(XPromptModel in eval mode, Vocabulary)`` from a checkpoint directory, strictly.
 
     ``dtype`` casts the weights (default: as stored, bf16 files stay bf16); ``attn_impl`` overrides the saved
@@ -144,7 +168,6 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
 
     path = Path(path)
     if is_hf_checkpoint(path):
@@ -158,7 +181,9 @@ def load_pretrained(path, dtype: torch.dtype | None = None, *, device: str | tor
     try:
         sd = load_file(str(path / "model.safetensors"), device=str(device))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path / 'model.safetensors'} is unreadable ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path / 'model.safetensors'} is unreadable ({str(e).splitlines()[0]})"
+        ) from None
     return _build_loaded(cfg, sd, str(path), dtype), vocab
 
 
@@ -180,12 +205,20 @@ def model_config_from_hf(hf_cfg, *, name: str = "hf-chameleon") -> ModelConfig:
         raise CheckpointError(f"RoPE type {rope.get('rope_type')!r} is not implemented (only 'default')")
     theta = float(rope.get("rope_theta", getattr(hf_cfg, "rope_theta", 10000.0)))
     return ModelConfig(
-        vocab_size=int(hf_cfg.vocab_size), dim=int(hf_cfg.hidden_size), n_layers=int(hf_cfg.num_hidden_layers),
+        vocab_size=int(hf_cfg.vocab_size),
+        dim=int(hf_cfg.hidden_size),
+        n_layers=int(hf_cfg.num_hidden_layers),
         n_heads=int(hf_cfg.num_attention_heads),
         n_kv_heads=int(hf_cfg.num_key_value_heads or hf_cfg.num_attention_heads),
-        ffn_dim=int(hf_cfg.intermediate_size), max_seq_len=int(hf_cfg.max_position_embeddings),
-        rope_theta=theta, norm_eps=float(hf_cfg.rms_norm_eps), qk_norm=True, qk_norm_eps=1e-5,
-        swin_norm=bool(getattr(hf_cfg, "swin_norm", False)), init_std=float(hf_cfg.initializer_range), name=name,
+        ffn_dim=int(hf_cfg.intermediate_size),
+        max_seq_len=int(hf_cfg.max_position_embeddings),
+        rope_theta=theta,
+        norm_eps=float(hf_cfg.rms_norm_eps),
+        qk_norm=True,
+        qk_norm_eps=1e-5,
+        swin_norm=bool(getattr(hf_cfg, "swin_norm", False)),
+        init_std=float(hf_cfg.initializer_range),
+        name=name,
     )
 
 
@@ -194,11 +227,19 @@ def hf_config_kwargs(cfg: ModelConfig) -> dict:
     if not cfg.qk_norm:
         raise CheckpointError("HF Chameleon always has q/k norms; this model was built with qk_norm=False")
     return {
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
-        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps, "swin_norm": cfg.swin_norm,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "swin_norm": cfg.swin_norm,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "initializer_range": cfg.init_std, "hidden_act": "silu", "tie_word_embeddings": False,
+        "initializer_range": cfg.init_std,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
     }
 
 
@@ -240,11 +281,14 @@ def from_hf_model(hf_model, *, vocab=None, num_xp: int = 32, allow_missing_head:
     model = XPromptModel(cfg)
     if "lm_head.weight" not in sd:
         if not allow_missing_head:
-            raise CheckpointError("the HF model has no lm_head (a bare ChameleonModel); convert "
-                                  "ChameleonForConditionalGeneration, or pass allow_missing_head=True")
+            raise CheckpointError(
+                "the HF model has no lm_head (a bare ChameleonModel); convert "
+                "ChameleonForConditionalGeneration, or pass allow_missing_head=True"
+            )
         sd["lm_head.weight"] = model.lm_head.weight.detach().clone()
-    load_state_strict(model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()},
-                      "the HF model")
+    load_state_strict(
+        model, {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()}, "the HF model"
+    )
     if vocab is None:
         vocab = vocab_from_hf_config(hf_model.config, num_xp=num_xp)
     return model.eval(), vocab
@@ -267,13 +311,29 @@ def to_hf_model(model, vocab, *, attn_implementation: str = "sdpa", vq_config: d
     and benchmarks). Its VQ-VAE is a small random one unless ``vq_config`` is given; HF blanks image logits."""
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 
-    vq = vq_config or {"embed_dim": 8, "num_embeddings": max(2, vocab.num_image_codes), "latent_channels": 32,
-                       "base_channels": 32, "channel_multiplier": [1, 1], "num_res_blocks": 1, "resolution": 32}
-    hf_cfg = ChameleonConfig(**hf_config_kwargs(model.cfg), vocabulary_map=chameleon_vocabulary_map(vocab),
-                             vq_config=vq, bos_token_id=vocab.bos_id, eos_token_id=vocab.eos_id,
-                             pad_token_id=vocab.pad_id, attn_implementation=attn_implementation)
+    vq = vq_config or {
+        "embed_dim": 8,
+        "num_embeddings": max(2, vocab.num_image_codes),
+        "latent_channels": 32,
+        "base_channels": 32,
+        "channel_multiplier": [1, 1],
+        "num_res_blocks": 1,
+        "resolution": 32,
+    }
+    hf_cfg = ChameleonConfig(
+        **hf_config_kwargs(model.cfg),
+        vocabulary_map=chameleon_vocabulary_map(vocab),
+        vq_config=vq,
+        bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.eos_id,
+        pad_token_id=vocab.pad_id,
+        attn_implementation=attn_implementation,
+    )
     hf = ChameleonForConditionalGeneration(hf_cfg)
-    ours = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
+    ours = {
+        ("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v
+        for k, v in model.state_dict().items()
+    }
     missing, unexpected = hf.load_state_dict(ours, strict=False)
     bad = [k for k in missing if ".vqmodel." not in k and not k.startswith("model.vqmodel.")]
     if bad or unexpected:
@@ -291,8 +351,10 @@ def _read_hf_weights(path: Path) -> dict:
     elif (path / "model.safetensors").is_file():
         files = ["model.safetensors"]
     elif list(path.glob("*.bin")):
-        raise CheckpointError(f"{path} holds pickled *.bin weights; convert them to safetensors first "
-                              "(this project never loads pickles)")
+        raise CheckpointError(
+            f"{path} holds pickled *.bin weights; convert them to safetensors first "
+            "(this project never loads pickles)"
+        )
     else:
         raise CheckpointError(f"{path} holds no model.safetensors (or index) file")
     sd = {}
@@ -312,7 +374,6 @@ def load_hf_checkpoint(path, *, num_xp: int = 32, dtype: torch.dtype | None = No
     holds there and are trained by fine-tuning). ``load_pretrained`` dispatches here for HF directories.
     """
     from transformers import AutoConfig
-
 
     path = Path(path)
     if not (path / "config.json").is_file():

@@ -47,8 +47,12 @@ COMMAND_MODULES = (
 )
 
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def set_offline_env() -> None:
@@ -88,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
-    p.add_argument("--threads", type=int, default=default,
-                   help=f"torch CPU threads (default {default}; 0 = torch's default, one per core). More threads "
-                        "help big models on an idle machine; on a shared one they spin and slow everything down")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help=f"torch CPU threads (default {default}; 0 = torch's default, one per core). More threads "
+        "help big models on an idle machine; on a shared one they spin and slow everything down",
+    )
 
 
 def _apply_threads(args) -> None:

@@ -19,9 +19,13 @@ from xprompt.errors import XPromptError
 
 
 def register(root, groups) -> None:
-    p = root.add_parser("export", help="export a trained model as a release folder (bf16, tokenizer references)")
+    p = root.add_parser(
+        "export", help="export a trained model as a release folder (bf16, tokenizer references)"
+    )
     p.add_argument("--checkpoint", required=True, help="a run's exported model dir (runs/NAME/model)")
-    p.add_argument("--out", required=True, help="release folder to write (replaced only if it is a checkpoint)")
+    p.add_argument(
+        "--out", required=True, help="release folder to write (replaced only if it is a checkpoint)"
+    )
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="weight dtype (default bf16)")
     p.add_argument("--vq", help="image tokenizer dir (default: the one the training data was built with)")
     p.add_argument("--bpe", help="BPE tokenizer.json (default: the one the training data was built with)")
@@ -36,8 +40,10 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
 
     src, out = Path(src), Path(out)
     if not (src / "meta.json").is_file() or is_hf_checkpoint(src):
-        raise XPromptError(f"{src} is not an xprompt model checkpoint (expected config.json, meta.json, "
-                           "model.safetensors; use runs/NAME/model)")
+        raise XPromptError(
+            f"{src} is not an xprompt model checkpoint (expected config.json, meta.json, "
+            "model.safetensors; use runs/NAME/model)"
+        )
     if out.resolve() == src.resolve():
         raise XPromptError("--out must differ from --checkpoint")
     extra = dict(read_meta(src).get("extra", {}))
@@ -51,8 +57,9 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
         refs[kind] = os.path.relpath(Path(spec).resolve(), out.resolve().parent / out.name)
     extra["tokenizers"] = refs
     model, vocab = load_pretrained(src)
-    return save_pretrained(out, model, vocab, extra=extra,
-                           dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    return save_pretrained(
+        out, model, vocab, extra=extra, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32
+    )
 
 
 def run(args) -> int:

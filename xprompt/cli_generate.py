@@ -23,32 +23,52 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def _common(p: argparse.ArgumentParser, sampling: bool = True) -> None:
-    p.add_argument("--checkpoint", help="model checkpoint dir (default: the shipped checkpoints/xprompt-tiny)")
-    p.add_argument("--vq", help="image tokenizer dir (default: the one recorded in the checkpoint, else vq-64)")
+    p.add_argument(
+        "--checkpoint", help="model checkpoint dir (default: the shipped checkpoints/xprompt-tiny)"
+    )
+    p.add_argument(
+        "--vq", help="image tokenizer dir (default: the one recorded in the checkpoint, else vq-64)"
+    )
     p.add_argument("--bpe", help="BPE tokenizer.json or dir (default: recorded in the checkpoint, else bpe)")
-    p.add_argument("--image-size", type=int, help="fit images to this many pixels per side (default: as trained)")
+    p.add_argument(
+        "--image-size", type=int, help="fit images to this many pixels per side (default: as trained)"
+    )
     p.add_argument("--device", default="cpu")
     add_threads_arg(p)
     if sampling:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         p.add_argument("--greedy", action="store_true", help="argmax decoding")
-        p.add_argument("--top-k", type=int, help="top-k (default: 200 for image tasks, 2000 for t2i, 10 for text)")
+        p.add_argument(
+            "--top-k", type=int, help="top-k (default: 200 for image tasks, 2000 for t2i, 10 for text)"
+        )
         p.add_argument("--temperature", type=float, default=1.0)
         p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(root, groups) -> None:
-    g = root.add_parser("generate", help="in-context generation from example pairs (or a compiled task)",
-                        description="Show the task with --example INPUT OUTPUT pairs (or a compiled --task) "
-                                    "and apply it to --query.")
-    g.add_argument("--example", nargs="+", action="append", metavar="IMG",
-                   help="an example pair: INPUT OUTPUT (repeat for more examples)")
+    g = root.add_parser(
+        "generate",
+        help="in-context generation from example pairs (or a compiled task)",
+        description="Show the task with --example INPUT OUTPUT pairs (or a compiled --task) "
+        "and apply it to --query.",
+    )
+    g.add_argument(
+        "--example",
+        nargs="+",
+        action="append",
+        metavar="IMG",
+        help="an example pair: INPUT OUTPUT (repeat for more examples)",
+    )
     g.add_argument("--task", help="a compiled task prompt (.xpt) instead of --example")
     g.add_argument("--query", required=True, help="the image to transform")
     g.add_argument("--instruction", help="optional instruction text")
-    g.add_argument("--mode", default="xp", choices=["xp", "full", "none"],
-                   help="xp: compressed examples (default); full: uncompressed; none: no examples")
+    g.add_argument(
+        "--mode",
+        default="xp",
+        choices=["xp", "full", "none"],
+        help="xp: compressed examples (default); full: uncompressed; none: no examples",
+    )
     g.add_argument("-o", "--output", required=True, help="output image (.png)")
     _common(g)
     g.set_defaults(func=cmd_generate)
@@ -64,14 +84,22 @@ def register(root, groups) -> None:
 
     t = root.add_parser("t2i", help="text-to-image")
     t.add_argument("--prompt", required=True)
-    t.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="grid size in codes (default: square)")
+    t.add_argument(
+        "--size", type=int, nargs=2, metavar=("H", "W"), help="grid size in codes (default: square)"
+    )
     t.add_argument("-o", "--output", required=True)
     _common(t)
     t.set_defaults(func=cmd_t2i)
 
     c = root.add_parser("compile-prompt", help="compile an example pair into a reusable task prompt (.xpt)")
-    c.add_argument("--example", nargs="+", action="append", metavar="IMG", required=True,
-                   help="an example pair: INPUT OUTPUT (repeat for more examples)")
+    c.add_argument(
+        "--example",
+        nargs="+",
+        action="append",
+        metavar="IMG",
+        required=True,
+        help="an example pair: INPUT OUTPUT (repeat for more examples)",
+    )
     c.add_argument("--instruction")
     c.add_argument("--mode", default="xp", choices=["xp", "full"])
     c.add_argument("-o", "--output", required=True, help="task prompt file (.xpt)")
@@ -82,8 +110,9 @@ def register(root, groups) -> None:
 def _pipe(args):
     from xprompt.pipeline import XPrompt
 
-    return XPrompt.from_pretrained(args.checkpoint, vq=args.vq, bpe=args.bpe, image_size=args.image_size,
-                                   device=args.device)
+    return XPrompt.from_pretrained(
+        args.checkpoint, vq=args.vq, bpe=args.bpe, image_size=args.image_size, device=args.device
+    )
 
 
 def _pairs(example_args) -> list[tuple[str, str]]:
@@ -116,8 +145,14 @@ def _save_image(img, path: Path) -> None:
 
 
 def _kw(args) -> dict:
-    return {"seed": args.seed, "greedy": args.greedy, "top_k": args.top_k, "temperature": args.temperature,
-            "cfg_scale": args.cfg, "progress": not args.no_progress and sys.stderr.isatty()}
+    return {
+        "seed": args.seed,
+        "greedy": args.greedy,
+        "top_k": args.top_k,
+        "temperature": args.temperature,
+        "cfg_scale": args.cfg,
+        "progress": not args.no_progress and sys.stderr.isatty(),
+    }
 
 
 def cmd_generate(args) -> int:
@@ -141,8 +176,12 @@ def cmd_generate(args) -> int:
 
 def cmd_describe(args) -> int:
     pipe = _pipe(args)
-    kw = {"seed": args.seed, "greedy": args.greedy or args.top_k is None, "top_k": args.top_k,
-          "max_new_tokens": args.max_tokens}
+    kw = {
+        "seed": args.seed,
+        "greedy": args.greedy or args.top_k is None,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_tokens,
+    }
     if args.instruction:
         kw["instruction"] = args.instruction
     text = pipe.describe(args.before, args.after, **kw)
@@ -169,6 +208,8 @@ def cmd_compile(args) -> int:
     pipe = _pipe(args)
     task = pipe.compile_prompt(pairs, instruction=args.instruction, mode=args.mode)
     task.save(out)
-    print(f"wrote {out}: {task.length} cached positions per layer from {len(pairs)} example(s) "
-          f"({task.cache.nbytes() / 1024:.0f} KiB)")
+    print(
+        f"wrote {out}: {task.length} cached positions per layer from {len(pairs)} example(s) "
+        f"({task.cache.nbytes() / 1024:.0f} KiB)"
+    )
     return 0

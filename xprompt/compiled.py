@@ -60,19 +60,28 @@ class CompiledPrompt:
 
     def check(self, model, vocab, where: str = "the task prompt") -> None:
         if vocab.fingerprint() != self.vocab_fingerprint:
-            raise XPromptError(f"{where} was compiled for another vocabulary ({self.vocab_fingerprint}, this model "
-                               f"uses {vocab.fingerprint()}); recompile it with this model")
+            raise XPromptError(
+                f"{where} was compiled for another vocabulary ({self.vocab_fingerprint}, this model "
+                f"uses {vocab.fingerprint()}); recompile it with this model"
+            )
         fp = model_fingerprint(model)
         if fp != self.model_fingerprint:
-            raise XPromptError(f"{where} was compiled with another model (fingerprint {self.model_fingerprint}, "
-                               f"this one is {fp}); recompile it with `xprompt compile-prompt`")
+            raise XPromptError(
+                f"{where} was compiled with another model (fingerprint {self.model_fingerprint}, "
+                f"this one is {fp}); recompile it with `xprompt compile-prompt`"
+            )
 
     def save(self, path) -> Path:
         from safetensors.torch import save
 
         path = Path(path)
-        header = {"format": FORMAT, "model_fingerprint": self.model_fingerprint,
-                  "vocab_fingerprint": self.vocab_fingerprint, "n_layers": self.cache.n_layers, "info": self.info}
+        header = {
+            "format": FORMAT,
+            "model_fingerprint": self.model_fingerprint,
+            "vocab_fingerprint": self.vocab_fingerprint,
+            "n_layers": self.cache.n_layers,
+            "info": self.info,
+        }
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.cache.state_dict().items()}
         tensors["segs"] = self.segs.detach().cpu().to(torch.int8).contiguous()
         atomic_write_bytes(path, save(tensors, metadata={"xprompt": json.dumps(header, sort_keys=True)}))
@@ -97,15 +106,22 @@ class CompiledPrompt:
         except (KeyError, json.JSONDecodeError):
             raise XPromptError(f"{path} is not an xprompt task prompt (no xprompt header)") from None
         if header.get("format") != FORMAT:
-            raise XPromptError(f"{path}: unsupported task prompt format {header.get('format')!r} (expected {FORMAT})")
+            raise XPromptError(
+                f"{path}: unsupported task prompt format {header.get('format')!r} (expected {FORMAT})"
+            )
         try:
             cache = KVCache.from_state_dict(tensors, int(header["n_layers"]))
         except KeyError as e:
             raise XPromptError(f"{path}: damaged task prompt (missing tensor {e})") from None
         except ValueError as e:
             raise XPromptError(f"{path}: damaged task prompt ({e})") from None
-        cp = cls(cache, tensors["segs"].long(), header["model_fingerprint"], header["vocab_fingerprint"],
-                 header.get("info", {}))
+        cp = cls(
+            cache,
+            tensors["segs"].long(),
+            header["model_fingerprint"],
+            header["vocab_fingerprint"],
+            header.get("info", {}),
+        )
         if model is not None and vocab is not None:
             cp.check(model, vocab, where=str(path))
         return cp
@@ -129,5 +145,10 @@ def compile_prompt(model, vocab, context: TokenSequence, info: dict | None = Non
         cache.keep(keep)
         segs = segs[:, keep]
     layout = "xp" if (context.segs == int(Seg.XP)).any() else "full"
-    return CompiledPrompt(cache, segs, model_fingerprint(model), vocab.fingerprint(),
-                          dict(info or {}, layout=layout, context_tokens=len(context)))
+    return CompiledPrompt(
+        cache,
+        segs,
+        model_fingerprint(model),
+        vocab.fingerprint(),
+        dict(info or {}, layout=layout, context_tokens=len(context)),
+    )

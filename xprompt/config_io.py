@@ -30,7 +30,9 @@ def _check_type(cls, name: str, value: Any, hint: Any) -> Any:
         not isinstance(value, hint) or (hint is int and isinstance(value, bool))
     )
     if wrong:
-        raise ConfigError(f"{cls.__name__}.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{cls.__name__}.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         return type(value)(value) if origin is list else tuple(value)
     return value

@@ -50,14 +50,15 @@ def _left_pad(rows: list[np.ndarray], fill: int) -> tuple[torch.Tensor, torch.Te
     valid = torch.zeros(len(rows), t, dtype=torch.bool)
     for b, r in enumerate(rows):
         if len(r):
-            out[b, t - len(r):] = torch.as_tensor(np.asarray(r), dtype=torch.long)
-            valid[b, t - len(r):] = True
+            out[b, t - len(r) :] = torch.as_tensor(np.asarray(r), dtype=torch.long)
+            valid[b, t - len(r) :] = True
     return out, valid  # (B, T), (B, T)
 
 
 @torch.no_grad()
-def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inner_mask=None,
-                 logits: bool = True) -> torch.Tensor | None:
+def append_block(
+    model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inner_mask=None, logits: bool = True
+) -> torch.Tensor | None:
     """Run one left-padded block of new tokens through ``model`` into ``cache``; return last-token logits (B, V).
 
     ``inner_mask (B, T, T)`` optionally restricts attention among the new tokens (default causal).
@@ -77,14 +78,27 @@ def append_block(model, cache: KVCache, rows: list[np.ndarray], pad_id: int, inn
         if inner_mask is not None:
             inner = inner & inner_mask.to(dev)
         mask = cache.default_mask(t, b, dev, inner)  # (B, T, L+T)
-    h = model(ids, position_ids=pos, attn_mask=mask, kv_cache=cache, key_valid=None if all_valid else valid,
-              return_hidden=True)
+    h = model(
+        ids,
+        position_ids=pos,
+        attn_mask=mask,
+        kv_cache=cache,
+        key_valid=None if all_valid else valid,
+        return_hidden=True,
+    )
     return model.lm_head(h[:, -1]) if logits else None  # (B, V)
 
 
 @torch.no_grad()
-def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = True,
-            cache: KVCache | None = None, cache_segs: torch.Tensor | None = None) -> Prefill:
+def prefill(
+    model,
+    seqs: list[TokenSequence],
+    pad_id: int,
+    *,
+    compress: bool = True,
+    cache: KVCache | None = None,
+    cache_segs: torch.Tensor | None = None,
+) -> Prefill:
     """Prefill ``seqs`` (one per row). With ``cache`` (e.g. a compiled, expanded context) the seqs continue it.
 
     ``compress=False`` runs whole prompts in one masked block and keeps the IE entries (the uncompressed
@@ -97,7 +111,9 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
     else:
         if cache.batch_size != b:
             raise ValueError(f"cache has batch {cache.batch_size}, got {b} sequences")
-        segs = cache_segs if cache_segs is not None else torch.full((b, cache.length), int(Seg.XP), device=dev)
+        segs = (
+            cache_segs if cache_segs is not None else torch.full((b, cache.length), int(Seg.XP), device=dev)
+        )
     if not compress:
         logits = _masked_full(model, cache, seqs, pad_id)
         segs = _left_pad([s.segs for s in seqs], PAD_SEG)[0].to(dev)  # (B, L)
@@ -110,8 +126,12 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
     if any(len(s) - a == 0 for s, a in zip(seqs, splits, strict=True)):
         raise XPromptError("every prompt needs at least one token after its context (the query)")
     ctx = [_slice(s, 0, a) for s, a in zip(seqs, splits, strict=True)]
-    shared = (cache.length == 0 and b > 1 and splits[0] > 0
-              and all(np.array_equal(c.ids, ctx[0].ids) and np.array_equal(c.segs, ctx[0].segs) for c in ctx))
+    shared = (
+        cache.length == 0
+        and b > 1
+        and splits[0] > 0
+        and all(np.array_equal(c.ids, ctx[0].ids) and np.array_equal(c.segs, ctx[0].segs) for c in ctx)
+    )
 
     def run(parts: list[TokenSequence], logits: bool = True) -> torch.Tensor | None:
         nonlocal segs
@@ -129,7 +149,9 @@ def prefill(model, seqs: list[TokenSequence], pad_id: int, *, compress: bool = T
         if bool(dropped.any()):
             keep = cache.key_mask & (segs != PAD_SEG) & ~dropped  # (B, L)
             n = keep.sum(1)  # (B,) entries kept per row
-            idx = torch.zeros(keep.shape[0], int(n.max()), dtype=torch.long, device=dev)  # (B, K) left-aligned
+            idx = torch.zeros(
+                keep.shape[0], int(n.max()), dtype=torch.long, device=dev
+            )  # (B, K) left-aligned
             for r in range(keep.shape[0]):
                 k = keep[r].nonzero().squeeze(1)
                 idx[r, : len(k)] = k
@@ -157,8 +179,18 @@ def _masked_full(model, cache: KVCache, seqs: list[TokenSequence], pad_id: int) 
 
 
 @torch.no_grad()
-def decode(model, pre: Prefill, proc, sampling: SamplingConfig, steps: int, *, n_cond: int | None = None,
-           fill_id: int, progress: bool = False, on_step=None) -> torch.Tensor:
+def decode(
+    model,
+    pre: Prefill,
+    proc,
+    sampling: SamplingConfig,
+    steps: int,
+    *,
+    n_cond: int | None = None,
+    fill_id: int,
+    progress: bool = False,
+    on_step=None,
+) -> torch.Tensor:
     """Sample up to ``steps`` tokens per row -> (B, n) ids. With CFG, rows ``n_cond:`` are the unconditional
     copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step.
 
@@ -221,8 +253,9 @@ def image_head(vocab, h: int, w: int) -> np.ndarray:
 
 
 def _with_tail(seq: TokenSequence, tail: np.ndarray) -> TokenSequence:
-    return TokenSequence.concat([seq, TokenSequence(tail, np.full(len(tail), int(Seg.TD), np.int8),
-                                                    np.zeros(len(tail), bool))])
+    return TokenSequence.concat(
+        [seq, TokenSequence(tail, np.full(len(tail), int(Seg.TD), np.int8), np.zeros(len(tail), bool))]
+    )
 
 
 def td_only(seq: TokenSequence) -> TokenSequence:
@@ -232,10 +265,19 @@ def td_only(seq: TokenSequence) -> TokenSequence:
 
 
 @torch.no_grad()
-def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tuple[int, int]],
-                    sampling: SamplingConfig | None = None, *, compress: bool = True,
-                    context: KVCache | None = None, context_segs: torch.Tensor | None = None,
-                    progress: bool = False, on_step=None) -> list[np.ndarray]:
+def generate_images(
+    model,
+    vocab,
+    prompts: list[TokenSequence],
+    sizes: list[tuple[int, int]],
+    sampling: SamplingConfig | None = None,
+    *,
+    compress: bool = True,
+    context: KVCache | None = None,
+    context_segs: torch.Tensor | None = None,
+    progress: bool = False,
+    on_step=None,
+) -> list[np.ndarray]:
     """Generate one image per prompt; ``sizes[b] = (h, w)`` in codes. Returns codes (h, w) int64 per row.
 
     ``context`` is a batch-1 cache of a compiled task prompt; ``prompts`` are then TD-only continuations.
@@ -249,9 +291,14 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
     cache = None if context is None else context.expand(2 * b if use_cfg else b)
     csegs = None if context_segs is None else context_segs.expand(cache.batch_size, -1)
     if use_cfg:
-        unc = [TokenSequence(np.concatenate([[vocab.bos_id], image_head(vocab, h, w)]),
-                             np.array([int(Seg.PREFIX)] + [int(Seg.TD)] * 3, np.int8), np.zeros(4, bool))
-               for h, w in sizes]
+        unc = [
+            TokenSequence(
+                np.concatenate([[vocab.bos_id], image_head(vocab, h, w)]),
+                np.array([int(Seg.PREFIX)] + [int(Seg.TD)] * 3, np.int8),
+                np.zeros(4, bool),
+            )
+            for h, w in sizes
+        ]
         if cache is not None:  # the unconditional rows must not see the compiled context
             hidden = torch.zeros_like(cache.key_mask)
             hidden[b:] = True
@@ -259,8 +306,21 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
         seqs = seqs + unc
     pre = prefill(model, seqs, vocab.pad_id, compress=compress, cache=cache, cache_segs=csegs)
     proc = ImageGrid(vocab, [h for h, _ in sizes], [w for _, w in sizes], device=pre.logits.device)
-    toks = decode(model, pre, proc, sampling, proc.steps, n_cond=b if use_cfg else None, fill_id=vocab.eos_id,
-                  progress=progress, on_step=on_step).cpu().numpy()
+    toks = (
+        decode(
+            model,
+            pre,
+            proc,
+            sampling,
+            proc.steps,
+            n_cond=b if use_cfg else None,
+            fill_id=vocab.eos_id,
+            progress=progress,
+            on_step=on_step,
+        )
+        .cpu()
+        .numpy()
+    )
     out = []
     for row, (h, w) in zip(toks, sizes, strict=True):
         body = row[: h * (w + 1)].reshape(h, w + 1)
@@ -269,9 +329,17 @@ def generate_images(model, vocab, prompts: list[TokenSequence], sizes: list[tupl
 
 
 @torch.no_grad()
-def generate_text(model, vocab, prompts: list[TokenSequence], sampling: SamplingConfig | None = None, *,
-                  max_new_tokens: int = 64, compress: bool = True, context: KVCache | None = None,
-                  progress: bool = False) -> list[list[int]]:
+def generate_text(
+    model,
+    vocab,
+    prompts: list[TokenSequence],
+    sampling: SamplingConfig | None = None,
+    *,
+    max_new_tokens: int = 64,
+    compress: bool = True,
+    context: KVCache | None = None,
+    progress: bool = False,
+) -> list[list[int]]:
     """Generate text after each prompt until ``<eot>``/``<eos>`` (not included) or ``max_new_tokens``."""
     sampling = sampling or SamplingConfig()
     if not prompts:

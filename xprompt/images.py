@@ -67,8 +67,9 @@ def _cell(x, h: int, w: int, bg: int) -> np.ndarray:
     return np.asarray(Image.fromarray(x).resize((w, h), Image.NEAREST))
 
 
-def image_grid(rows, cell: tuple[int, int], *, pad: int = 0, bg: int = 255, header=None, captions=None,
-               strip: int = 16) -> np.ndarray:
+def image_grid(
+    rows, cell: tuple[int, int], *, pad: int = 0, bg: int = 255, header=None, captions=None, strip: int = 16
+) -> np.ndarray:
     """Rows of cells -> one uint8 (H, W, 3) image.
 
     ``cell`` is the (h, w) of every cell; a cell is an image (resized to it), a string (text) or None (blank);

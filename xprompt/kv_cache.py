@@ -58,7 +58,9 @@ class KVCache:
             self._mask = None
         else:
             if mask.shape[1] != self.length:
-                raise ValueError(f"key_mask must cover the {self.length} committed entries, got {mask.shape[1]}")
+                raise ValueError(
+                    f"key_mask must cover the {self.length} committed entries, got {mask.shape[1]}"
+                )
             self._mask = self._new_mask(mask.shape[0], max(self.length, self.capacity), mask.device)
             self._mask[:, : self.length] = mask
         self._all_valid = None
@@ -265,6 +267,8 @@ class KVCache:
                 raise ValueError(f"layer {i} holds {out.k[i].shape[2]} entries, layer 0 holds {out.length}")
         out._mask = sd["key_mask"].bool().contiguous()
         if out._mask.shape != (out.k[0].shape[0], out.length):
-            raise ValueError(f"key_mask has shape {tuple(out._mask.shape)}, expected {(out.k[0].shape[0], out.length)}")
+            raise ValueError(
+                f"key_mask has shape {tuple(out._mask.shape)}, expected {(out.k[0].shape[0], out.length)}"
+            )
         out.next_pos = sd["next_pos"].long()
         return out

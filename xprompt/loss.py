@@ -30,8 +30,10 @@ def next_token_loss(
     given, ``text_loss``/``text_tokens``/``image_loss``/``image_tokens`` (detached; 0 loss when no tokens).
     """
     if logits.shape[:2] != input_ids.shape or loss_mask.shape != input_ids.shape:
-        raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, input_ids {tuple(input_ids.shape)}, "
-                         f"loss_mask {tuple(loss_mask.shape)}")
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)}, input_ids {tuple(input_ids.shape)}, "
+            f"loss_mask {tuple(loss_mask.shape)}"
+        )
     pred = logits[:, :-1].float()  # (B, T-1, V) predicts tokens 1..T-1
     tgt = input_ids[:, 1:]  # (B, T-1)
     flag = loss_mask[:, 1:].bool()  # (B, T-1)

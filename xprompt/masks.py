@@ -64,8 +64,11 @@ def build_attention_mask(segs, doc_ids=None):
 
         segs = segs.long()
         t = segs.shape[0]
-        doc = torch.zeros(t, dtype=torch.long, device=segs.device) if doc_ids is None else torch.as_tensor(
-            doc_ids, device=segs.device).long()
+        doc = (
+            torch.zeros(t, dtype=torch.long, device=segs.device)
+            if doc_ids is None
+            else torch.as_tensor(doc_ids, device=segs.device).long()
+        )
         causal = torch.ones(t, t, dtype=torch.bool, device=segs.device).tril()
     else:
         segs = np.asarray(segs).astype(np.int64)
@@ -106,11 +109,19 @@ def build_attention_mask_batch(segs, doc_ids=None):
     if _is_torch(segs):
         import torch
 
-        return torch.stack([build_attention_mask(segs[i], None if doc_ids is None else doc_ids[i])
-                            for i in range(segs.shape[0])])
+        return torch.stack(
+            [
+                build_attention_mask(segs[i], None if doc_ids is None else doc_ids[i])
+                for i in range(segs.shape[0])
+            ]
+        )
     segs = np.asarray(segs)
-    return np.stack([build_attention_mask(segs[i], None if doc_ids is None else np.asarray(doc_ids)[i])
-                     for i in range(segs.shape[0])])
+    return np.stack(
+        [
+            build_attention_mask(segs[i], None if doc_ids is None else np.asarray(doc_ids)[i])
+            for i in range(segs.shape[0])
+        ]
+    )
 
 
 def position_ids_batch(doc_ids):
@@ -166,7 +177,9 @@ class DocAttention:
         import torch
 
         index, valid, mask = document_layout(segs, doc_ids)
-        return cls(torch.from_numpy(index), torch.from_numpy(valid), torch.from_numpy(mask), int(np.size(segs)))
+        return cls(
+            torch.from_numpy(index), torch.from_numpy(valid), torch.from_numpy(mask), int(np.size(segs))
+        )
 
     def to(self, device) -> DocAttention:
         return DocAttention(self.index.to(device), self.valid.to(device), self.mask.to(device), self.tokens)

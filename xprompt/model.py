@@ -74,7 +74,9 @@ class Rotary(nn.Module):
 
     def _inv_freq(self, device) -> torch.Tensor:
         hd = self.head_dim
-        return 1.0 / (self.theta ** (torch.arange(0, hd, 2, dtype=torch.float, device=device) / hd))  # (hd/2,)
+        return 1.0 / (
+            self.theta ** (torch.arange(0, hd, 2, dtype=torch.float, device=device) / hd)
+        )  # (hd/2,)
 
     def reset(self, device=None) -> None:
         """Recompute the (non-persistent) frequencies, e.g. after building the model on the meta device."""
@@ -117,8 +119,9 @@ def _document_attention(q, k, v, docs: DocAttention, p: float, gqa: bool) -> tor
         flat = x.transpose(1, 2).reshape(b * t, x.shape[1], hd)  # (B*T, h, hd)
         return flat[docs.index].transpose(1, 2)
 
-    o = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), attn_mask=docs.mask[:, None], dropout_p=p,
-                                       enable_gqa=gqa)  # (N, H, L, hd)
+    o = F.scaled_dot_product_attention(
+        rows(q), rows(k), rows(v), attn_mask=docs.mask[:, None], dropout_p=p, enable_gqa=gqa
+    )  # (N, H, L, hd)
     o = o.transpose(1, 2).reshape(-1, h * hd)[docs.valid.reshape(-1)]  # (tokens in documents, H*hd)
     out = o.new_zeros(b * t, h * hd).index_copy(0, docs.index[docs.valid], o)
     return out.view(b, t, h * hd)
@@ -159,7 +162,9 @@ class Attention(nn.Module):
         elif cfg.attn_impl == "flash" and (mask is None or isinstance(mask, str)):
             from flash_attn import flash_attn_func  # GPU-only optional dependency
 
-            o = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, causal=True)
+            o = flash_attn_func(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, causal=True
+            )
             o = o.reshape(b, t, -1)
         else:
             if isinstance(mask, str):  # "all": a single query that sees every cached key
@@ -169,7 +174,9 @@ class Attention(nn.Module):
             elif mask is None:
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
             else:
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=p, enable_gqa=gqa)
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask[:, None], dropout_p=p, enable_gqa=gqa
+                )
             o = o.transpose(1, 2).reshape(b, t, -1)  # (B, T, H*hd)
         return self.o_proj(o)
 
@@ -209,8 +216,10 @@ class XPromptModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.attn_impl in ("flex", "flash") and not torch.cuda.is_available():
-            raise ConfigError(f"attn_impl={cfg.attn_impl!r} is a GPU-only fast path and no CUDA device is "
-                              "available; use attn_impl='sdpa'")
+            raise ConfigError(
+                f"attn_impl={cfg.attn_impl!r} is a GPU-only fast path and no CUDA device is "
+                "available; use attn_impl='sdpa'"
+            )
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layers)])
@@ -275,8 +284,11 @@ class XPromptModel(nn.Module):
         dev = input_ids.device
         past = kv_cache.length if kv_cache is not None else 0
         if position_ids is None:
-            position_ids = (kv_cache.positions(t, b, dev) if kv_cache is not None
-                            else torch.arange(t, device=dev).expand(b, t))
+            position_ids = (
+                kv_cache.positions(t, b, dev)
+                if kv_cache is not None
+                else torch.arange(t, device=dev).expand(b, t)
+            )
         full_view = False  # one new token that may see every cached entry: no mask needed at all
         if kv_cache is not None and attn_mask is None and past:
             if t == 1 and kv_cache.all_valid():
@@ -285,11 +297,15 @@ class XPromptModel(nn.Module):
                 attn_mask = kv_cache.default_mask(t, b, dev)
         if isinstance(attn_mask, DocAttention):
             if kv_cache is not None or attn_mask.tokens != b * t:
-                raise ValueError("a DocAttention layout is for packed training rows: no KV cache, and it must "
-                                 f"describe the {b}x{t} batch (it has {attn_mask.tokens} tokens)")
+                raise ValueError(
+                    "a DocAttention layout is for packed training rows: no KV cache, and it must "
+                    f"describe the {b}x{t} batch (it has {attn_mask.tokens} tokens)"
+                )
         elif attn_mask is not None:
             if attn_mask.shape != (b, t, past + t):
-                raise ValueError(f"attn_mask must be (B, T, S)=({b}, {t}, {past + t}), got {tuple(attn_mask.shape)}")
+                raise ValueError(
+                    f"attn_mask must be (B, T, S)=({b}, {t}, {past + t}), got {tuple(attn_mask.shape)}"
+                )
             diag = torch.zeros(t, past + t, dtype=torch.bool, device=dev)
             diag[:, past:] = torch.eye(t, dtype=torch.bool, device=dev)
             attn_mask = attn_mask.to(dev, torch.bool) | diag  # (B, T, S)

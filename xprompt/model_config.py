@@ -52,11 +52,15 @@ class ModelConfig:
         if self.dim % self.n_heads:
             raise ConfigError(f"ModelConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"ModelConfig.n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+            raise ConfigError(
+                f"ModelConfig.n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
+            )
         if (self.dim // self.n_heads) % 2:
             raise ConfigError(f"head dim {self.dim // self.n_heads} must be even for RoPE")
         if self.attn_impl not in ATTN_IMPLS:
-            raise ConfigError(f"ModelConfig.attn_impl={self.attn_impl!r}; choose one of {', '.join(ATTN_IMPLS)}")
+            raise ConfigError(
+                f"ModelConfig.attn_impl={self.attn_impl!r}; choose one of {', '.join(ATTN_IMPLS)}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
@@ -79,12 +83,32 @@ class ModelConfig:
 
 
 _PRESETS: dict[str, Callable[[int], dict]] = {
-    "tiny": lambda v: {"dim": 256, "n_layers": 6, "n_heads": 8, "n_kv_heads": 8, "ffn_dim": 704,
-                       "max_seq_len": 2048},
-    "base": lambda v: {"dim": 1024, "n_layers": 16, "n_heads": 16, "n_kv_heads": 16, "ffn_dim": 2816,
-                       "max_seq_len": 4096},
-    "chameleon-7b": lambda v: {"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 32, "ffn_dim": 11008,
-                               "max_seq_len": 4096, "rope_theta": 10000.0, "norm_eps": 1e-5},
+    "tiny": lambda v: {
+        "dim": 256,
+        "n_layers": 6,
+        "n_heads": 8,
+        "n_kv_heads": 8,
+        "ffn_dim": 704,
+        "max_seq_len": 2048,
+    },
+    "base": lambda v: {
+        "dim": 1024,
+        "n_layers": 16,
+        "n_heads": 16,
+        "n_kv_heads": 16,
+        "ffn_dim": 2816,
+        "max_seq_len": 4096,
+    },
+    "chameleon-7b": lambda v: {
+        "dim": 4096,
+        "n_layers": 32,
+        "n_heads": 32,
+        "n_kv_heads": 32,
+        "ffn_dim": 11008,
+        "max_seq_len": 4096,
+        "rope_theta": 10000.0,
+        "norm_eps": 1e-5,
+    },
 }
 
 

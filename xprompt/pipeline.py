@@ -62,15 +62,19 @@ def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
 def check_trained_with(path, extra: dict, kind: str, spec) -> None:
     """Refuse a tokenizer whose files differ from the ones the training data was tokenized with (the same
     codebook size with other codes would silently produce garbage)."""
-    ref = dig(extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe")
+    ref = dig(
+        extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe"
+    )
     want = ref.get("fingerprint") if isinstance(ref, dict) else None
     if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
         return
     got = tokenizer_fingerprint(kind, spec)
     if got != want:
         what = "image (VQ)" if kind == "vq" else "text (BPE)"
-        raise XPromptError(f"{path} was trained with the {what} tokenizer of fingerprint {want}, but {spec} has "
-                           f"fingerprint {got}; pass the tokenizer it was trained with (--{kind})")
+        raise XPromptError(
+            f"{path} was trained with the {what} tokenizer of fingerprint {want}, but {spec} has "
+            f"fingerprint {got}; pass the tokenizer it was trained with (--{kind})"
+        )
 
 
 def _exists(spec: str) -> bool:
@@ -110,30 +114,39 @@ class EditResult:
 
 
 class XPrompt:
-    def __init__(self, model, vocab, text_tok, image_tok, *, image_size: int = 64, checkpoint: str | None = None):
+    def __init__(
+        self, model, vocab, text_tok, image_tok, *, image_size: int = 64, checkpoint: str | None = None
+    ):
         self.model, self.vocab, self.text_tok, self.image_tok = model, vocab, text_tok, image_tok
         self.image_size = int(image_size)
         self.checkpoint = checkpoint
         if int(image_tok.codebook_size) != vocab.num_image_codes:
-            raise XPromptError(f"the image tokenizer has {image_tok.codebook_size} codes but the model's vocabulary "
-                               f"has {vocab.num_image_codes} image tokens; pass the tokenizer it was trained with")
+            raise XPromptError(
+                f"the image tokenizer has {image_tok.codebook_size} codes but the model's vocabulary "
+                f"has {vocab.num_image_codes} image tokens; pass the tokenizer it was trained with"
+            )
         n_text = getattr(text_tok, "vocab_size", None)
         if n_text is not None and n_text > vocab.text_size:
-            raise XPromptError(f"the BPE tokenizer has {n_text} tokens but the vocabulary's text range holds "
-                               f"{vocab.text_size}; pass the BPE the model was trained with")
+            raise XPromptError(
+                f"the BPE tokenizer has {n_text} tokens but the vocabulary's text range holds "
+                f"{vocab.text_size}; pass the BPE the model was trained with"
+            )
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, path=None, *, vq=None, bpe=None, image_size: int | None = None, device: str = "cpu",
-                        dtype=None) -> XPrompt:
+    def from_pretrained(
+        cls, path=None, *, vq=None, bpe=None, image_size: int | None = None, device: str = "cpu", dtype=None
+    ) -> XPrompt:
         """Load a model checkpoint dir (default: the shipped ``xprompt-tiny``) with its tokenizers."""
         from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta
         from xprompt.paths import shipped
 
         path = Path(path) if path is not None else shipped("xprompt-tiny")
         if not path.exists():
-            raise XPromptError(f"model checkpoint not found: {path} (train one with `xprompt train model` or "
-                               "pass --checkpoint)")
+            raise XPromptError(
+                f"model checkpoint not found: {path} (train one with `xprompt train model` or "
+                "pass --checkpoint)"
+            )
         model, vocab = load_pretrained(path, dtype=dtype, device=device)
         extra = {} if is_hf_checkpoint(path) else read_meta(path).get("extra", {})
 
@@ -147,8 +160,10 @@ class XPrompt:
                     tried.append(cand)
                     if _exists(cand):
                         return cand
-            raise XPromptError(f"no {'image' if kind == 'vq' else 'text'} tokenizer found for {path} (tried "
-                               f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly")
+            raise XPromptError(
+                f"no {'image' if kind == 'vq' else 'text'} tokenizer found for {path} (tried "
+                f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly"
+            )
 
         vq_spec, bpe_spec = pick(vq, "vq", shipped("vq-64")), pick(bpe, "bpe", shipped("bpe"))
         check_trained_with(path, extra, "vq", vq_spec)
@@ -156,8 +171,11 @@ class XPrompt:
         image_tok = load_image_tokenizer(vq_spec)
         text_tok = load_text_tokenizer(bpe_spec)
         if image_size is None:
-            image_size = (dig(extra, "image_size") or dig(extra, "training", "data", "meta", "dataset_card.json",
-                                                           "size") or 64)
+            image_size = (
+                dig(extra, "image_size")
+                or dig(extra, "training", "data", "meta", "dataset_card.json", "size")
+                or 64
+            )
         return cls(model, vocab, text_tok, image_tok, image_size=int(image_size), checkpoint=str(path))
 
     # ------------------------------------------------------------------ images
@@ -169,8 +187,9 @@ class XPrompt:
             return load_image(image)
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
-            raise XPromptError(f"images must be uint8 (H, W, 3) arrays, PIL images or paths; got {arr.dtype} "
-                               f"{arr.shape}")
+            raise XPromptError(
+                f"images must be uint8 (H, W, 3) arrays, PIL images or paths; got {arr.dtype} {arr.shape}"
+            )
         return arr
 
     def fit(self, img: np.ndarray) -> np.ndarray:
@@ -199,25 +218,35 @@ class XPrompt:
             raw_out = outp if (text_outputs and isinstance(outp, str)) else self.load(outp)
             if len(raw_in) == 1 and not isinstance(raw_out, str) and raw_in[0].shape != raw_out.shape:
                 a, b = raw_in[0].shape, raw_out.shape
-                raise XPromptError(f"example {i}: the input is {a[1]}x{a[0]} but the output is {b[1]}x{b[0]}; an "
-                                   "example pair must have one size")
+                raise XPromptError(
+                    f"example {i}: the input is {a[1]}x{a[0]} but the output is {b[1]}x{b[0]}; an "
+                    "example pair must have one size"
+                )
             codes_in = [self.image_tok.encode(self.fit(x)[None])[0] for x in raw_in]
-            codes_out = raw_out if isinstance(raw_out, str) else self.image_tok.encode(self.fit(raw_out)[None])[0]
+            codes_out = (
+                raw_out if isinstance(raw_out, str) else self.image_tok.encode(self.fit(raw_out)[None])[0]
+            )
             out.append((codes_in, codes_out))
         return out
 
     @staticmethod
     def _sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default=200) -> SamplingConfig:
-        return SamplingConfig(greedy=greedy, temperature=temperature, seed=seed, cfg_scale=cfg_scale,
-                              image_top_k=image_top_k_default if top_k is None else int(top_k),
-                              text_top_k=10 if top_k is None else int(top_k))
+        return SamplingConfig(
+            greedy=greedy,
+            temperature=temperature,
+            seed=seed,
+            cfg_scale=cfg_scale,
+            image_top_k=image_top_k_default if top_k is None else int(top_k),
+            text_top_k=10 if top_k is None else int(top_k),
+        )
 
     # public names for the helpers other parts use (eval benchmarks build their own batched prompts)
     def encode_examples(self, examples, text_outputs: bool = False) -> list[tuple]:
         return self._examples(examples, text_outputs)
 
-    def sampling_config(self, seed=None, greedy=False, top_k=None, temperature=1.0, cfg_scale=1.0,
-                        image_top_k_default=200) -> SamplingConfig:
+    def sampling_config(
+        self, seed=None, greedy=False, top_k=None, temperature=1.0, cfg_scale=1.0, image_top_k_default=200
+    ) -> SamplingConfig:
         return self._sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default)
 
     def _check_mode(self, mode: str, examples) -> None:
@@ -227,9 +256,20 @@ class XPrompt:
             raise XPromptError(f"mode {mode!r} needs at least one example pair (or use mode 'none')")
 
     # ------------------------------------------------------------------ tasks
-    def generate(self, examples=(), query=None, instruction: str | None = None, mode: str = "xp", *,
-                 seed: int | None = None, greedy: bool = False, top_k: int | None = None, temperature: float = 1.0,
-                 cfg_scale: float = 1.0, progress: bool = False):
+    def generate(
+        self,
+        examples=(),
+        query=None,
+        instruction: str | None = None,
+        mode: str = "xp",
+        *,
+        seed: int | None = None,
+        greedy: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        progress: bool = False,
+    ):
         """In-context generation: ``examples=[(a, b), ...]`` show the task, ``query`` (one image, or a list for a
         batch) gets the same treatment. Returns a uint8 (H, W, 3) image (a list for a list of queries)."""
         from xprompt.generation import generate_images
@@ -240,16 +280,39 @@ class XPrompt:
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
         ex = self._examples(examples) if mode != "none" else []
         qcodes = [self.encode(q) for q in queries]
-        seqs = [build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=q)
-                for q in qcodes]
-        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
-                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), progress=progress)
+        seqs = [
+            build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=q)
+            for q in qcodes
+        ]
+        out = generate_images(
+            self.model,
+            self.vocab,
+            seqs,
+            [q.shape for q in qcodes],
+            self._sampling(seed, greedy, top_k, temperature, cfg_scale),
+            progress=progress,
+        )
         imgs = [self.decode(c) for c in out]
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
 
-    def edit(self, image, instruction, *, store=None, k: int = 1, mask=None, encoder=None,
-             image_weight: float = 0.0, mode: str = "xp", seed: int | None = None, greedy: bool = False,
-             top_k: int | None = None, temperature: float = 1.0, cfg_scale: float = 1.0, progress: bool = False):
+    def edit(
+        self,
+        image,
+        instruction,
+        *,
+        store=None,
+        k: int = 1,
+        mask=None,
+        encoder=None,
+        image_weight: float = 0.0,
+        mode: str = "xp",
+        seed: int | None = None,
+        greedy: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        progress: bool = False,
+    ):
         """Retrieval-augmented editing (RAIE): edit ``image`` by ``instruction`` with the ``k`` most similar stored
         edit pairs as in-context examples (context ``mode``); ``k=0`` edits from the instruction alone.
 
@@ -271,19 +334,37 @@ class XPrompt:
         if k < 0:
             raise XPromptError(f"k must be >= 0 (0 = no retrieval), got {k}")
         if mode not in ("xp", "full"):
-            raise XPromptError(f"edit's mode is the context mode of the retrieved examples, 'xp' or 'full' (got "
-                               f"{mode!r}); k=0 edits without examples")
+            raise XPromptError(
+                f"edit's mode is the context mode of the retrieved examples, 'xp' or 'full' (got "
+                f"{mode!r}); k=0 edits without examples"
+            )
         check_instructions(texts)
         raw = [self.load(im) for im in images]
         hits = self._retrieve(texts, raw, store, k, encoder, image_weight)
         modes = [mode if h else "none" for h in hits]
         qcodes = [self.encode(im) for im in raw]
-        seqs = [build_sample(self.vocab, self.text_tok, mode=m, instruction=t, query=q,
-                             examples=self._examples([r.pair for r in h]) if h else [])
-                for m, t, q, h in zip(modes, texts, qcodes, hits, strict=True)]
-        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
-                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), progress=progress)
-        results = [EditResult(self.decode(c), t, m, h) for c, t, m, h in zip(out, texts, modes, hits, strict=True)]
+        seqs = [
+            build_sample(
+                self.vocab,
+                self.text_tok,
+                mode=m,
+                instruction=t,
+                query=q,
+                examples=self._examples([r.pair for r in h]) if h else [],
+            )
+            for m, t, q, h in zip(modes, texts, qcodes, hits, strict=True)
+        ]
+        out = generate_images(
+            self.model,
+            self.vocab,
+            seqs,
+            [q.shape for q in qcodes],
+            self._sampling(seed, greedy, top_k, temperature, cfg_scale),
+            progress=progress,
+        )
+        results = [
+            EditResult(self.decode(c), t, m, h) for c, t, m, h in zip(out, texts, modes, hits, strict=True)
+        ]
         return results if isinstance(image, (list, tuple)) else results[0]
 
     @staticmethod
@@ -302,10 +383,19 @@ class XPrompt:
             hits = store.search(texts, k=k)
         return [[Retrieved(rec.instruction, rec.task, s, rec.pair()) for s, rec in row] for row in hits]
 
-    def text_to_image(self, prompt: str, *, size: tuple[int, int] | None = None,
-                      instruction: str | None = T2I_INSTRUCTION, seed: int | None = None, greedy: bool = False,
-                      top_k: int | None = None, temperature: float = 1.0, cfg_scale: float = 1.0,
-                      progress: bool = False) -> np.ndarray:
+    def text_to_image(
+        self,
+        prompt: str,
+        *,
+        size: tuple[int, int] | None = None,
+        instruction: str | None = T2I_INSTRUCTION,
+        seed: int | None = None,
+        greedy: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Text-to-image; ``size`` is (h, w) in codes (default: square at ``image_size``)."""
         from xprompt.generation import generate_images
 
@@ -314,13 +404,29 @@ class XPrompt:
         side = max(1, self.image_size // int(self.image_tok.factor))
         size = size or (side, side)
         seq = build_sample(self.vocab, self.text_tok, mode="none", instruction=instruction, query=prompt)
-        out = generate_images(self.model, self.vocab, [seq], [tuple(size)],
-                              self._sampling(seed, greedy, top_k, temperature, cfg_scale, 2000), progress=progress)
+        out = generate_images(
+            self.model,
+            self.vocab,
+            [seq],
+            [tuple(size)],
+            self._sampling(seed, greedy, top_k, temperature, cfg_scale, 2000),
+            progress=progress,
+        )
         return self.decode(out[0])
 
-    def describe(self, before, after, *, instruction: str | None = DIFF_INSTRUCTION, examples=(),
-                 mode: str = "none", seed: int | None = None, greedy: bool = True, top_k: int | None = None,
-                 max_new_tokens: int = 64) -> str:
+    def describe(
+        self,
+        before,
+        after,
+        *,
+        instruction: str | None = DIFF_INSTRUCTION,
+        examples=(),
+        mode: str = "none",
+        seed: int | None = None,
+        greedy: bool = True,
+        top_k: int | None = None,
+        max_new_tokens: int = 64,
+    ) -> str:
         """Describe, as text, what changed from ``before`` to ``after``."""
         from xprompt.generation import generate_text
 
@@ -328,10 +434,21 @@ class XPrompt:
             mode = "xp"
         self._check_mode(mode, examples)
         ex = self._examples(examples, text_outputs=True) if mode != "none" else []
-        seq = build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex,
-                           query=[self.encode(before), self.encode(after)])
-        ids = generate_text(self.model, self.vocab, [seq], self._sampling(seed, greedy, top_k, 1.0, 1.0),
-                            max_new_tokens=max_new_tokens)[0]
+        seq = build_sample(
+            self.vocab,
+            self.text_tok,
+            mode=mode,
+            instruction=instruction,
+            examples=ex,
+            query=[self.encode(before), self.encode(after)],
+        )
+        ids = generate_text(
+            self.model,
+            self.vocab,
+            [seq],
+            self._sampling(seed, greedy, top_k, 1.0, 1.0),
+            max_new_tokens=max_new_tokens,
+        )[0]
         return self.text_tok.decode(self.vocab.ids_to_text(ids)).strip()
 
     # ------------------------------------------------------------------ compiled task prompts
@@ -344,16 +461,30 @@ class XPrompt:
         self._check_mode(mode, examples)
         ex = self._examples(examples)
         ctx = build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex)
-        return compile_prompt(self.model, self.vocab, ctx,
-                              info={"instruction": instruction or "", "n_examples": len(ex), "mode": mode})
+        return compile_prompt(
+            self.model,
+            self.vocab,
+            ctx,
+            info={"instruction": instruction or "", "n_examples": len(ex), "mode": mode},
+        )
 
     def load_task(self, path):
         from xprompt.compiled import CompiledPrompt
 
         return CompiledPrompt.load(path, self.model, self.vocab)
 
-    def generate_from(self, task, query, *, seed: int | None = None, greedy: bool = False, top_k: int | None = None,
-                      temperature: float = 1.0, cfg_scale: float = 1.0, progress: bool = False):
+    def generate_from(
+        self,
+        task,
+        query,
+        *,
+        seed: int | None = None,
+        greedy: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        progress: bool = False,
+    ):
         """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries."""
         from xprompt.compiled import CompiledPrompt
         from xprompt.generation import generate_images, td_only
@@ -365,8 +496,15 @@ class XPrompt:
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
         qcodes = [self.encode(q) for q in queries]
         seqs = [td_only(build_sample(self.vocab, self.text_tok, mode="none", query=q)) for q in qcodes]
-        out = generate_images(self.model, self.vocab, seqs, [q.shape for q in qcodes],
-                              self._sampling(seed, greedy, top_k, temperature, cfg_scale), context=task.cache,
-                              context_segs=task.segs, progress=progress)
+        out = generate_images(
+            self.model,
+            self.vocab,
+            seqs,
+            [q.shape for q in qcodes],
+            self._sampling(seed, greedy, top_k, temperature, cfg_scale),
+            context=task.cache,
+            context_segs=task.segs,
+            progress=progress,
+        )
         imgs = [self.decode(c) for c in out]
         return imgs if isinstance(query, (list, tuple)) else imgs[0]

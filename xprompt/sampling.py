@@ -155,8 +155,12 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch
     return lu + scale * (lc - lu)
 
 
-def sample(logits: torch.Tensor, cfg: SamplingConfig, is_image: torch.Tensor,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    cfg: SamplingConfig,
+    is_image: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """logits (B, V) already constrained (-inf = forbidden); is_image (B,) selects the top-k -> tokens (B,)."""
     logits = logits.float()
     if cfg.greedy:

@@ -84,7 +84,9 @@ def parse_image(vocab, ids: Sequence[int]) -> np.ndarray:
         raise VocabularyError("image tokens must start with <boi> <h_H> <w_W>")
     h, w = vocab.grid_height(ids[1]), vocab.grid_width(ids[2])
     if len(ids) != image_token_count(h, w) or ids[-1] != vocab.eoi_id:
-        raise VocabularyError(f"an {h}x{w} image needs {image_token_count(h, w)} tokens ending in <eoi>, got {len(ids)}")
+        raise VocabularyError(
+            f"an {h}x{w} image needs {image_token_count(h, w)} tokens ending in <eoi>, got {len(ids)}"
+        )
     body = ids[3:-1].reshape(h, w + 1)
     if not np.all(body[:, -1] == vocab.eol_id):
         raise VocabularyError("every image row must end with <eol>")
@@ -164,7 +166,9 @@ class SequenceBuilder:
     def build(self) -> TokenSequence:
         if not self._ids:
             return TokenSequence(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0, bool))
-        return TokenSequence(np.concatenate(self._ids), np.concatenate(self._segs), np.concatenate(self._loss))
+        return TokenSequence(
+            np.concatenate(self._ids), np.concatenate(self._segs), np.concatenate(self._loss)
+        )
 
 
 def _as_list(x) -> list[Item]:
