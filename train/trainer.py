@@ -49,6 +49,7 @@ import numpy as np
 from xprompt.config_io import config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
 from xprompt.io_utils import atomic_write_text
+from xprompt.model_config import ModelConfig, get_preset
 from xprompt.paths import REPO_ROOT
 from xprompt.train import dist
 from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve, read_metrics
@@ -197,7 +198,7 @@ class Run:
     info: dist.DistInfo
     resume: bool
     data: TrainingData
-    mcfg: object  # xprompt.model_config.ModelConfig
+    mcfg: ModelConfig
     model_cfg: dict  # mcfg as a dict (compared on resume, recorded in run.json)
     changed: list[str]  # training fields changed since the run started (resume only; a warning)
     ds: dict  # the resolved DeepSpeed config
@@ -288,8 +289,6 @@ def setup(
     td = load_training_data(
         data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed
     )
-    from xprompt.model_config import get_preset
-
     mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
     if cfg.grad_checkpointing:
         mcfg = mcfg.replace(gradient_checkpointing=True)
