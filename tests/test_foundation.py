@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,17 @@ def test_import_namespaces():
     code = "import importlib.util as u; print([n for n in ('tokenizer','train','eval','retrieval') if u.find_spec(n)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_import_leaves_the_environment_alone():
+    """Importing xprompt (and its API) changes no environment variable; the CLI sets the offline ones."""
+    code = (
+        "import os; before = dict(os.environ); import xprompt, xprompt.pipeline, xprompt.cli\n"
+        "print(dict(os.environ) == before); xprompt.cli.set_offline_env(); print(os.environ['HF_HUB_OFFLINE'])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["True", "1"]
 
 
 def test_cli_help_lists_subcommands(capsys):
