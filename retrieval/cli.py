@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from xprompt.cli import add_threads_arg
 from xprompt.errors import XPromptError
 from xprompt.retrieval.default_store import open_store
 from xprompt.retrieval.sources import DEFAULT_SIZE, load_pairs
@@ -179,8 +180,6 @@ def register(root, groups) -> None:
 
 
 def _register_build(index) -> None:
-    from xprompt.cli import add_threads_arg
-
     b = index.add_parser(
         "build",
         help="build a FAISS instruction store",
@@ -222,8 +221,6 @@ def _register_build(index) -> None:
 
 
 def _register_search(index) -> None:
-    from xprompt.cli import add_threads_arg
-
     s = index.add_parser(
         "search",
         help="search a store by instruction",
@@ -241,7 +238,6 @@ def _register_search(index) -> None:
 
 
 def _register_train_encoder(index) -> None:
-    from xprompt.cli import add_threads_arg
     from xprompt.retrieval.train_encoder import EditEncoderConfig
 
     t = index.add_parser(
@@ -281,8 +277,6 @@ def _register_train_encoder(index) -> None:
 
 
 def _register_edit(root) -> None:
-    from xprompt.cli import add_threads_arg
-
     e = root.add_parser(
         "edit",
         help="retrieval-augmented image editing",
