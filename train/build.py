@@ -37,7 +37,7 @@ from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir, atomic_write_text
 from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
 from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
-from xprompt.train.pairing import RawSample, draw_group, raie_pair
+from xprompt.train.pairing import RawSample, draw_contrast_group, draw_group, raie_pair
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 CARD = "dataset_card.json"
@@ -59,11 +59,12 @@ class DataMix:
     difference: float = 0.6
     unseen: float = 0.0  # inpainting / colorization: only used when a split includes them
     instruction_drop: float = 0.3
+    contrast: float = 0.0  # share of eligible groups drawn as contrast pairs (one query, two task instances)
 
     def __post_init__(self):
         for k, v in asdict(self).items():
-            if v < 0 or (k == "instruction_drop" and v > 1):
-                raise ValueError(f"{k} must be >= 0 (and a probability for instruction_drop), got {v}")
+            if v < 0 or (k in ("instruction_drop", "contrast") and v > 1):
+                raise ValueError(f"{k} must be >= 0 (and a probability for instruction_drop/contrast), got {v}")
 
     def weight(self, family: str) -> float:
         return float(getattr(self, family))
@@ -130,14 +131,14 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
 
 
-def _instruction_drop(cfg: BuildConfig) -> float:
+def _mix(cfg: BuildConfig) -> DataMix:
     key = json.dumps(cfg.mix, sort_keys=True)
-    if key not in _DROP_CACHE:
-        _DROP_CACHE[key] = cfg.data_mix().instruction_drop
-    return _DROP_CACHE[key]
+    if key not in _MIX_CACHE:
+        _MIX_CACHE[key] = cfg.data_mix()
+    return _MIX_CACHE[key]
 
 
-_DROP_CACHE: dict[str, float] = {}
+_MIX_CACHE: dict[str, DataMix] = {}
 
 
 def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
@@ -150,8 +151,14 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
     rng = sample_rng(cfg.seed, group)
     task = get_task(cands[int(rng.choice(len(cands), p=probs))])
     photo_split = "eval" if cfg.split == "eval" else "train"
-    drop = 0.0 if cfg.split == "eval" else _instruction_drop(cfg)
+    mix = _mix(cfg)
+    drop = 0.0 if cfg.split == "eval" else mix.instruction_drop
     rngs = [sample_rng(cfg.seed, i, stream=2) for i in range(lo, hi)]
+    # stream 3 decides contrast groups, so builds without them draw exactly what they drew before
+    if cfg.split != "eval" and hi - lo == 2 and mix.contrast and sample_rng(cfg.seed, group, 3).random() < mix.contrast:
+        got = draw_contrast_group(task, rng, cfg.size, photo_split, first_index=lo, allowed=allowed, sample_rngs=rngs)
+        if got is not None:
+            return got
     return draw_group(task, rng, cfg.size, photo_split, k=hi - lo, first_index=lo, allowed=allowed,
                       instruction_drop=drop, sample_rngs=rngs)  # fmt: skip
 

@@ -32,13 +32,14 @@ import numpy as np
 
 from xprompt.errors import XPromptError
 from xprompt.masks import DocAttention, build_attention_mask, position_ids
-from xprompt.sequence import MODES, Seg, TokenSequence, convert_mode
+from xprompt.sequence import MODES, Seg, TokenSequence, convert_mode, with_example_loss
 
 
 class SampleSource:
     """Samples of a HF dataset (``xp`` layout) in a context mode; ``indices`` restricts it to a subset."""
 
-    def __init__(self, ds, mode: str = "xp", indices: np.ndarray | None = None):
+    def __init__(self, ds, mode: str = "xp", indices: np.ndarray | None = None,
+                 example_loss: tuple[int, int] | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         # only the token columns: an eval-split dataset also holds images, which must not be decoded here
@@ -47,6 +48,7 @@ class SampleSource:
             np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
         )
         self.lengths = mode_lengths(ds, mode)[self.indices]  # (n,)
+        self.example_loss = example_loss  # (<eoi>, <eot>) ids: also train on the examples' outputs
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -60,6 +62,8 @@ class SampleSource:
         out = []
         for ids, segs, loss in zip(rows["input_ids"], rows["segs"], rows["loss"], strict=True):
             seq = TokenSequence(np.asarray(ids), np.asarray(segs), np.asarray(loss))
+            if self.example_loss:
+                seq = with_example_loss(seq, *self.example_loss)
             out.append(convert_mode(seq, self.mode))
         return out
 
@@ -377,23 +381,27 @@ def open_dataset(path) -> tuple[object, object | None, object, dict, Path]:
 
 
 def load_training_data(
-    data, *, val_data=None, mode: str = "xp", val_fraction: float = 0.02, seed: int = 0
+    data, *, val_data=None, mode: str = "xp", val_fraction: float = 0.02, seed: int = 0,
+    loss_on_examples: bool = False,
 ) -> TrainingData:
     """Training and validation ``SampleSource``s of a data dir (validation: --val-data, a 'val' split, or a
-    seeded held-out fraction of the training samples, in that order)."""
+    seeded held-out fraction of the training samples, in that order). ``loss_on_examples`` adds the examples'
+    outputs to the training targets only: validation always scores the answers alone, so runs compare."""
     ds, val_split, vocab, meta, _ = open_dataset(data)
     n = len(ds)
+    ex = (vocab.special("<eoi>"), vocab.special("<eot>")) if loss_on_examples else None
     if val_data is not None:
         vds, _, vvocab, _, _ = open_dataset(val_data)
         if vvocab.fingerprint() != vocab.fingerprint():
             raise XPromptError(f"--val-data {val_data} was built with another vocabulary than {data}")
         return TrainingData(
-            vocab, SampleSource(ds, mode), SampleSource(vds, mode), Path(data), f"--val-data {val_data}", meta
+            vocab, SampleSource(ds, mode, example_loss=ex), SampleSource(vds, mode), Path(data),
+            f"--val-data {val_data}", meta,
         )
     if val_split is not None and len(val_split):
         return TrainingData(
             vocab,
-            SampleSource(ds, mode),
+            SampleSource(ds, mode, example_loss=ex),
             SampleSource(val_split, mode),
             Path(data),
             "split 'val' of the data",
@@ -401,12 +409,12 @@ def load_training_data(
         )
     n_val = round(n * val_fraction)
     if n_val == 0 or n - n_val < 1:
-        return TrainingData(vocab, SampleSource(ds, mode), None, Path(data), "none", meta)
+        return TrainingData(vocab, SampleSource(ds, mode, example_loss=ex), None, Path(data), "none", meta)
     perm = np.random.default_rng([seed, 7919]).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return TrainingData(
         vocab,
-        SampleSource(ds, mode, train_idx),
+        SampleSource(ds, mode, train_idx, example_loss=ex),
         SampleSource(ds, mode, val_idx),
         Path(data),
         f"held-out fraction {val_fraction}",

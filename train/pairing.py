@@ -11,6 +11,10 @@ Design choices:
 - The instruction is dropped with probability ``instruction_drop``: half of the dropped samples say
   ``"Do the same to this image."``, the other half have no instruction at all. The true instruction is kept
   (``true_instruction``) for RAIE retrieval and for the eval split.
+- ``draw_contrast_group`` (the data mix's ``contrast``): two samples with the SAME query image but two
+  different instances of the task (two palettes, two flips, two noise levels), each with its own example and
+  no instruction. Their answers differ, and only the example tells them apart: the model cannot lower its loss
+  on these without reading the example (DESIGN.md, "what makes in-context learning learnable").
 - RAIE (X-Prompt Sec. 3.3 / 4.3): with ``raie_pairing`` an edit sample's example becomes the query pair of the
   sample whose instruction is its nearest neighbour (cosine of text embeddings, excluding itself and exact
   duplicates; ``xprompt.retrieval.pairing.nearest_neighbours``). The search runs within one build chunk (a few
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task
+from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task, params_json
 
 RAIE_FAMILIES = ("edit",)
 
@@ -99,6 +103,50 @@ def draw_group(
         instr, true = _instruction(task, params, r, instruction_drop)
         out.append(RawSample(first_index + j, task.name, task.family, task.kind, instr, true, params,
                              example=pairs[(j + 1) % len(pairs)], query=pairs[j]))  # fmt: skip
+    return out
+
+
+def _same_inputs(a: Pair, b: Pair) -> bool:
+    return len(a.inputs) == len(b.inputs) and all(
+        isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and np.array_equal(x, y)
+        for x, y in zip(a.inputs, b.inputs)
+    )
+
+
+def draw_contrast_group(
+    task: Task,
+    rng: np.random.Generator,
+    size: int,
+    split: str,
+    *,
+    first_index: int = 0,
+    allowed: list[str] | None = None,
+    sample_rngs: list[np.random.Generator] | None = None,
+    tries: int = 8,
+) -> list[RawSample] | None:
+    """Two samples of two instances of ``task`` that share one query image (see the module docstring), or
+    None when the task cannot make one (no instance parameters, or the content depends on the instance)."""
+    if task.kind != "i2i":
+        return None
+    pa = task.sample_params(rng, allowed)
+    pb = next((p for p in (task.sample_params(rng, allowed) for _ in range(tries))
+               if params_json(p) != params_json(pa)), None)  # fmt: skip
+    if pb is None:
+        return None
+    state = rng.bit_generator.state  # the query content is drawn twice from one state
+    qa = task.make_pair(rng, pa, size, split)
+    rng.bit_generator.state = state
+    qb = task.make_pair(rng, pb, size, split)
+    if not _same_inputs(qa, qb) or np.array_equal(qa.output, qb.output):
+        return None
+    out = []
+    for j, (params, query) in enumerate(((pa, qa), (pb, qb))):
+        example = task.make_pair(rng, params, size, split)
+        r = sample_rngs[j] if sample_rngs is not None else rng
+        _, true = _instruction(task, params, r, 0.0)
+        instr = SAME_AS_EXAMPLE if r.random() < 0.5 else ""
+        out.append(RawSample(first_index + j, task.name, task.family, task.kind, instr, true, params,
+                             example=example, query=query))  # fmt: skip
     return out
 
 

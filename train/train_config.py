@@ -74,6 +74,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
     z_loss: float = 0.0
+    loss_on_examples: bool = False  # also train on the in-context examples' outputs (validation: answers only)
     grad_checkpointing: bool = False
     precision: str = "auto"
     seed: int = 0

@@ -221,6 +221,29 @@ def build_sample(
     return b.build()
 
 
+def with_example_loss(seq: TokenSequence, eoi_id: int, eot_id: int) -> TokenSequence:
+    """``seq`` with the loss also on each in-context example's output (pure; training's ``loss_on_examples``).
+
+    The IE segment is a run of items (images closed by ``<eoi>``, texts by ``<eot>``), each example its
+    inputs then its output. An example has one input, except a difference description (two images, then
+    text). Nothing outside the IE segment changes."""
+    ie = np.flatnonzero(seq.segs == Seg.IE)
+    if len(ie) == 0:
+        return seq
+    ends = ie[np.isin(seq.ids[ie], [eoi_id, eot_id])]  # last token of every IE item
+    starts = np.concatenate([[ie[0]], ends[:-1] + 1])
+    is_img = seq.ids[ends] == eoi_id
+    loss = seq.loss.copy()
+    k = 0
+    while k < len(ends):
+        two_in = k + 2 < len(ends) and is_img[k] and is_img[k + 1] and not is_img[k + 2]
+        out = k + (2 if two_in else 1)
+        if out < len(ends):
+            loss[starts[out] : ends[out] + 1] = True
+        k = out + 1
+    return TokenSequence(seq.ids, seq.segs, loss)
+
+
 def convert_mode(seq: TokenSequence, mode: str) -> TokenSequence:
     """Re-lay an ``xp``-layout sample for another context mode (pure; datasets are stored in ``xp`` layout).
 

@@ -1,0 +1,145 @@
+"""The training campaign's pieces: loss on the examples' outputs, contrast groups (one query, two task
+instances), and the in-context probe (right / wrong / no example, changed tokens)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gen_helpers import CharTok, tiny_model, tiny_vocab
+from xprompt.train.pairing import draw_contrast_group
+from xprompt.train.probe import changed_targets, donors, probe, swap_example
+from xprompt.train.tasks import SAME_AS_EXAMPLE, get_task
+
+from xprompt.sequence import Seg, build_sample, convert_mode, with_example_loss
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return tiny_vocab()
+
+
+def _img(v):
+    return np.full((2, 2), v)
+
+
+def _ends(vocab):
+    return vocab.special("<eoi>"), vocab.special("<eot>")
+
+
+def test_example_loss_marks_exactly_each_example_output(vocab):
+    tok = CharTok()
+    s = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2)), (_img(3), _img(4))],
+                     query=_img(5), answer=_img(6))
+    ref = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2)), (_img(3), _img(4))],
+                       query=_img(5), answer=_img(6), loss_on_examples=True)
+    got = with_example_loss(s, *_ends(vocab))
+    assert got.loss.tolist() == ref.loss.tolist()  # the builder's own flag is the definition
+    assert got.loss.sum() > s.loss.sum() and (got.ids == s.ids).all() and (got.segs == s.segs).all()
+    assert not got.loss[s.segs == Seg.PREFIX].any() and not got.loss[s.segs == Seg.XP].any()
+
+
+def test_example_loss_text_outputs_and_difference_examples(vocab):
+    tok = CharTok()
+    cases = [
+        [(_img(1), "ab"), (_img(2), "cd")],  # captions: image -> text
+        [("ab", _img(1)), ("cd", _img(2))],  # text -> image
+        [([_img(1), _img(2)], "ab"), ([_img(3), _img(4)], "cd")],  # difference: two images -> text
+    ]
+    for examples in cases:
+        s = build_sample(vocab, tok, mode="xp", examples=examples, query=_img(5), answer="x")
+        ref = build_sample(vocab, tok, mode="xp", examples=examples, query=_img(5), answer="x", loss_on_examples=True)
+        assert with_example_loss(s, *_ends(vocab)).loss.tolist() == ref.loss.tolist(), examples
+
+
+def test_example_loss_is_identity_without_examples(vocab):
+    s = build_sample(vocab, CharTok(), mode="none", query=_img(5), answer=_img(6))
+    assert with_example_loss(s, *_ends(vocab)).loss.tolist() == s.loss.tolist()
+
+
+def test_contrast_group_shares_the_query_and_differs_in_instance():
+    task = get_task("palette_map")
+    g = draw_contrast_group(task, np.random.default_rng(0), 32, "train", first_index=10)
+    assert g is not None and [s.index for s in g] == [10, 11]
+    a, b = g
+    assert np.array_equal(a.query.inputs[0], b.query.inputs[0])  # one query image
+    assert not np.array_equal(a.query.output, b.query.output)  # two answers
+    assert a.params != b.params
+    assert {a.instruction, b.instruction} <= {SAME_AS_EXAMPLE, ""}  # only the example can tell them apart
+    assert a.true_instruction and b.true_instruction
+    # the examples show the sample's own instance: applying it to the example input gives the example output
+    assert not np.array_equal(a.example.output, b.example.output)
+
+
+def test_contrast_group_refuses_tasks_without_instances():
+    assert draw_contrast_group(get_task("invert"), np.random.default_rng(0), 32, "train") is None
+    assert draw_contrast_group(get_task("caption"), np.random.default_rng(0), 32, "train") is None
+
+
+def test_contrast_build_is_deterministic_and_zero_contrast_changes_nothing():
+    from xprompt.train.build import BuildConfig, draw_groups
+
+    base = BuildConfig(n=40, size=32, seed=3)
+    c = BuildConfig(n=40, size=32, seed=3, mix={"contrast": 1.0, "instruction_drop": 0.3})
+    z = BuildConfig(n=40, size=32, seed=3, mix={"contrast": 0.0})
+    key = lambda ss: [(s.task, s.instruction, s.query.inputs[0].tobytes() if hasattr(s.query.inputs[0], "tobytes")
+                       else s.query.inputs[0]) for s in ss]  # noqa: E731
+    assert key(draw_groups(base, 0, 20)) == key(draw_groups(z, 0, 20))
+    one, two = draw_groups(c, 0, 20), draw_groups(c, 0, 20)
+    assert key(one) == key(two)
+    shared = [g for g in range(20) if one[2 * g].kind == "i2i"
+              and np.array_equal(one[2 * g].query.inputs[0], one[2 * g + 1].query.inputs[0])
+              and one[2 * g].params != one[2 * g + 1].params]
+    assert shared  # some groups became contrast pairs
+
+
+def test_swap_example_keeps_everything_but_the_example(vocab):
+    tok = CharTok()
+    a = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2))], query=_img(5), answer=_img(6))
+    b = build_sample(vocab, tok, mode="xp", instruction="cd", examples=[(_img(3), _img(4))], query=_img(7), answer=_img(8))
+    w = swap_example(a, b)
+    assert (w.ids[w.segs == Seg.IE] == b.ids[b.segs == Seg.IE]).all()
+    for seg in (Seg.PREFIX, Seg.XP, Seg.TD):
+        assert (w.ids[w.segs == seg] == a.ids[a.segs == seg]).all()
+        assert (w.loss[w.segs == seg] == a.loss[a.segs == seg]).all()
+    assert not w.loss[w.segs == Seg.IE].any()
+
+
+def test_changed_targets_exact(vocab):
+    q = np.array([[1, 2], [3, 4]])
+    ans = np.array([[1, 9], [3, 7]])
+    s = build_sample(vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q, answer=ans)
+    m = changed_targets(s, vocab)
+    assert sorted(vocab.ids_to_codes(s.ids[m]).tolist()) == [7, 9]
+    same = build_sample(vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q, answer=q)
+    assert not changed_targets(same, vocab).any()
+    other_shape = build_sample(vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q,
+                               answer=np.ones((3, 2), int))
+    assert not changed_targets(other_shape, vocab).any()
+
+
+def test_donors_pick_another_task():
+    tasks = ["a", "a", "b", "b", "c", "a"]
+    d = donors(tasks, seed=1)
+    assert all(tasks[int(j)] != t for j, t in zip(d, tasks))
+    assert d.tolist() == donors(tasks, seed=1).tolist()
+
+
+def test_probe_wrong_equals_right_when_examples_are_identical(vocab):
+    rng = np.random.default_rng(0)
+    model = tiny_model(vocab)
+    seqs, tasks = [], []
+    for i in range(4):
+        q = rng.integers(0, 16, (2, 3))
+        seqs.append(build_sample(vocab, None, mode="xp", examples=[(_img(1), _img(2))], query=q, answer=(q + 1) % 16))
+        tasks.append(f"t{i % 2}")
+    r = probe(model, seqs, tasks, ["f"] * 4, vocab, batch=3)
+    m = r.metrics
+    assert m["right"]["n_changed"] == m["right"]["n"] == 4 * 6
+    assert m["wrong"]["loss"] == pytest.approx(m["right"]["loss"], abs=1e-5)  # same example, other donor
+    assert m["none"]["loss"] != pytest.approx(m["right"]["loss"], abs=1e-5)
+    assert r.summary()["reads_example"] == pytest.approx(0.0, abs=1e-5)
+    # different examples do move a random model's loss
+    seqs2 = [convert_mode(s, "xp") for s in seqs]
+    seqs2[1] = build_sample(vocab, None, mode="xp", examples=[(_img(9), _img(11))], query=_img(3), answer=_img(4))
+    r2 = probe(model, seqs2, tasks, ["f"] * 4, vocab, batch=3)
+    assert abs(r2.summary()["reads_example"]) > 1e-4
