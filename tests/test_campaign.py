@@ -143,3 +143,66 @@ def test_probe_wrong_equals_right_when_examples_are_identical(vocab):
     seqs2[1] = build_sample(vocab, None, mode="xp", examples=[(_img(9), _img(11))], query=_img(3), answer=_img(4))
     r2 = probe(model, seqs2, tasks, ["f"] * 4, vocab, batch=3)
     assert abs(r2.summary()["reads_example"]) > 1e-4
+
+
+def test_wsd_schedule_exact():
+    from xprompt.train.train_config import TrainConfig
+
+    c = TrainConfig(steps=10, warmup_steps=2, schedule="wsd", decay_steps=4, min_lr_ratio=0.2)
+    f = [round(c.lr_factor(s), 6) for s in range(10)]
+    assert f == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2]
+    legs = TrainConfig(steps=6, warmup_steps=1, schedule="wsd", decay_steps=0)
+    assert [legs.lr_factor(s) for s in range(6)] == [1.0] * 6  # a leg to be continued: no decay
+    with pytest.raises(ValueError):
+        TrainConfig(steps=10, warmup_steps=2, schedule="wsd", decay_steps=9)
+    with pytest.raises(ValueError):
+        TrainConfig(schedule="linear")
+
+
+def test_code_features_follow_what_codes_look_like():
+    from xprompt.train.build import GridTokenizer
+    from xprompt.train.code_init import code_features, projected_rows
+
+    tok = GridTokenizer(4)  # code = 3-bit levels per channel
+    f = code_features(tok)
+    assert f.shape == (512, 12)
+    assert np.allclose(f[:, :3], f[:, 9:])  # a flat code has one colour in every quadrant
+    img = tok.decode(np.array([[[7]]]))[0, 0, 0] / 255.0
+    assert np.allclose(f[7, :3], img, atol=1e-6)
+    rows = projected_rows(f, 32, 0.02, noise=0.0).numpy()
+    d = lambda a, b: np.linalg.norm(rows[a] - rows[b])  # noqa: E731
+    # nearby colours get nearby rows: one level step is closer than the opposite corner of the cube
+    assert d(0, 1) < d(0, 511)
+    assert rows.std() == pytest.approx(0.02, rel=0.05)
+
+
+def test_prepare_model_vq_rows_and_init_from(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+    from xprompt.train.code_init import prepare_model
+
+    from xprompt.checkpoint import save_pretrained
+    from xprompt.errors import XPromptError
+
+    vocab = tiny_vocab()
+    m = tiny_model(vocab)
+    before = m.embed_tokens.weight.clone()
+    meta = {"tokenizers.json": {"image_tokenizer": {"path": "grid:8"}}}
+    # grid:8 has 512 codes; the tiny vocabulary 16: the mismatch is refused, nothing half-written
+    cfg = SimpleNamespace(init_from="", embed_init="vq", seed=0)
+    with pytest.raises(ValueError, match="512 code features"):
+        prepare_model(m, cfg, vocab, meta)
+    assert torch.equal(m.embed_tokens.weight, before)
+    with pytest.raises(XPromptError, match="names none"):
+        prepare_model(m, cfg, vocab, {})
+    # init_from: the exact weights of an exported model
+    src = tiny_model(vocab, seed=5)
+    save_pretrained(tmp_path / "m", src, vocab)
+    done = prepare_model(m, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {})
+    assert "weights of" in done
+    for (k, a), b in zip(m.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = tiny_model(vocab, rope_theta=500.0)
+    with pytest.raises(XPromptError, match="model config differs"):
+        prepare_model(other, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {})

@@ -28,6 +28,8 @@ from xprompt.errors import ConfigError
 from xprompt.sequence import MODES
 
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
+SCHEDULES = ("cosine", "wsd")
+EMBED_INITS = ("random", "vq")
 
 # The engine settings shipped as ds_config.json at the repository root (a test keeps the two equal).
 DEFAULT_DS_CONFIG: dict = {
@@ -75,6 +77,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     z_loss: float = 0.0
     loss_on_examples: bool = False  # also train on the in-context examples' outputs (validation: answers only)
+    schedule: str = "cosine"  # "cosine" (warmup, cosine to min_lr_ratio) | "wsd" (warmup, constant, linear decay)
+    decay_steps: int = 0  # wsd: length of the final decay (0 = constant to the end: a leg to be continued)
+    embed_init: str = "random"  # "vq": image-code rows start from what each code looks like (train/code_init.py)
+    init_from: str = ""  # an exported model dir to start from (fresh optimizer: the next leg of a long run)
     grad_checkpointing: bool = False
     precision: str = "auto"
     seed: int = 0
@@ -121,15 +127,28 @@ class TrainConfig:
             raise ValueError("beta1/beta2 must be in [0, 1) and eps > 0")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.z_loss < 0:
             raise ValueError("weight_decay, grad_clip and z_loss must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.embed_init not in EMBED_INITS:
+            raise ValueError(f"embed_init={self.embed_init!r}; choose one of {', '.join(EMBED_INITS)}")
+        if not 0 <= self.decay_steps <= self.steps - self.warmup_steps:
+            raise ValueError(f"decay_steps must be in [0, steps - warmup_steps], got {self.decay_steps}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of ``lr`` for optimizer step ``step`` (0-based): linear warmup, then cosine decay."""
+        """Multiplier of ``lr`` for optimizer step ``step`` (0-based): linear warmup, then cosine decay, or
+        (``wsd``) constant until the last ``decay_steps``, which decay linearly to ``min_lr_ratio``: a run of
+        legs keeps one learning rate across legs and decays once, at the end."""
         import math
 
         if self.warmup_steps and step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
+        if self.schedule == "wsd":
+            into = step - (self.steps - self.decay_steps)  # steps into the decay phase
+            if self.decay_steps == 0 or into < 0:
+                return 1.0
+            return 1.0 - (1 - self.min_lr_ratio) * min(1.0, (into + 1) / self.decay_steps)
         span = max(1, self.steps - self.warmup_steps)
         t = min(1.0, (step - self.warmup_steps) / span)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
