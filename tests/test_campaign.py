@@ -206,3 +206,24 @@ def test_prepare_model_vq_rows_and_init_from(tmp_path):
     other = tiny_model(vocab, rope_theta=500.0)
     with pytest.raises(XPromptError, match="model config differs"):
         prepare_model(other, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {})
+
+
+def test_mode_mix_lays_each_sample_out_in_its_own_mode_deterministically(tmp_path):
+    from test_packing import make_dataset
+    from xprompt.train.packing import load_training_data
+
+    make_dataset(tmp_path / "d", n=40)
+    td = load_training_data(tmp_path / "d", val_fraction=0.25, mode_mix={"xp": 1, "full": 1}, seed=3)
+    src = td.train
+    assert sorted(set(src.modes)) == ["full", "xp"]
+    seqs = src.get(np.arange(len(src)))
+    for s, m, n in zip(seqs, src.modes, src.lengths):
+        assert len(s) == n  # the plan's lengths are the mixed layouts' lengths
+        assert (s.segs == Seg.XP).any() == (m == "xp") and (s.segs == Seg.IE).any()
+    again = load_training_data(tmp_path / "d", val_fraction=0.25, mode_mix={"xp": 1, "full": 1}, seed=3)
+    assert again.train.modes == src.modes
+    assert td.val.modes is None and all((s.segs == Seg.XP).any() for s in td.val.get(np.arange(len(td.val))))
+    with pytest.raises(ValueError, match="mode_mix"):
+        from xprompt.train.train_config import TrainConfig
+
+        TrainConfig(mode_mix={"xp": 0, "full": 0})

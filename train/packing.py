@@ -36,10 +36,13 @@ from xprompt.sequence import MODES, Seg, TokenSequence, convert_mode, with_examp
 
 
 class SampleSource:
-    """Samples of a HF dataset (``xp`` layout) in a context mode; ``indices`` restricts it to a subset."""
+    """Samples of a HF dataset (``xp`` layout) in a context mode; ``indices`` restricts it to a subset.
+
+    ``mode_mix`` ({mode: weight}) lays each sample out in its own mode instead, drawn once per sample from
+    ``seed`` (so a sample keeps its layout in every epoch and the plan stays a pure function of the seed)."""
 
     def __init__(self, ds, mode: str = "xp", indices: np.ndarray | None = None,
-                 example_loss: tuple[int, int] | None = None):
+                 example_loss: tuple[int, int] | None = None, mode_mix: dict | None = None, seed: int = 0):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         # only the token columns: an eval-split dataset also holds images, which must not be decoded here
@@ -47,8 +50,18 @@ class SampleSource:
         self.indices = (
             np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
         )
-        self.lengths = mode_lengths(ds, mode)[self.indices]  # (n,)
         self.example_loss = example_loss  # (<eoi>, <eot>) ids: also train on the examples' outputs
+        if mode_mix:
+            names = sorted(mode_mix)
+            p = np.array([mode_mix[m] for m in names], float)
+            pick = np.random.default_rng([seed, 4049]).choice(len(names), size=len(self.indices), p=p / p.sum())
+            self.modes = [names[i] for i in pick]
+            self.lengths = np.zeros(len(self.indices), np.int64)
+            for i, m in enumerate(names):
+                self.lengths[pick == i] = mode_lengths(ds, m)[self.indices[pick == i]]
+        else:
+            self.modes = None
+            self.lengths = mode_lengths(ds, mode)[self.indices]  # (n,)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -60,11 +73,11 @@ class SampleSource:
             return []
         rows = self.ds[[int(self.indices[i]) for i in idx]]
         out = []
-        for ids, segs, loss in zip(rows["input_ids"], rows["segs"], rows["loss"], strict=True):
+        for i, ids, segs, loss in zip(idx, rows["input_ids"], rows["segs"], rows["loss"], strict=True):
             seq = TokenSequence(np.asarray(ids), np.asarray(segs), np.asarray(loss))
             if self.example_loss:
                 seq = with_example_loss(seq, *self.example_loss)
-            out.append(convert_mode(seq, self.mode))
+            out.append(convert_mode(seq, self.modes[i] if self.modes else self.mode))
         return out
 
 
@@ -382,26 +395,28 @@ def open_dataset(path) -> tuple[object, object | None, object, dict, Path]:
 
 def load_training_data(
     data, *, val_data=None, mode: str = "xp", val_fraction: float = 0.02, seed: int = 0,
-    loss_on_examples: bool = False,
+    loss_on_examples: bool = False, mode_mix: dict | None = None,
 ) -> TrainingData:
     """Training and validation ``SampleSource``s of a data dir (validation: --val-data, a 'val' split, or a
     seeded held-out fraction of the training samples, in that order). ``loss_on_examples`` adds the examples'
-    outputs to the training targets only: validation always scores the answers alone, so runs compare."""
+    outputs to the training targets only: validation always scores the answers alone, so runs compare; so does
+    ``mode_mix`` (validation stays in ``mode``)."""
     ds, val_split, vocab, meta, _ = open_dataset(data)
     n = len(ds)
     ex = (vocab.special("<eoi>"), vocab.special("<eot>")) if loss_on_examples else None
+    train_kw = {"example_loss": ex, "mode_mix": mode_mix or None, "seed": seed}
     if val_data is not None:
         vds, _, vvocab, _, _ = open_dataset(val_data)
         if vvocab.fingerprint() != vocab.fingerprint():
             raise XPromptError(f"--val-data {val_data} was built with another vocabulary than {data}")
         return TrainingData(
-            vocab, SampleSource(ds, mode, example_loss=ex), SampleSource(vds, mode), Path(data),
+            vocab, SampleSource(ds, mode, **train_kw), SampleSource(vds, mode), Path(data),
             f"--val-data {val_data}", meta,
         )
     if val_split is not None and len(val_split):
         return TrainingData(
             vocab,
-            SampleSource(ds, mode, example_loss=ex),
+            SampleSource(ds, mode, **train_kw),
             SampleSource(val_split, mode),
             Path(data),
             "split 'val' of the data",
@@ -409,12 +424,12 @@ def load_training_data(
         )
     n_val = round(n * val_fraction)
     if n_val == 0 or n - n_val < 1:
-        return TrainingData(vocab, SampleSource(ds, mode, example_loss=ex), None, Path(data), "none", meta)
+        return TrainingData(vocab, SampleSource(ds, mode, **train_kw), None, Path(data), "none", meta)
     perm = np.random.default_rng([seed, 7919]).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return TrainingData(
         vocab,
-        SampleSource(ds, mode, train_idx, example_loss=ex),
+        SampleSource(ds, mode, train_idx, **train_kw),
         SampleSource(ds, mode, val_idx),
         Path(data),
         f"held-out fraction {val_fraction}",

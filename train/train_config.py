@@ -58,6 +58,7 @@ class TrainConfig:
     preset: str = "tiny"
     model: dict = field(default_factory=dict)  # ModelConfig overrides on top of the preset
     mode: str = "xp"  # context mode the samples are laid out in: xp / full / none
+    mode_mix: dict = field(default_factory=dict)  # {mode: weight}: training samples in mixed layouts (val: mode)
     # batch geometry
     max_len: int = 1024  # tokens per packed training sequence
     micro_batch: int = 4  # sequences per process per forward/backward
@@ -127,11 +128,15 @@ class TrainConfig:
             raise ValueError("beta1/beta2 must be in [0, 1) and eps > 0")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.z_loss < 0:
             raise ValueError("weight_decay, grad_clip and z_loss must be >= 0")
+        bad = [m for m, w in self.mode_mix.items() if m not in MODES or not w >= 0]
+        if bad or (self.mode_mix and not sum(self.mode_mix.values()) > 0):
+            raise ValueError(f"mode_mix={self.mode_mix}: modes must be of {', '.join(MODES)} with weights >= 0, "
+                             "not all 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.embed_init not in EMBED_INITS:
             raise ValueError(f"embed_init={self.embed_init!r}; choose one of {', '.join(EMBED_INITS)}")
-        if not 0 <= self.decay_steps <= self.steps - self.warmup_steps:
+        if self.decay_steps < 0 or (self.schedule == "wsd" and self.decay_steps > self.steps - self.warmup_steps):
             raise ValueError(f"decay_steps must be in [0, steps - warmup_steps], got {self.decay_steps}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
