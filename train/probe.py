@@ -155,3 +155,23 @@ def _reduce(acc, counts, n_samples: int) -> ProbeResult:
     total = {v: stats(sum(acc[v].values(), np.zeros(4)), sum(counts.values(), np.zeros(2))) for v in VARIANTS}
     fams = {f: {v: stats(acc[v][f], counts[f]) for v in VARIANTS} for f in sorted(counts)}
     return ProbeResult(n_samples, total, fams)
+
+
+def probe_data(model, data, vocab, *, n: int = 256, mode: str = "xp", batch: int = 8, seed: int = 0) -> ProbeResult:
+    """``probe`` on the first ``n`` samples of a built dataset (``ds`` with ``task``/``family`` columns or a
+    data directory written by ``xprompt data build``)."""
+    from xprompt.errors import XPromptError
+
+    if not hasattr(data, "select"):
+        from xprompt.train.packing import open_dataset
+
+        data, _, data_vocab, _, _ = open_dataset(data)
+        if data_vocab.fingerprint() != vocab.fingerprint():
+            raise XPromptError("the probe data was built with another vocabulary than the model's")
+    missing = [c for c in ("input_ids", "segs", "loss", "task", "family") if c not in data.column_names]
+    if missing:
+        raise XPromptError(f"the probe data lacks column(s) {', '.join(missing)}")
+    rows = data.select(range(min(n, len(data)))).select_columns(["input_ids", "segs", "loss", "task", "family"])
+    seqs = [TokenSequence(np.asarray(a), np.asarray(b), np.asarray(c))
+            for a, b, c in zip(rows["input_ids"], rows["segs"], rows["loss"])]  # fmt: skip
+    return probe(model, seqs, list(rows["task"]), list(rows["family"]), vocab, mode=mode, batch=batch, seed=seed)
