@@ -160,7 +160,7 @@ def test_wsd_schedule_exact():
 
 
 def test_code_features_follow_what_codes_look_like():
-    from xprompt.train.build import GridTokenizer
+    from xprompt.tokenizer.loading import GridTokenizer
     from xprompt.train.code_init import code_features, projected_rows
 
     tok = GridTokenizer(4)  # code = 3-bit levels per channel

@@ -81,7 +81,7 @@ def prepare_model(model, cfg, vocab, meta: dict) -> str:
         model.load_state_dict(src.state_dict(), strict=True)
         return f"weights of {cfg.init_from}"
     if cfg.embed_init == "vq":
-        from xprompt.pipeline import load_image_tokenizer
+        from xprompt.tokenizer.loading import load_image_tokenizer
 
         path = ((meta.get("tokenizers.json") or {}).get("image_tokenizer") or {}).get("path")
         if not path:

@@ -102,7 +102,7 @@ def _check_resume_compatible(out: Path, model_cfg: dict, cfg: TrainConfig) -> li
         )
     old_tc = json.loads((out / "train_config.json").read_text())
     new_tc = config_to_dict(cfg)
-    hard = ("mode", "max_len", "global_batch", "pack", "seed")
+    hard = ("mode", "mode_mix", "max_len", "global_batch", "pack", "seed")
     changed = sorted(k for k in new_tc if old_tc.get(k) != new_tc[k])
     bad = [k for k in changed if k in hard]
     if bad:
@@ -287,7 +287,8 @@ def setup(
     """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
     _check_out_dir(out, resume)
     td = load_training_data(
-        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed
+        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed,
+        loss_on_examples=cfg.loss_on_examples, mode_mix=cfg.mode_mix,
     )
     mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
     if cfg.grad_checkpointing:
@@ -347,6 +348,10 @@ def build_engine(run: Run) -> tuple[object, int]:
     cfg = run.cfg
     torch.manual_seed(cfg.seed)
     model = XPromptModel(run.mcfg)
+    if not run.resume:  # a resumed run loads its own weights; init_from / embed_init set the first ones
+        from xprompt.train.code_init import prepare_model
+
+        prepare_model(model, cfg, run.data.vocab, run.data.meta)
     model.set_gradient_checkpointing(cfg.grad_checkpointing)
     n_params = model.num_params()
     opt = torch.optim.AdamW(
