@@ -227,3 +227,34 @@ def test_mode_mix_lays_each_sample_out_in_its_own_mode_deterministically(tmp_pat
         from xprompt.train.train_config import TrainConfig
 
         TrainConfig(mode_mix={"xp": 0, "full": 0})
+
+
+def test_trainer_time_budget_probe_and_init_from(tmp_path):
+    import json
+    import os
+
+    from test_packing import make_dataset
+    from test_trainer import cfg
+    from xprompt.train.trainer import train
+
+    saved = dict(os.environ)
+    try:
+        data = make_dataset(tmp_path / "d", n=80)
+        a = train(cfg(steps=8, val_every=8, probe_samples=4), data, tmp_path / "a", progress=False)
+        recs = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+        probes = [r for r in recs if r["kind"] == "probe"]
+        assert len(probes) == 1 and {"reads_example", "right_changed_loss", "none_loss"} <= set(probes[0])
+        # a tiny budget stops cleanly after the first step, with a checkpoint and an export
+        b = train(cfg(steps=8, max_minutes=1e-6), data, tmp_path / "b", progress=False)
+        assert b["steps"] == 1 and not b["interrupted"] and (tmp_path / "b" / "model" / "model.safetensors").is_file()
+        assert any(r.get("event") == "time budget reached" for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl")
+                                                                        .read_text().splitlines()))
+        # the next leg starts from a's weights: its first loss is a's level, not a fresh model's
+        c = train(cfg(steps=1, init_from=str(tmp_path / "a" / "model")), data, tmp_path / "c", progress=False)
+        first = lambda run: next(json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text()  # noqa: E731
+                                 .splitlines() if json.loads(x)["kind"] == "train")
+        assert c["steps"] == 1 and first("c") < first("b") - 0.05
+        assert a["last_train_loss"] < first("b")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -47,6 +47,7 @@ class SampleSource:
             raise ValueError(f"unknown mode {mode!r}")
         # only the token columns: an eval-split dataset also holds images, which must not be decoded here
         self.ds, self.mode = ds.select_columns(list(REQUIRED_COLUMNS)), mode
+        self.raw = ds  # every column (task, family ...): the in-context probe reads them
         self.indices = (
             np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
         )

@@ -82,6 +82,8 @@ class TrainConfig:
     decay_steps: int = 0  # wsd: length of the final decay (0 = constant to the end: a leg to be continued)
     embed_init: str = "random"  # "vq": image-code rows start from what each code looks like (train/code_init.py)
     init_from: str = ""  # an exported model dir to start from (fresh optimizer: the next leg of a long run)
+    max_minutes: float = 0.0  # stop cleanly (checkpoint + export) after this much wall time; 0 = no limit
+    probe_samples: int = 0  # at each validation, the in-context probe on this many validation samples (0 = off)
     grad_checkpointing: bool = False
     precision: str = "auto"
     seed: int = 0
@@ -115,7 +117,9 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "val_batches", "num_threads"):
+        if not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        for name in ("warmup_steps", "val_batches", "num_threads", "probe_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.global_batch % self.micro_batch:

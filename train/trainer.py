@@ -485,6 +485,24 @@ def evaluate(run: Run, engine, device) -> float | None:
     return s / max(n, 1)
 
 
+def probe_val(run: Run, engine) -> dict:
+    """The in-context probe (``xprompt.train.probe``) on the first ``probe_samples`` validation samples; every
+    process computes the same numbers (so ZeRO-3's gathered forward works), rank 0 logs them."""
+    from xprompt.train.probe import probe_data
+
+    src = run.data.val
+    rows = src.raw.select(src.indices[: run.cfg.probe_samples].tolist())
+    return probe_data(engine.module, rows, run.data.vocab, n=run.cfg.probe_samples, mode=run.cfg.mode).summary()
+
+
+def _out_of_time(cfg: TrainConfig, t_start: float) -> bool:
+    """True on every process once any process has run ``max_minutes`` (they must stop at the same step)."""
+    if not cfg.max_minutes:
+        return False
+    late = float(time.time() - t_start > 60 * cfg.max_minutes)
+    return dist.all_reduce_sum([late])[0] > 0
+
+
 def save(run: Run, engine, state: TrainState, step: int) -> None:
     """A checkpoint at ``step`` and the run's exported model (see ``_save_checkpoint``)."""
     _save_checkpoint(
@@ -515,6 +533,10 @@ def _after_step(
         if vl is not None:
             log.write({"kind": "val", "step": step, "loss": vl})
             bar.write(f"step {step}: val loss {vl:.4f}")
+        if cfg.probe_samples:
+            pr = probe_val(run, engine)
+            log.write({"kind": "probe", "step": step, **pr})
+            bar.write(f"step {step}: reads example {pr['reads_example']:+.4f} nats on changed tokens")
     if step % cfg.save_every == 0 and step != end:
         save(run, engine, state, step)
 
@@ -625,6 +647,9 @@ def train(
                 _after_step(run, engine, state, rec, end, log, bar, device)
                 if on_step is not None:
                     on_step(step + 1, rec)
+                if _out_of_time(cfg, t_start):
+                    log.write({"kind": "event", "step": step + 1, "event": "time budget reached"})
+                    break
         except KeyboardInterrupt:
             interrupted = True
             stop.stopping = True  # from here on further signals are ignored: let the save finish
