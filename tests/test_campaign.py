@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gen_helpers import CharTok, tiny_model, tiny_vocab
+
+from xprompt.sequence import Seg, build_sample, convert_mode, with_example_loss
 from xprompt.train.pairing import draw_contrast_group
 from xprompt.train.probe import changed_targets, donors, probe, swap_example
 from xprompt.train.tasks import SAME_AS_EXAMPLE, get_task
-
-from xprompt.sequence import Seg, build_sample, convert_mode, with_example_loss
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,25 @@ def _ends(vocab):
 
 def test_example_loss_marks_exactly_each_example_output(vocab):
     tok = CharTok()
-    s = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2)), (_img(3), _img(4))],
-                     query=_img(5), answer=_img(6))
-    ref = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2)), (_img(3), _img(4))],
-                       query=_img(5), answer=_img(6), loss_on_examples=True)
+    s = build_sample(
+        vocab,
+        tok,
+        mode="xp",
+        instruction="ab",
+        examples=[(_img(1), _img(2)), (_img(3), _img(4))],
+        query=_img(5),
+        answer=_img(6),
+    )
+    ref = build_sample(
+        vocab,
+        tok,
+        mode="xp",
+        instruction="ab",
+        examples=[(_img(1), _img(2)), (_img(3), _img(4))],
+        query=_img(5),
+        answer=_img(6),
+        loss_on_examples=True,
+    )
     got = with_example_loss(s, *_ends(vocab))
     assert got.loss.tolist() == ref.loss.tolist()  # the builder's own flag is the definition
     assert got.loss.sum() > s.loss.sum() and (got.ids == s.ids).all() and (got.segs == s.segs).all()
@@ -47,7 +62,9 @@ def test_example_loss_text_outputs_and_difference_examples(vocab):
     ]
     for examples in cases:
         s = build_sample(vocab, tok, mode="xp", examples=examples, query=_img(5), answer="x")
-        ref = build_sample(vocab, tok, mode="xp", examples=examples, query=_img(5), answer="x", loss_on_examples=True)
+        ref = build_sample(
+            vocab, tok, mode="xp", examples=examples, query=_img(5), answer="x", loss_on_examples=True
+        )
         assert with_example_loss(s, *_ends(vocab)).loss.tolist() == ref.loss.tolist(), examples
 
 
@@ -81,21 +98,35 @@ def test_contrast_build_is_deterministic_and_zero_contrast_changes_nothing():
     base = BuildConfig(n=40, size=32, seed=3)
     c = BuildConfig(n=40, size=32, seed=3, mix={"contrast": 1.0, "instruction_drop": 0.3})
     z = BuildConfig(n=40, size=32, seed=3, mix={"contrast": 0.0})
-    key = lambda ss: [(s.task, s.instruction, s.query.inputs[0].tobytes() if hasattr(s.query.inputs[0], "tobytes")
-                       else s.query.inputs[0]) for s in ss]  # noqa: E731
+    key = lambda ss: [
+        (
+            s.task,
+            s.instruction,
+            s.query.inputs[0].tobytes() if hasattr(s.query.inputs[0], "tobytes") else s.query.inputs[0],
+        )
+        for s in ss
+    ]
     assert key(draw_groups(base, 0, 20)) == key(draw_groups(z, 0, 20))
     one, two = draw_groups(c, 0, 20), draw_groups(c, 0, 20)
     assert key(one) == key(two)
-    shared = [g for g in range(20) if one[2 * g].kind == "i2i"
-              and np.array_equal(one[2 * g].query.inputs[0], one[2 * g + 1].query.inputs[0])
-              and one[2 * g].params != one[2 * g + 1].params]
+    shared = [
+        g
+        for g in range(20)
+        if one[2 * g].kind == "i2i"
+        and np.array_equal(one[2 * g].query.inputs[0], one[2 * g + 1].query.inputs[0])
+        and one[2 * g].params != one[2 * g + 1].params
+    ]
     assert shared  # some groups became contrast pairs
 
 
 def test_swap_example_keeps_everything_but_the_example(vocab):
     tok = CharTok()
-    a = build_sample(vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2))], query=_img(5), answer=_img(6))
-    b = build_sample(vocab, tok, mode="xp", instruction="cd", examples=[(_img(3), _img(4))], query=_img(7), answer=_img(8))
+    a = build_sample(
+        vocab, tok, mode="xp", instruction="ab", examples=[(_img(1), _img(2))], query=_img(5), answer=_img(6)
+    )
+    b = build_sample(
+        vocab, tok, mode="xp", instruction="cd", examples=[(_img(3), _img(4))], query=_img(7), answer=_img(8)
+    )
     w = swap_example(a, b)
     assert (w.ids[w.segs == Seg.IE] == b.ids[b.segs == Seg.IE]).all()
     for seg in (Seg.PREFIX, Seg.XP, Seg.TD):
@@ -112,15 +143,16 @@ def test_changed_targets_exact(vocab):
     assert sorted(vocab.ids_to_codes(s.ids[m]).tolist()) == [7, 9]
     same = build_sample(vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q, answer=q)
     assert not changed_targets(same, vocab).any()
-    other_shape = build_sample(vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q,
-                               answer=np.ones((3, 2), int))
+    other_shape = build_sample(
+        vocab, CharTok(), mode="xp", examples=[(_img(1), _img(2))], query=q, answer=np.ones((3, 2), int)
+    )
     assert not changed_targets(other_shape, vocab).any()
 
 
 def test_donors_pick_another_task():
     tasks = ["a", "a", "b", "b", "c", "a"]
     d = donors(tasks, seed=1)
-    assert all(tasks[int(j)] != t for j, t in zip(d, tasks))
+    assert all(tasks[int(j)] != t for j, t in zip(d, tasks, strict=True))
     assert d.tolist() == donors(tasks, seed=1).tolist()
 
 
@@ -130,7 +162,9 @@ def test_probe_wrong_equals_right_when_examples_are_identical(vocab):
     seqs, tasks = [], []
     for i in range(4):
         q = rng.integers(0, 16, (2, 3))
-        seqs.append(build_sample(vocab, None, mode="xp", examples=[(_img(1), _img(2))], query=q, answer=(q + 1) % 16))
+        seqs.append(
+            build_sample(vocab, None, mode="xp", examples=[(_img(1), _img(2))], query=q, answer=(q + 1) % 16)
+        )
         tasks.append(f"t{i % 2}")
     r = probe(model, seqs, tasks, ["f"] * 4, vocab, batch=3)
     m = r.metrics
@@ -140,7 +174,9 @@ def test_probe_wrong_equals_right_when_examples_are_identical(vocab):
     assert r.summary()["reads_example"] == pytest.approx(0.0, abs=1e-5)
     # different examples do move a random model's loss
     seqs2 = [convert_mode(s, "xp") for s in seqs]
-    seqs2[1] = build_sample(vocab, None, mode="xp", examples=[(_img(9), _img(11))], query=_img(3), answer=_img(4))
+    seqs2[1] = build_sample(
+        vocab, None, mode="xp", examples=[(_img(9), _img(11))], query=_img(3), answer=_img(4)
+    )
     r2 = probe(model, seqs2, tasks, ["f"] * 4, vocab, batch=3)
     assert abs(r2.summary()["reads_example"]) > 1e-4
 
@@ -170,7 +206,7 @@ def test_code_features_follow_what_codes_look_like():
     img = tok.decode(np.array([[[7]]]))[0, 0, 0] / 255.0
     assert np.allclose(f[7, :3], img, atol=1e-6)
     rows = projected_rows(f, 32, 0.02, noise=0.0).numpy()
-    d = lambda a, b: np.linalg.norm(rows[a] - rows[b])  # noqa: E731
+    d = lambda a, b: np.linalg.norm(rows[a] - rows[b])
     # nearby colours get nearby rows: one level step is closer than the opposite corner of the cube
     assert d(0, 1) < d(0, 511)
     assert rows.std() == pytest.approx(0.02, rel=0.05)
@@ -180,10 +216,10 @@ def test_prepare_model_vq_rows_and_init_from(tmp_path):
     from types import SimpleNamespace
 
     import torch
-    from xprompt.train.code_init import prepare_model
 
     from xprompt.checkpoint import save_pretrained
     from xprompt.errors import XPromptError
+    from xprompt.train.code_init import prepare_model
 
     vocab = tiny_vocab()
     m = tiny_model(vocab)
@@ -199,17 +235,22 @@ def test_prepare_model_vq_rows_and_init_from(tmp_path):
     # init_from: the exact weights of an exported model
     src = tiny_model(vocab, seed=5)
     save_pretrained(tmp_path / "m", src, vocab)
-    done = prepare_model(m, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {})
+    done = prepare_model(
+        m, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {}
+    )
     assert "weights of" in done
-    for (k, a), b in zip(m.state_dict().items(), src.state_dict().values()):
+    for (k, a), b in zip(m.state_dict().items(), src.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     other = tiny_model(vocab, rope_theta=500.0)
     with pytest.raises(XPromptError, match="model config differs"):
-        prepare_model(other, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {})
+        prepare_model(
+            other, SimpleNamespace(init_from=str(tmp_path / "m"), embed_init="random", seed=0), vocab, {}
+        )
 
 
 def test_mode_mix_lays_each_sample_out_in_its_own_mode_deterministically(tmp_path):
     from test_packing import make_dataset
+
     from xprompt.train.packing import load_training_data
 
     make_dataset(tmp_path / "d", n=40)
@@ -217,7 +258,7 @@ def test_mode_mix_lays_each_sample_out_in_its_own_mode_deterministically(tmp_pat
     src = td.train
     assert sorted(set(src.modes)) == ["full", "xp"]
     seqs = src.get(np.arange(len(src)))
-    for s, m, n in zip(seqs, src.modes, src.lengths):
+    for s, m, n in zip(seqs, src.modes, src.lengths, strict=True):
         assert len(s) == n  # the plan's lengths are the mixed layouts' lengths
         assert (s.segs == Seg.XP).any() == (m == "xp") and (s.segs == Seg.IE).any()
     again = load_training_data(tmp_path / "d", val_fraction=0.25, mode_mix={"xp": 1, "full": 1}, seed=3)
@@ -235,6 +276,7 @@ def test_trainer_time_budget_probe_and_init_from(tmp_path):
 
     from test_packing import make_dataset
     from test_trainer import cfg
+
     from xprompt.train.trainer import train
 
     saved = dict(os.environ)
@@ -246,13 +288,22 @@ def test_trainer_time_budget_probe_and_init_from(tmp_path):
         assert len(probes) == 1 and {"reads_example", "right_changed_loss", "none_loss"} <= set(probes[0])
         # a tiny budget stops cleanly after the first step, with a checkpoint and an export
         b = train(cfg(steps=8, max_minutes=1e-6), data, tmp_path / "b", progress=False)
-        assert b["steps"] == 1 and not b["interrupted"] and (tmp_path / "b" / "model" / "model.safetensors").is_file()
-        assert any(r.get("event") == "time budget reached" for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl")
-                                                                        .read_text().splitlines()))
+        assert (
+            b["steps"] == 1
+            and not b["interrupted"]
+            and (tmp_path / "b" / "model" / "model.safetensors").is_file()
+        )
+        assert any(
+            r.get("event") == "time budget reached"
+            for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
+        )
         # the next leg starts from a's weights: its first loss is a's level, not a fresh model's
         c = train(cfg(steps=1, init_from=str(tmp_path / "a" / "model")), data, tmp_path / "c", progress=False)
-        first = lambda run: next(json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text()  # noqa: E731
-                                 .splitlines() if json.loads(x)["kind"] == "train")
+        first = lambda run: next(
+            json.loads(x)["loss"]
+            for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x)["kind"] == "train"
+        )
         assert c["steps"] == 1 and first("c") < first("b") - 0.05
         assert a["last_train_loss"] < first("b")
     finally:

@@ -64,7 +64,9 @@ class DataMix:
     def __post_init__(self):
         for k, v in asdict(self).items():
             if v < 0 or (k in ("instruction_drop", "contrast") and v > 1):
-                raise ValueError(f"{k} must be >= 0 (and a probability for instruction_drop/contrast), got {v}")
+                raise ValueError(
+                    f"{k} must be >= 0 (and a probability for instruction_drop/contrast), got {v}"
+                )
 
     def weight(self, family: str) -> float:
         return float(getattr(self, family))
@@ -155,8 +157,15 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
     drop = 0.0 if cfg.split == "eval" else mix.instruction_drop
     rngs = [sample_rng(cfg.seed, i, stream=2) for i in range(lo, hi)]
     # stream 3 decides contrast groups, so builds without them draw exactly what they drew before
-    if cfg.split != "eval" and hi - lo == 2 and mix.contrast and sample_rng(cfg.seed, group, 3).random() < mix.contrast:
-        got = draw_contrast_group(task, rng, cfg.size, photo_split, first_index=lo, allowed=allowed, sample_rngs=rngs)
+    if (
+        cfg.split != "eval"
+        and hi - lo == 2
+        and mix.contrast
+        and sample_rng(cfg.seed, group, 3).random() < mix.contrast
+    ):
+        got = draw_contrast_group(
+            task, rng, cfg.size, photo_split, first_index=lo, allowed=allowed, sample_rngs=rngs
+        )
         if got is not None:
             return got
     return draw_group(task, rng, cfg.size, photo_split, k=hi - lo, first_index=lo, allowed=allowed,

@@ -37,7 +37,9 @@ def code_features(tokenizer, batch: int = 128) -> np.ndarray:
     return feats
 
 
-def projected_rows(features: np.ndarray, dim: int, std: float, seed: int = 0, noise: float = 0.25) -> torch.Tensor:
+def projected_rows(
+    features: np.ndarray, dim: int, std: float, seed: int = 0, noise: float = 0.25
+) -> torch.Tensor:
     """(K, dim) rows: standardised ``features`` through a fixed random projection, scaled to ``std`` per
     entry, plus ``noise`` x ``std`` of independent noise."""
     g = np.random.default_rng(seed)
@@ -72,8 +74,9 @@ def prepare_model(model, cfg, vocab, meta: dict) -> str:
 
     if cfg.init_from:
         src, src_vocab = load_pretrained(cfg.init_from, dtype=torch.float32)
-        same = dataclasses.replace(src.cfg, gradient_checkpointing=model.cfg.gradient_checkpointing,
-                                   attn_impl=model.cfg.attn_impl)
+        same = dataclasses.replace(
+            src.cfg, gradient_checkpointing=model.cfg.gradient_checkpointing, attn_impl=model.cfg.attn_impl
+        )
         if same != model.cfg:
             raise XPromptError(f"init_from={cfg.init_from}: its model config differs from this run's")
         if src_vocab.fingerprint() != vocab.fingerprint():
@@ -85,7 +88,9 @@ def prepare_model(model, cfg, vocab, meta: dict) -> str:
 
         path = ((meta.get("tokenizers.json") or {}).get("image_tokenizer") or {}).get("path")
         if not path:
-            raise XPromptError("embed_init='vq' needs the data's image tokenizer, and tokenizers.json names none")
+            raise XPromptError(
+                "embed_init='vq' needs the data's image tokenizer, and tokenizers.json names none"
+            )
         init_image_rows(model, vocab, code_features(load_image_tokenizer(path)), seed=cfg.seed)
         return f"image-code rows from {path}"
     return "random"

@@ -41,8 +41,15 @@ class SampleSource:
     ``mode_mix`` ({mode: weight}) lays each sample out in its own mode instead, drawn once per sample from
     ``seed`` (so a sample keeps its layout in every epoch and the plan stays a pure function of the seed)."""
 
-    def __init__(self, ds, mode: str = "xp", indices: np.ndarray | None = None,
-                 example_loss: tuple[int, int] | None = None, mode_mix: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        ds,
+        mode: str = "xp",
+        indices: np.ndarray | None = None,
+        example_loss: tuple[int, int] | None = None,
+        mode_mix: dict | None = None,
+        seed: int = 0,
+    ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         # only the token columns: an eval-split dataset also holds images, which must not be decoded here
@@ -55,7 +62,9 @@ class SampleSource:
         if mode_mix:
             names = sorted(mode_mix)
             p = np.array([mode_mix[m] for m in names], float)
-            pick = np.random.default_rng([seed, 4049]).choice(len(names), size=len(self.indices), p=p / p.sum())
+            pick = np.random.default_rng([seed, 4049]).choice(
+                len(names), size=len(self.indices), p=p / p.sum()
+            )
             self.modes = [names[i] for i in pick]
             self.lengths = np.zeros(len(self.indices), np.int64)
             for i, m in enumerate(names):
@@ -395,8 +404,14 @@ def open_dataset(path) -> tuple[object, object | None, object, dict, Path]:
 
 
 def load_training_data(
-    data, *, val_data=None, mode: str = "xp", val_fraction: float = 0.02, seed: int = 0,
-    loss_on_examples: bool = False, mode_mix: dict | None = None,
+    data,
+    *,
+    val_data=None,
+    mode: str = "xp",
+    val_fraction: float = 0.02,
+    seed: int = 0,
+    loss_on_examples: bool = False,
+    mode_mix: dict | None = None,
 ) -> TrainingData:
     """Training and validation ``SampleSource``s of a data dir (validation: --val-data, a 'val' split, or a
     seeded held-out fraction of the training samples, in that order). ``loss_on_examples`` adds the examples'
@@ -411,8 +426,12 @@ def load_training_data(
         if vvocab.fingerprint() != vocab.fingerprint():
             raise XPromptError(f"--val-data {val_data} was built with another vocabulary than {data}")
         return TrainingData(
-            vocab, SampleSource(ds, mode, **train_kw), SampleSource(vds, mode), Path(data),
-            f"--val-data {val_data}", meta,
+            vocab,
+            SampleSource(ds, mode, **train_kw),
+            SampleSource(vds, mode),
+            Path(data),
+            f"--val-data {val_data}",
+            meta,
         )
     if val_split is not None and len(val_split):
         return TrainingData(

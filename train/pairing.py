@@ -109,7 +109,7 @@ def draw_group(
 def _same_inputs(a: Pair, b: Pair) -> bool:
     return len(a.inputs) == len(b.inputs) and all(
         isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and np.array_equal(x, y)
-        for x, y in zip(a.inputs, b.inputs)
+        for x, y in zip(a.inputs, b.inputs, strict=True)
     )
 
 

@@ -28,6 +28,7 @@ VARIANTS = ("right", "wrong", "none")
 
 def swap_example(seq: TokenSequence, donor: TokenSequence) -> TokenSequence:
     """``seq`` with its IE segment replaced by ``donor``'s (PREFIX, XP and TD of ``seq`` kept)."""
+
     def part(s: TokenSequence, keep) -> TokenSequence:
         m = keep(s.segs)
         return TokenSequence(s.ids[m], s.segs[m], s.loss[m])
@@ -46,7 +47,7 @@ def _image_spans(ids: np.ndarray, vocab) -> list[tuple[int, int]]:
     boi, eoi = vocab.boi_id, vocab.special("<eoi>")
     starts = np.flatnonzero(ids == boi)
     ends = np.flatnonzero(ids == eoi)
-    return [(int(s) + 3, int(e)) for s, e in zip(starts, ends[np.searchsorted(ends, starts)])]
+    return [(int(s) + 3, int(e)) for s, e in zip(starts, ends[np.searchsorted(ends, starts)], strict=True)]
 
 
 def changed_targets(seq: TokenSequence, vocab) -> np.ndarray:
@@ -58,7 +59,7 @@ def changed_targets(seq: TokenSequence, vocab) -> np.ndarray:
     td = np.flatnonzero(seq.segs == Seg.TD)
     if len(td) == 0:
         return out
-    spans = [(s + td[0], e + td[0]) for s, e in _image_spans(seq.ids[td[0]:], vocab)]
+    spans = [(s + td[0], e + td[0]) for s, e in _image_spans(seq.ids[td[0] :], vocab)]
     if len(spans) < 2:
         return out
     (qs, qe), (as_, ae) = spans[0], spans[-1]
@@ -103,13 +104,22 @@ class ProbeResult:
 def _variants(seqs, tasks, mode: str, seed: int):
     d = donors(tasks, seed)
     right = [convert_mode(s, mode) for s in seqs]
-    wrong = [convert_mode(swap_example(s, seqs[int(j)]), mode) for s, j in zip(seqs, d)]
+    wrong = [convert_mode(swap_example(s, seqs[int(j)]), mode) for s, j in zip(seqs, d, strict=True)]
     none = [convert_mode(s, "none") for s in seqs]
     return {"right": right, "wrong": wrong, "none": none}
 
 
-def probe(model, seqs: list[TokenSequence], tasks: list[str], families: list[str], vocab, *, mode: str = "xp",
-          batch: int = 8, seed: int = 0) -> ProbeResult:
+def probe(
+    model,
+    seqs: list[TokenSequence],
+    tasks: list[str],
+    families: list[str],
+    vocab,
+    *,
+    mode: str = "xp",
+    batch: int = 8,
+    seed: int = 0,
+) -> ProbeResult:
     """Run the three variants of every sample (``xp``-layout ``seqs`` with an example) through ``model``."""
     import torch
 
@@ -127,11 +137,16 @@ def probe(model, seqs: list[TokenSequence], tasks: list[str], families: list[str
     with torch.no_grad():
         for v, vs in variants.items():
             for lo in range(0, len(vs), batch):
-                chunk = vs[lo:lo + batch]
+                chunk = vs[lo : lo + batch]
                 b = collate([[s] for s in chunk], vocab).to(dev)
                 logits = model(b.input_ids, b.position_ids, b.attn_mask).float()  # (B, T, V)
-                ce = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].transpose(1, 2), b.input_ids[:, 1:], reduction="none").cpu().numpy()  # (B, T-1)
+                ce = (
+                    torch.nn.functional.cross_entropy(
+                        logits[:, :-1].transpose(1, 2), b.input_ids[:, 1:], reduction="none"
+                    )
+                    .cpu()
+                    .numpy()
+                )  # (B, T-1)
                 hit = (logits[:, :-1].argmax(-1) == b.input_ids[:, 1:]).cpu().numpy()
                 for r, s in enumerate(chunk):
                     fam = families[lo + r]
@@ -139,7 +154,12 @@ def probe(model, seqs: list[TokenSequence], tasks: list[str], families: list[str
                     ch = changed_targets(s, vocab)[1:]
                     n = len(s) - 1
                     a = acc[v][fam]
-                    a += [ce[r, :n][tgt].sum(), hit[r, :n][tgt].sum(), ce[r, :n][ch].sum(), hit[r, :n][ch].sum()]
+                    a += [
+                        ce[r, :n][tgt].sum(),
+                        hit[r, :n][tgt].sum(),
+                        ce[r, :n][ch].sum(),
+                        hit[r, :n][ch].sum(),
+                    ]
                     if v == "right":
                         counts[fam] += [tgt.sum(), ch.sum()]
     model.train(was_training)
@@ -149,15 +169,23 @@ def probe(model, seqs: list[TokenSequence], tasks: list[str], families: list[str
 def _reduce(acc, counts, n_samples: int) -> ProbeResult:
     def stats(sums, cnt) -> dict:
         n, nc = max(cnt[0], 1), max(cnt[1], 1)
-        return {"loss": float(sums[0] / n), "acc": float(sums[1] / n), "changed_loss": float(sums[2] / nc),
-                "changed_acc": float(sums[3] / nc), "n": int(cnt[0]), "n_changed": int(cnt[1])}
+        return {
+            "loss": float(sums[0] / n),
+            "acc": float(sums[1] / n),
+            "changed_loss": float(sums[2] / nc),
+            "changed_acc": float(sums[3] / nc),
+            "n": int(cnt[0]),
+            "n_changed": int(cnt[1]),
+        }
 
     total = {v: stats(sum(acc[v].values(), np.zeros(4)), sum(counts.values(), np.zeros(2))) for v in VARIANTS}
     fams = {f: {v: stats(acc[v][f], counts[f]) for v in VARIANTS} for f in sorted(counts)}
     return ProbeResult(n_samples, total, fams)
 
 
-def probe_data(model, data, vocab, *, n: int = 256, mode: str = "xp", batch: int = 8, seed: int = 0) -> ProbeResult:
+def probe_data(
+    model, data, vocab, *, n: int = 256, mode: str = "xp", batch: int = 8, seed: int = 0
+) -> ProbeResult:
     """``probe`` on the first ``n`` samples of a built dataset (``ds`` with ``task``/``family`` columns or a
     data directory written by ``xprompt data build``)."""
     from xprompt.errors import XPromptError
@@ -171,7 +199,11 @@ def probe_data(model, data, vocab, *, n: int = 256, mode: str = "xp", batch: int
     missing = [c for c in ("input_ids", "segs", "loss", "task", "family") if c not in data.column_names]
     if missing:
         raise XPromptError(f"the probe data lacks column(s) {', '.join(missing)}")
-    rows = data.select(range(min(n, len(data)))).select_columns(["input_ids", "segs", "loss", "task", "family"])
+    rows = data.select(range(min(n, len(data)))).select_columns(
+        ["input_ids", "segs", "loss", "task", "family"]
+    )
     seqs = [TokenSequence(np.asarray(a), np.asarray(b), np.asarray(c))
-            for a, b, c in zip(rows["input_ids"], rows["segs"], rows["loss"])]  # fmt: skip
-    return probe(model, seqs, list(rows["task"]), list(rows["family"]), vocab, mode=mode, batch=batch, seed=seed)
+            for a, b, c in zip(rows["input_ids"], rows["segs"], rows["loss"], strict=True)]  # fmt: skip
+    return probe(
+        model, seqs, list(rows["task"]), list(rows["family"]), vocab, mode=mode, batch=batch, seed=seed
+    )

@@ -58,7 +58,9 @@ class TrainConfig:
     preset: str = "tiny"
     model: dict = field(default_factory=dict)  # ModelConfig overrides on top of the preset
     mode: str = "xp"  # context mode the samples are laid out in: xp / full / none
-    mode_mix: dict = field(default_factory=dict)  # {mode: weight}: training samples in mixed layouts (val: mode)
+    mode_mix: dict = field(
+        default_factory=dict
+    )  # {mode: weight}: training samples in mixed layouts (val: mode)
     # batch geometry
     max_len: int = 1024  # tokens per packed training sequence
     micro_batch: int = 4  # sequences per process per forward/backward
@@ -77,13 +79,21 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
     z_loss: float = 0.0
-    loss_on_examples: bool = False  # also train on the in-context examples' outputs (validation: answers only)
-    schedule: str = "cosine"  # "cosine" (warmup, cosine to min_lr_ratio) | "wsd" (warmup, constant, linear decay)
+    loss_on_examples: bool = (
+        False  # also train on the in-context examples' outputs (validation: answers only)
+    )
+    schedule: str = (
+        "cosine"  # "cosine" (warmup, cosine to min_lr_ratio) | "wsd" (warmup, constant, linear decay)
+    )
     decay_steps: int = 0  # wsd: length of the final decay (0 = constant to the end: a leg to be continued)
-    embed_init: str = "random"  # "vq": image-code rows start from what each code looks like (train/code_init.py)
+    embed_init: str = (
+        "random"  # "vq": image-code rows start from what each code looks like (train/code_init.py)
+    )
     init_from: str = ""  # an exported model dir to start from (fresh optimizer: the next leg of a long run)
     max_minutes: float = 0.0  # stop cleanly (checkpoint + export) after this much wall time; 0 = no limit
-    probe_samples: int = 0  # at each validation, the in-context probe on this many validation samples (0 = off)
+    probe_samples: int = (
+        0  # at each validation, the in-context probe on this many validation samples (0 = off)
+    )
     grad_checkpointing: bool = False
     precision: str = "auto"
     seed: int = 0
@@ -132,18 +142,25 @@ class TrainConfig:
             raise ValueError("beta1/beta2 must be in [0, 1) and eps > 0")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.z_loss < 0:
             raise ValueError("weight_decay, grad_clip and z_loss must be >= 0")
+        self._check_campaign_fields()
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def _check_campaign_fields(self) -> None:
+        """Layouts, schedule and initialisation (issue 13's training campaign)."""
         bad = [m for m, w in self.mode_mix.items() if m not in MODES or not w >= 0]
         if bad or (self.mode_mix and not sum(self.mode_mix.values()) > 0):
-            raise ValueError(f"mode_mix={self.mode_mix}: modes must be of {', '.join(MODES)} with weights >= 0, "
-                             "not all 0")
+            raise ValueError(
+                f"mode_mix={self.mode_mix}: modes must be of {', '.join(MODES)} with weights >= 0, not all 0"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.embed_init not in EMBED_INITS:
             raise ValueError(f"embed_init={self.embed_init!r}; choose one of {', '.join(EMBED_INITS)}")
-        if self.decay_steps < 0 or (self.schedule == "wsd" and self.decay_steps > self.steps - self.warmup_steps):
+        if self.decay_steps < 0 or (
+            self.schedule == "wsd" and self.decay_steps > self.steps - self.warmup_steps
+        ):
             raise ValueError(f"decay_steps must be in [0, steps - warmup_steps], got {self.decay_steps}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` for optimizer step ``step`` (0-based): linear warmup, then cosine decay, or

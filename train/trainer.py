@@ -287,8 +287,13 @@ def setup(
     """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
     _check_out_dir(out, resume)
     td = load_training_data(
-        data, val_data=val_data, mode=cfg.mode, val_fraction=cfg.val_fraction, seed=cfg.seed,
-        loss_on_examples=cfg.loss_on_examples, mode_mix=cfg.mode_mix,
+        data,
+        val_data=val_data,
+        mode=cfg.mode,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        loss_on_examples=cfg.loss_on_examples,
+        mode_mix=cfg.mode_mix,
     )
     mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
     if cfg.grad_checkpointing:
@@ -492,7 +497,9 @@ def probe_val(run: Run, engine) -> dict:
 
     src = run.data.val
     rows = src.raw.select(src.indices[: run.cfg.probe_samples].tolist())
-    return probe_data(engine.module, rows, run.data.vocab, n=run.cfg.probe_samples, mode=run.cfg.mode).summary()
+    return probe_data(
+        engine.module, rows, run.data.vocab, n=run.cfg.probe_samples, mode=run.cfg.mode
+    ).summary()
 
 
 def _out_of_time(cfg: TrainConfig, t_start: float) -> bool:
