@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow bench lint clean campaign-leg
 
 setup: $(STAMP)
 
@@ -40,6 +40,21 @@ LINT_PATHS := xprompt tokenizer retrieval train eval tests bench
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
+
+# One leg of the long training run (docs/experiments.md, checkpoints/campaign/README.md): build the leg's own
+# seeded data, train from the committed weights for at most MINUTES, then overwrite them with the result.
+LEG ?= 1
+MINUTES ?= 150
+campaign-leg: $(STAMP)
+	test -d data/leg$(LEG) || $(PY) -m xprompt data build --split train --n 40000 --size 64 --seed $$((100 + $(LEG))) \
+		--out data/leg$(LEG) --workers 2 --shard-size 10000 --mix configs/data_mix_campaign.json --quiet
+	test -d data/val64-noinstr || $(PY) -m xprompt data build --split train --n 1000 --size 64 --seed 1 \
+		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
+	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data data/leg$(LEG) \
+		--val-data data/val64-noinstr --out runs/leg$(LEG) --zero-stage 0 --no-progress \
+		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES)
+	$(PY) -m xprompt export --checkpoint runs/leg$(LEG)/model --out checkpoints/campaign --dtype fp32 \
+		--vq checkpoints/vq-64 --bpe checkpoints/bpe/tokenizer.json
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .cache
