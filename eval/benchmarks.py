@@ -118,18 +118,16 @@ TASKS: dict[str, tuple[TaskSpec, ...]] = {
 MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "dino", "clip_t", "clip_dir"))
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
-_CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst")
+_CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
 ALLOWED_ROWS = {"unseen": _CTX_ROWS, "seen": _CTX_ROWS, "raie": ("text", "raie", "oracle"), "t2i": ("t2i",)}
-WRONG_ROWS = (
-    "wrong",
-    "wrong-inst",
-)  # controls: the same query and instruction with another pair as the example
+WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
 GEN_ROWS = {
     "none": "none",
     "full": "full",
     "xp": "xp",
     "wrong": None,  # None: the example mode (``--example-mode``, default xp), like raie/oracle
     "wrong-inst": None,
+    "identity": None,
     "text": "none",
     "raie": None,
     "oracle": None,
@@ -140,6 +138,7 @@ ROW_LABELS = {
     "raie": "+ RAIE", "oracle": "+ same-task example", "t2i": "Generated", "gt": "Ground-truth render",
     "copy": "Copy baseline (query as output)", "vq": "VQ ceiling (GT through the tokenizer)",
     "wrong": "Wrong example (another task's pair)", "wrong-inst": "Wrong instance (another instance's pair)",
+    "identity": "Identity example (the example input as its output)",
     "vqcopy": "VQ-copy (query through the tokenizer)",
 }  # fmt: skip
 MB_COLUMNS = ("source_img", "target_img", "instruction")
@@ -459,6 +458,8 @@ def wrong_examples(
     does not depend on ``--tasks``). ``wrong-inst``: instance i + 1 of the same task (another draw of the task's
     parameters and content; informative for tasks whose parameters only the example reveals, e.g. channel swap,
     palette map, flip/rotate -- for fixed-parameter tasks such as deblur it is nearly a right example).
+    ``identity``: the instance's own example input with itself as the output (only the example's *output*
+    changes: the model is shown "change nothing").
     """
     if kind == "wrong":
         names = [s.task for s in TASKS[benchmark]]
@@ -470,6 +471,10 @@ def wrong_examples(
             task, n + 1, size, seed
         )  # instance i of n + 1 equals instance i of n (seeded per i)
         return [it.example for it in items[1:]], [{"task": task, "index": i + 1} for i in range(n)]
+    if kind == "identity":
+        items = suite_items(task, n, size, seed)
+        return [(it.example[0], it.example[0]) for it in items], [{"task": task, "index": i, "output": "input"}
+                                                                   for i in range(n)]  # fmt: skip
     raise ValueError(f"not a wrong-example row: {kind!r}")
 
 
@@ -649,14 +654,17 @@ def copy_vq_gap(task: dict) -> dict:
 
 
 def mean_gap_closed(report: dict) -> dict:
-    """Per row, the mean gap closed over the tasks whose VQ ceiling beats copy (``tasks`` lists them), and how
-    many of those tasks the row beats copy on (``beats_copy``: gap closed > 0)."""
+    """Per row, the mean (and median) gap closed over the tasks whose VQ ceiling beats copy (``tasks`` lists
+    them), and how many of those tasks the row beats copy on (``beats_copy``: gap closed > 0). A task whose VQ
+    ceiling is barely above copy gives large ratios either way and can dominate the mean: read the median and
+    the per-task values beside it."""
     tasks = [k for k, t in report["tasks"].items() if t.get("gap_closed", {}).get("vq_beats_copy")]
-    out: dict[str, Any] = {"tasks": tasks, "mean": {}, "beats_copy": {}}
+    out: dict[str, Any] = {"tasks": tasks, "mean": {}, "median": {}, "beats_copy": {}}
     for r in report["rows"]:
         vals = [report["tasks"][k]["gap_closed"]["rows"].get(r) for k in tasks]
         vals = [v for v in vals if isinstance(v, (int, float))]
         out["mean"][r] = float(np.mean(vals)) if vals else None
+        out["median"][r] = float(np.median(vals)) if vals else None
         out["beats_copy"][r] = sum(v > 0 for v in vals)
     return out
 

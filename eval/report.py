@@ -35,7 +35,7 @@ DECIMALS = {"psnr": 2, "miou": 2, "angle": 2}
 SHORT_LABELS = {
     "none": "no context", "full": "in-ctx w/o XP", "xp": "in-ctx w/ XP", "text": "text only", "raie": "+ RAIE",
     "oracle": "+ same-task ex.", "vq": "VQ ceiling", "gt": "GT render", "t2i": "generated", "copy": "copy",
-    "wrong": "wrong example", "wrong-inst": "wrong instance", "vqcopy": "VQ-copy",
+    "wrong": "wrong example", "wrong-inst": "wrong instance", "identity": "identity ex.", "vqcopy": "VQ-copy",
 }  # fmt: skip
 
 
@@ -135,7 +135,9 @@ def reading_table(report: dict) -> list[str]:
         return []
     rows = report["rows"]
     model_rows = [r for r in rows if r not in ("copy", "vqcopy", "vq", "gt")]
-    ctrls = [c for c in ("wrong", "wrong-inst") if any(c in t.get("sensitivity", {}) for _, t in tasks)]
+    ctrls = [
+        c for c in ("wrong", "wrong-inst", "identity") if any(c in t.get("sensitivity", {}) for _, t in tasks)
+    ]
     head = ["Task", "metric"] + [SHORT_LABELS.get(r, r) for r in rows]
     head += [f"gap closed ({SHORT_LABELS.get(r, r)})" for r in model_rows]
     head += [f"sens. vs {c} (px / logit Δ÷std)" for c in ctrls]
@@ -163,8 +165,9 @@ def reading_table(report: dict) -> list[str]:
     if mg:
         n = len(mg["tasks"])
         lines.append(f"Mean gap closed over the {n} task(s) whose VQ ceiling beats copy: "
-                     + ", ".join(f"`{r}` {pct(mg['mean'].get(r))} (beats copy on {mg['beats_copy'].get(r, 0)}/{n})"
-                                 for r in model_rows) + ".")  # fmt: skip
+                     + ", ".join(f"`{r}` {pct(mg['mean'].get(r))} (median {pct(mg.get('median', {}).get(r))}, "
+                                 f"beats copy on {mg['beats_copy'].get(r, 0)}/{n})" for r in model_rows)
+                     + ".")  # fmt: skip
         lines.append("")
     return lines
 

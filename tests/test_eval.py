@@ -269,15 +269,17 @@ def test_wrong_rows_use_another_pair_with_the_same_query(ckpt, pipe, monkeypatch
 
     monkeypatch.setattr(B, "generate_batch", spy)
     tasks = ["invert", "channel_swap"]
-    rep, _ = _run(ckpt, pipe, benchmark="seen", limit=2, tasks=tasks, rows=["xp", "wrong", "wrong-inst"],
+    rep, _ = _run(ckpt, pipe, benchmark="seen", limit=2, tasks=tasks, rows=["xp", "wrong", "wrong-inst", "identity"],
                   batch_size=2)  # fmt: skip
-    assert rep["rows"] == ["xp", "wrong", "wrong-inst", "copy", "vqcopy", "vq"]
-    assert len(calls) == 2 * 3  # 2 tasks x 3 rows, one batch each
+    assert rep["rows"] == ["xp", "wrong", "wrong-inst", "identity", "copy", "vqcopy", "vq"]
+    assert len(calls) == 2 * 4  # 2 tasks x 4 rows, one batch each
     names = [s.task for s in B.TASKS["seen"]]
     for ti, task in enumerate(tasks):
         items = B.suite_items(task, 3, 64, 0)
-        (m_xp, q_xp, ex_xp), (m_w, q_w, ex_w), (m_wi, q_wi, ex_wi) = calls[3 * ti : 3 * ti + 3]
-        assert m_xp == m_w == m_wi == "xp"  # controls run in the example mode, like the xp row
+        (m_xp, q_xp, ex_xp), (m_w, q_w, ex_w), (m_wi, q_wi, ex_wi), (m_id, q_id, ex_id) = calls[
+            4 * ti : 4 * ti + 4
+        ]
+        assert m_xp == m_w == m_wi == m_id == "xp"  # controls run in the example mode, like the xp row
         other = B.suite_items(names[names.index(task) + 1], 2, 64, 0)
         for i in range(2):
             for q in (q_w[i], q_wi[i]):
@@ -294,11 +296,14 @@ def test_wrong_rows_use_another_pair_with_the_same_query(ckpt, pipe, monkeypatch
             assert not np.array_equal(ex_w[i][1], ex_xp[i][1]) and not np.array_equal(
                 ex_wi[i][1], ex_xp[i][1]
             )
+            assert np.array_equal(q_id[i], q_xp[i]) and np.array_equal(ex_id[i][0], ex_xp[i][0])  # only the
+            assert np.array_equal(ex_id[i][1], ex_xp[i][0])  # example's output changes: it is its input
         s0 = rep["tasks"][task]["samples"][1]["example_from"]
         assert s0 == {"xp": {"task": task, "index": 1}, "wrong": {"task": names[names.index(task) + 1], "index": 1},
-                      "wrong-inst": {"task": task, "index": 2}}  # fmt: skip
+                      "wrong-inst": {"task": task, "index": 2},
+                      "identity": {"task": task, "index": 1, "output": "input"}}  # fmt: skip
         sens = rep["tasks"][task]["sensitivity"]
-        assert set(sens) == {"wrong", "wrong-inst"}
+        assert set(sens) == {"wrong", "wrong-inst", "identity"}
         for sv in sens.values():
             assert sv["reference"] == "xp" and sv["pixel_mad"] >= 0 and 0 <= sv["identical"] <= 1
             assert sv["logit_max_abs_diff"] > 0 and sv["logit_std"] > 0  # a random model reads its context
@@ -359,4 +364,5 @@ def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
     rep.update(benchmark="seen", config={"limit": 1, "seed": 0}, checkpoint={"path": "x"}, size=64, greedy=True,
                row_labels={r: r for r in rep["rows"]})  # fmt: skip
     md = render_markdown(rep)
-    assert "| 60 % |" in md and "`xp` 55 % (beats copy on 2/2)" in md and "n/a" in md
+    assert mg["median"]["xp"] == pytest.approx(0.55)
+    assert "| 60 % |" in md and "`xp` 55 % (median 55 %, beats copy on 2/2)" in md and "n/a" in md
