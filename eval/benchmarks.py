@@ -8,12 +8,19 @@ Design choices
 * **Rows** (settings) per benchmark, all with the task's instruction, so the example is the only difference:
     unseen/seen: ``none`` (instruction only), ``full`` (example, plain causal attention), ``xp`` (example
       behind the X-Prompt bottleneck); ``full`` is meaningful only for a model trained in ``full`` mode.
+      Controls (same query, same instruction, another example, run in the example mode like ``xp``):
+      ``wrong`` (the pair of another task: instance i of the next task in the list; a default row),
+      ``wrong-inst`` (instance i + 1 of the same task), ``identity`` (the example input as its own output).
+      Only the difference between ``xp`` and a control is evidence that the model reads the example
+      (``sensitivity`` in the report: how much the output and the first answer code's logits move).
     raie: ``text`` (instruction only), ``raie`` (the nearest stored instruction's pair as the example, from
       the default store or ``--store``), optionally ``oracle`` (the instance's own example pair).
     t2i: ``t2i`` (the generated image); plus ``gt`` (the ground-truth render: the detector's ceiling).
   Every image benchmark adds ``copy`` (the query returned unchanged, docs/design.md's copy baseline) and ``vq``
   (the ground truth through the image tokenizer and back: practically the best a model decoding through this
-  tokenizer can do).
+  tokenizer can do); unseen/seen add ``vqcopy`` (the query through the tokenizer and back: what a token model
+  gets by copying the query's tokens) and, per task, the fraction of the copy -> VQ-ceiling gap each row
+  closes on the task's main metric (``gap_closed``; the mean over tasks whose VQ ceiling beats copy at the top).
 * **Metrics** per task follow the paper's tables (see ``TASKS``), plus two changed-region metrics on every
   image task (pixels where query and ground truth differ): ``changed_psnr`` (PSNR there) and ``closer`` (the
   fraction of them that moved toward the ground truth; the copy baseline scores 0, but any output far from
