@@ -673,7 +673,32 @@ def mean_gap_closed(report: dict) -> dict:
         out["mean"][r] = float(np.mean(vals)) if vals else None
         out["median"][r] = float(np.median(vals)) if vals else None
         out["beats_copy"][r] = sum(v > 0 for v in vals)
+    # issue 13's per-task checks over every task with numbers: a row at least matches VQ-copy; the example row
+    # (``xp``) strictly beats each control row on the main metric
+    out["n_tasks"] = len(report["tasks"])
+    out["matches_vqcopy"], out["xp_beats_control"] = {}, {}
+    for r in report["rows"]:
+        if r in ("copy", "vqcopy", "vq"):
+            continue
+        out["matches_vqcopy"][r] = sum(
+            _better(t, r, "vqcopy", strict=False) for t in report["tasks"].values()
+        )
+        if r in WRONG_ROWS and "xp" in report["rows"]:
+            out["xp_beats_control"][r] = sum(
+                _better(t, "xp", r, strict=True) for t in report["tasks"].values()
+            )
     return out
+
+
+def _better(task: dict, a: str, b: str, *, strict: bool) -> bool:
+    """Row ``a`` beats (``strict``) or at least matches row ``b`` on the task's main metric."""
+    m = task.get("gap_closed", {}).get("metric")
+    va, vb = (task["results"].get(r, {}).get(m) for r in (a, b))
+    if not (isinstance(va, (int, float)) and isinstance(vb, (int, float))):
+        return False
+    if M.lower_is_better(m):
+        va, vb = -va, -vb
+    return va > vb if strict else va >= vb
 
 
 # ---------------------------------------------------------------------- the runner

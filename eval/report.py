@@ -168,6 +168,13 @@ def reading_table(report: dict) -> list[str]:
                      + ", ".join(f"`{r}` {pct(mg['mean'].get(r))} (median {pct(mg.get('median', {}).get(r))}, "
                                  f"beats copy on {mg['beats_copy'].get(r, 0)}/{n})" for r in model_rows)
                      + ".")  # fmt: skip
+        nt = mg.get("n_tasks")
+        if mg.get("matches_vqcopy"):
+            lines.append(f"At least matching VQ-copy on the main metric (of {nt} tasks): "
+                         + ", ".join(f"`{r}` {v}" for r, v in mg["matches_vqcopy"].items()) + ".")  # fmt: skip
+        if mg.get("xp_beats_control"):
+            lines.append(f"`xp` (right example) beating the control on the main metric (of {nt} tasks): "
+                         + ", ".join(f"`{r}` {v}" for r, v in mg["xp_beats_control"].items()) + ".")  # fmt: skip
         lines.append("")
     return lines
 

@@ -360,6 +360,9 @@ def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
     assert mg["tasks"] == ["a", "b"] and mg["mean"]["xp"] == pytest.approx(0.55)
     assert mg["mean"]["wrong"] == pytest.approx(-0.35) and mg["beats_copy"] == {
         "xp": 2, "wrong": 0, "copy": 0, "vqcopy": 0, "vq": 2}  # fmt: skip
+    # VQ-copy = copy here: xp matches it on a (26 >= 20) and b (0.3 <= 0.4), not c (28 < 30); wrong on none
+    assert mg["n_tasks"] == 3 and mg["matches_vqcopy"] == {"xp": 2, "wrong": 0}
+    assert mg["xp_beats_control"] == {"wrong": 2}  # a and b; on c xp and wrong tie (no win)
     rep["gap_closed"] = mg
     rep.update(benchmark="seen", config={"limit": 1, "seed": 0}, checkpoint={"path": "x"}, size=64, greedy=True,
                row_labels={r: r for r in rep["rows"]})  # fmt: skip
