@@ -84,6 +84,7 @@ def run(args) -> int:
         instruction, pairs = _photo_pairs(task, args.queries, size, args.seed)
         example, queries = (pairs[0].inputs[0], pairs[0].output), pairs[1:]
         vqcopy = [xp.decode(xp.encode(q.inputs[0])) for q in queries]
+        ceiling = [xp.decode(xp.encode(q.output)) for q in queries]
         for mode in args.modes:  # all queries of a task in one batch
             outs = xp.generate(
                 examples=[example],
@@ -93,10 +94,10 @@ def run(args) -> int:
                 seed=args.seed,
                 greedy=not args.sample,
             )
-            for q, vc, out in zip(queries, vqcopy, outs, strict=True):
+            for q, vc, vq, out in zip(queries, vqcopy, ceiling, outs, strict=True):
                 rows.append([example[0], example[1], q.inputs[0], vc, out, q.output])
                 meta.append(
-                    row_meta(task, mode, instruction, task in held_out, q.inputs[0], vc, out, q.output)
+                    row_meta(task, mode, instruction, task in held_out, q.inputs[0], vc, out, q.output, vq)
                 )
     out_dir = Path(args.out)
     grid_path, html_path = write_outputs(out_dir, rows, meta, ckpt, time.time() - t0)
@@ -110,11 +111,12 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
-def row_meta(task: str, mode: str, instruction: str, held_out: bool, query, vqcopy, out, gt) -> dict:
-    """One grid row's facts: MSE (8-bit units) of the output, the copy baseline and VQ-copy against the ground
-    truth, and whether the output beats copy (strictly lower MSE)."""
+def row_meta(task: str, mode: str, instruction: str, held_out: bool, query, vqcopy, out, gt, vq=None) -> dict:
+    """One grid row's facts: MSE (8-bit units) of the output, the copy baseline, VQ-copy and (``vq``: the ground
+    truth through the tokenizer) the VQ ceiling against the ground truth, and whether the output beats copy
+    (strictly lower MSE). When the VQ ceiling does not beat copy either, no output through this tokenizer can."""
     m = {"task": task, "mode": mode, "instruction": instruction, "held_out": held_out, "mse_output": _mse(out, gt),
-         "mse_copy": _mse(query, gt), "mse_vqcopy": _mse(vqcopy, gt)}  # fmt: skip
+         "mse_copy": _mse(query, gt), "mse_vqcopy": _mse(vqcopy, gt), "mse_vq": None if vq is None else _mse(vq, gt)}  # fmt: skip
     m["beats_copy"] = m["mse_output"] < m["mse_copy"]
     return m
 
@@ -144,7 +146,15 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
         cells.append(
             f"<tr><td><b>{html.escape(m['task'])}</b>{tag}<br>mode {m['mode']}<br>"
             f"<i>{html.escape(m['instruction'])}</i><br>MSE {m['mse_output']:.0f} (copy {m['mse_copy']:.0f}, "
-            f"VQ-copy {m['mse_vqcopy']:.0f})<br>{verdict}</td>{imgs}</tr>"
+            f"VQ-copy {m['mse_vqcopy']:.0f}"
+            + (f", VQ ceiling {m['mse_vq']:.0f}" if m.get("mse_vq") is not None else "")
+            + f")<br>{verdict}"
+            + (
+                "<br>(the VQ ceiling does not beat copy either)"
+                if (m.get("mse_vq") or 0) >= m["mse_copy"]
+                else ""
+            )
+            + f"</td>{imgs}</tr>"
         )
     n_beat = sum(m["beats_copy"] for m in meta)
     page = (
@@ -155,7 +165,8 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
         "Each row: the in-context example pair, the query (a photograph never used in training), the query "
         "through the image tokenizer (<i>VQ-copy</i>: what a token model gets by copying tokens), the model's "
         "output, and the ground truth. MSE is against the ground truth (8-bit units); <i>copy</i> is the score "
-        "of returning the query unchanged. "
+        "of returning the query unchanged, <i>VQ ceiling</i> that of the ground truth through the image tokenizer "
+        "(about the best an output through this tokenizer can do). "
         f"<b>{n_beat} of {len(meta)} rows beat the copy baseline's MSE.</b></p>"
         "<table><tr><th></th><th>example input</th><th>example output</th>"
         "<th>query</th><th>VQ-copy</th><th>output</th><th>ground truth</th></tr>"

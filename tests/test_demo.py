@@ -42,7 +42,7 @@ def test_demo_writes_grid_and_page(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert page.count("<tr>") == 9 and "(held out)" in page and "copy" in page and "VQ-copy" in page
     assert page.count("beats copy") + page.count("does not beat copy") >= 8  # a verdict on every row
-    assert "rows beat the copy baseline's MSE" in page
+    assert "rows beat the copy baseline's MSE" in page and "VQ ceiling" in page
 
 
 def test_demo_row_meta_judges_against_copy():
@@ -53,6 +53,7 @@ def test_demo_row_meta_judges_against_copy():
     m = row_meta("invert", "xp", "x", False, q, vc, np.full_like(gt, 3), gt)
     assert (m["mse_output"], m["mse_copy"], m["mse_vqcopy"], m["beats_copy"]) == (9.0, 100.0, 144.0, True)
     assert not row_meta("invert", "xp", "x", False, q, vc, q, gt)["beats_copy"]  # equal to copy is not a win
+    assert row_meta("invert", "xp", "x", False, q, vc, q, gt, vq=np.full_like(gt, 1))["mse_vq"] == 1.0
 
 
 def test_demo_missing_checkpoint_exit_2(tmp_path, capsys):
