@@ -369,3 +369,13 @@ def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
     md = render_markdown(rep)
     assert mg["median"]["xp"] == pytest.approx(0.55)
     assert "| 60 % |" in md and "`xp` 55 % (median 55 %, beats copy on 2/2)" in md and "n/a" in md
+
+
+def test_controls_follow_the_example_mode(ckpt, pipe):
+    """With --example-mode full the controls run in full mode and are compared with the full row."""
+    rep, _ = _run(
+        ckpt, pipe, benchmark="unseen", limit=1, tasks=["derain"], rows=["full", "wrong"], train_mode="full"
+    )
+    sv = rep["tasks"]["derain"]["sensitivity"]["wrong"]
+    assert sv["reference"] == "full" and sv["logit_std"] > 0
+    assert rep["tasks"]["derain"]["samples"][0]["example_from"]["wrong"]["task"] == "add_object"
