@@ -124,7 +124,7 @@ def render_markdown(report: dict) -> str:
 
 
 def pct(v) -> str:
-    return f"{100 * v:.0f} %" if isinstance(v, (int, float)) else "n/a"
+    return f"{round(100 * v)} %" if isinstance(v, (int, float)) else "n/a"  # an int: no "-0 %"
 
 
 def reading_table(report: dict) -> list[str]:
