@@ -8,12 +8,19 @@ Design choices
 * **Rows** (settings) per benchmark, all with the task's instruction, so the example is the only difference:
     unseen/seen: ``none`` (instruction only), ``full`` (example, plain causal attention), ``xp`` (example
       behind the X-Prompt bottleneck); ``full`` is meaningful only for a model trained in ``full`` mode.
+      Controls (same query, same instruction, another example, run in the example mode like ``xp``):
+      ``wrong`` (the pair of another task: instance i of the next task in the list; a default row),
+      ``wrong-inst`` (instance i + 1 of the same task), ``identity`` (the example input as its own output).
+      Only the difference between ``xp`` and a control is evidence that the model reads the example
+      (``sensitivity`` in the report: how much the output and the first answer code's logits move).
     raie: ``text`` (instruction only), ``raie`` (the nearest stored instruction's pair as the example, from
       the default store or ``--store``), optionally ``oracle`` (the instance's own example pair).
     t2i: ``t2i`` (the generated image); plus ``gt`` (the ground-truth render: the detector's ceiling).
   Every image benchmark adds ``copy`` (the query returned unchanged, docs/design.md's copy baseline) and ``vq``
   (the ground truth through the image tokenizer and back: practically the best a model decoding through this
-  tokenizer can do).
+  tokenizer can do); unseen/seen add ``vqcopy`` (the query through the tokenizer and back: what a token model
+  gets by copying the query's tokens) and, per task, the fraction of the copy -> VQ-ceiling gap each row
+  closes on the task's main metric (``gap_closed``; the mean over tasks whose VQ ceiling beats copy at the top).
 * **Metrics** per task follow the paper's tables (see ``TASKS``), plus two changed-region metrics on every
   image task (pixels where query and ground truth differ): ``changed_psnr`` (PSNR there) and ``closer`` (the
   fraction of them that moved toward the ground truth; the copy baseline scores 0, but any output far from
@@ -53,6 +60,7 @@ class TaskSpec:
 
 
 _EDIT = ("clip_dir", "clip_t", "success", "psnr", "ssim", "changed_psnr", "closer")
+_SEEN_EDIT = ("success", "psnr", "ssim", "changed_psnr", "closer")  # edit success is the main metric
 TASKS: dict[str, tuple[TaskSpec, ...]] = {
     "unseen": (
         TaskSpec("low_light_enhance", "Low-light enh.", ("psnr", "ssim", "changed_psnr", "closer")),
@@ -72,6 +80,19 @@ TASKS: dict[str, tuple[TaskSpec, ...]] = {
         TaskSpec("dehaze", "Dehaze", ("psnr", "ssim", "changed_psnr", "closer")),
         TaskSpec("super_resolution", "Super-resolution", ("psnr", "ssim", "changed_psnr", "closer")),
         TaskSpec("jpeg_restore", "JPEG restore", ("psnr", "ssim", "changed_psnr", "closer")),
+        # style and geometric tasks (train/tasks_style.py): parameters drawn per instance (which channels
+        # swap, which palette, which flip), so only the example tells them apart
+        TaskSpec("invert", "Invert", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("channel_swap", "Channel swap", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("palette_map", "Palette map", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("posterize", "Posterize", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("sepia", "Sepia", ("psnr", "ssim", "changed_psnr", "closer")),
+        TaskSpec("flip_rotate", "Flip / rotate", ("psnr", "ssim", "changed_psnr", "closer")),
+        # the scene edits of the train split (add/remove object are held out: they are in ``unseen``)
+        TaskSpec("recolor", "Recolour", _SEEN_EDIT),
+        TaskSpec("move", "Move", _SEEN_EDIT),
+        TaskSpec("resize", "Resize", _SEEN_EDIT),
+        TaskSpec("replace_background", "Background", _SEEN_EDIT),
     ),
     "raie": tuple(
         TaskSpec(
@@ -102,13 +123,18 @@ TASKS: dict[str, tuple[TaskSpec, ...]] = {
     "t2i": (TaskSpec("text_to_image", "Text-to-image", ("object", "color", "count", "position", "overall")),),
 }
 MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "dino", "clip_t", "clip_dir"))
-DEFAULT_ROWS = {"unseen": ("none", "full", "xp"), "seen": ("xp",), "raie": ("text", "raie"), "t2i": ("t2i",)}
-ALLOWED_ROWS = {"unseen": ("none", "full", "xp"), "seen": ("none", "full", "xp"), "raie": ("text", "raie", "oracle"),
+DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
+_CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
+ALLOWED_ROWS = {"unseen": _CTX_ROWS, "seen": _CTX_ROWS, "raie": ("text", "raie", "oracle"), "t2i": ("t2i",)}
+WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
 GEN_ROWS = {
     "none": "none",
     "full": "full",
     "xp": "xp",
+    "wrong": None,  # None: the example mode (``--example-mode``, default xp), like raie/oracle
+    "wrong-inst": None,
+    "identity": None,
     "text": "none",
     "raie": None,
     "oracle": None,
@@ -118,6 +144,9 @@ ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
     "raie": "+ RAIE", "oracle": "+ same-task example", "t2i": "Generated", "gt": "Ground-truth render",
     "copy": "Copy baseline (query as output)", "vq": "VQ ceiling (GT through the tokenizer)",
+    "wrong": "Wrong example (another task's pair)", "wrong-inst": "Wrong instance (another instance's pair)",
+    "identity": "Identity example (the example input as its output)",
+    "vqcopy": "VQ-copy (query through the tokenizer)",
 }  # fmt: skip
 MB_COLUMNS = ("source_img", "target_img", "instruction")
 
@@ -396,6 +425,15 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
                    t2i: bool = False) -> list[np.ndarray]:  # fmt: skip
     """One batched decode for ``items`` under ``row_mode`` (none / full / xp) with per-item ``examples``."""
     from xprompt.generation import generate_images
+
+    seqs, sizes = build_prompts(pipe, items, row_mode, examples, t2i=t2i)
+    sampling = pipe.sampling_config(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
+    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False)
+    return [pipe.decode(c) for c in codes]
+
+
+def build_prompts(pipe, items: list[Item], row_mode: str, examples: list, *, t2i: bool = False):
+    """The generation prompts (``TokenSequence`` without the answer) and answer sizes in codes for ``items``."""
     from xprompt.sequence import build_sample
 
     seqs, sizes = [], []
@@ -413,9 +451,86 @@ def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, se
         seqs.append(build_sample(pipe.vocab, pipe.text_tok, mode=row_mode, instruction=item.instruction,
                                  examples=codes_ex, query=q))  # fmt: skip
         sizes.append(tuple(q.shape))
-    sampling = pipe.sampling_config(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
-    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False)
-    return [pipe.decode(c) for c in codes]
+    return seqs, sizes
+
+
+# ---------------------------------------------------------------------- controls: does the model read the example?
+def wrong_examples(
+    benchmark: str, task: str, kind: str, n: int, size: int, seed: int
+) -> tuple[list, list[dict]]:
+    """The example pairs of a wrong-example control row for the ``n`` instances of ``task``, and where each
+    came from (``{"task", "index"}`` into ``make_eval_instances(task, ., size, seed)``).
+
+    ``wrong``: instance i of the *next* task in the benchmark's task list (cyclic; the full list, so the pairing
+    does not depend on ``--tasks``). ``wrong-inst``: instance i + 1 of the same task (another draw of the task's
+    parameters and content; informative for tasks whose parameters only the example reveals, e.g. channel swap,
+    palette map, flip/rotate -- for fixed-parameter tasks such as deblur it is nearly a right example).
+    ``identity``: the instance's own example input with itself as the output (only the example's *output*
+    changes: the model is shown "change nothing").
+    """
+    if kind == "wrong":
+        names = [s.task for s in TASKS[benchmark]]
+        other = names[(names.index(task) + 1) % len(names)]
+        items = suite_items(other, n, size, seed)
+        return [it.example for it in items], [{"task": other, "index": i} for i in range(n)]
+    if kind == "wrong-inst":
+        items = suite_items(
+            task, n + 1, size, seed
+        )  # instance i of n + 1 equals instance i of n (seeded per i)
+        return [it.example for it in items[1:]], [{"task": task, "index": i + 1} for i in range(n)]
+    if kind == "identity":
+        items = suite_items(task, n, size, seed)
+        return [(it.example[0], it.example[0]) for it in items], [{"task": task, "index": i, "output": "input"}
+                                                                   for i in range(n)]  # fmt: skip
+    raise ValueError(f"not a wrong-example row: {kind!r}")
+
+
+def first_image_logits(pipe, items: list[Item], mode: str, examples: list, batch_size: int = 8) -> np.ndarray:
+    """(n, K) float32 logits over the K image codes of the first answer code (after the forced ``<boi> <h> <w>``)
+    for each item, prompted as the generated rows are (same prefill, same compression)."""
+    import torch
+
+    from xprompt.generation import _with_tail, image_head, prefill
+
+    ids = torch.as_tensor(pipe.vocab.image_ids, dtype=torch.long)
+    out = []
+    for rng_ in _batches(len(items), batch_size):
+        seqs, sizes = build_prompts(pipe, [items[i] for i in rng_], mode, [examples[i] for i in rng_])
+        seqs = [_with_tail(q, image_head(pipe.vocab, h, w)) for q, (h, w) in zip(seqs, sizes, strict=True)]
+        with torch.no_grad():
+            lg = prefill(pipe.model, seqs, pipe.vocab.pad_id).logits  # (B, V)
+        out.append(lg[:, ids.to(lg.device)].float().cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def example_sensitivity(
+    right: list[np.ndarray],
+    wrong: list[np.ndarray],
+    logits_right: np.ndarray | None = None,
+    logits_wrong: np.ndarray | None = None,
+) -> dict:
+    """How much the output moves when only the example changes (same query, same instruction).
+
+    ``pixel_mad``: mean absolute difference of the two outputs in 8-bit units (0-255), over pixels, channels
+    and items (0 = the example is ignored); ``identical``: fraction of items whose two outputs are equal.
+    With the first answer code's logits (``first_image_logits``) of both prompts: ``logit_max_abs_diff`` =
+    mean over items of max |Δ logit| over the image codes (``logit_max_abs_diff_max``: its max over items),
+    and ``logit_std`` = mean over items of the right prompt's logit std over the codes, for scale.
+    """
+    if len(right) != len(wrong) or not right:
+        raise ValueError("example_sensitivity needs two equally long, non-empty lists of outputs")
+    mad = [
+        float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+        for a, b in zip(right, wrong, strict=True)
+    ]
+    out = {"pixel_mad": float(np.mean(mad)), "identical": float(np.mean([m == 0.0 for m in mad])),
+           "per_sample_pixel_mad": mad}  # fmt: skip
+    if logits_right is not None and logits_wrong is not None:
+        d = np.abs(logits_right.astype(np.float64) - logits_wrong.astype(np.float64)).max(axis=1)  # (n,)
+        out["logit_max_abs_diff"] = float(d.mean())
+        out["logit_max_abs_diff_max"] = float(d.max())
+        out["logit_std"] = float(logits_right.astype(np.float64).std(axis=1).mean())
+    return out
 
 
 def raie_row(
@@ -478,6 +593,112 @@ def checkpoint_info(pipe) -> dict:
     if "step" in extra:
         info["step"] = extra["step"]
     return info
+
+
+def row_examples(
+    cfg: EvalConfig, task: str, row: str, items: list[Item], size: int
+) -> tuple[list, list | None]:
+    """The example pair per item of a generated row (None for rows without one) and, for rows with examples,
+    where each came from (``{"task", "index"}``; the report's ``example_from``)."""
+    if row in ("none", "text", "t2i"):
+        return [None] * len(items), None
+    if row in WRONG_ROWS:
+        return wrong_examples(cfg.benchmark, task, row, len(items), size, cfg.seed)
+    examples = [it.example for it in items]
+    if any(e is None for e in examples):
+        raise XPromptError(f"row {row!r} needs an example pair per item; this dataset has none")
+    return examples, [{"task": task, "index": i} for i in range(len(items))]
+
+
+def add_reading(
+    task: dict, pipe, items: list[Item], preds: dict, used: dict, example_mode: str, batch_size: int
+) -> None:
+    """Add to a task's report entry what tells whether the model reads the example: per sample which instance's
+    pair each example row showed (``example_from``), the example sensitivity and the copy -> VQ gap closed."""
+    for i, s in enumerate(task["samples"]):
+        if used:
+            s["example_from"] = {r: src[i] for r, (_, src) in used.items()}
+    sens = task_sensitivity(pipe, items, preds, used, example_mode, batch_size)
+    if sens:
+        task["sensitivity"] = sens
+    task["gap_closed"] = copy_vq_gap(task)
+
+
+def task_sensitivity(
+    pipe, items: list[Item], preds: dict, used: dict, example_mode: str, batch_size: int
+) -> dict:
+    """``{control row: example_sensitivity(...)}`` of the example-mode row (``xp``, or ``full`` with
+    ``--example-mode full``) against each wrong-example row present; {} when either is missing."""
+    ref = example_mode
+    if ref not in preds or ref not in used:
+        return {}
+    out = {}
+    lg_ref = None
+    for row in WRONG_ROWS:
+        if row not in preds:
+            continue
+        if lg_ref is None:
+            lg_ref = first_image_logits(pipe, items, ref, used[ref][0], batch_size)
+        lg = first_image_logits(pipe, items, ref, used[row][0], batch_size)
+        out[row] = {"reference": ref, **example_sensitivity(preds[ref], preds[row], lg_ref, lg)}
+    return out
+
+
+def copy_vq_gap(task: dict) -> dict:
+    """The fraction of the copy -> VQ-ceiling gap each row closes on the task's main metric (its first metric
+    with a number): ``(row - copy) / (vq - copy)``, which is sign-aware by construction (for RMSE/MSE both
+    differences are negative when the row improves on copy). ``vq_beats_copy`` says whether there is a gap to
+    close (VQ ceiling strictly better than copy in the metric's direction); without one the values are None."""
+    from xprompt.eval.report import gap_closed, primary_metric
+
+    m = primary_metric(task)
+    res = task["results"]
+    copy, vq = res.get("copy", {}).get(m), res.get("vq", {}).get(m)
+    num = isinstance(copy, (int, float)) and isinstance(vq, (int, float))
+    beats = bool(num and ((vq < copy) if M.lower_is_better(m) else (vq > copy)))
+    rows = {r: (gap_closed(copy, v.get(m), vq) if beats else None) for r, v in res.items()}
+    return {"metric": m, "vq_beats_copy": beats, "rows": rows}
+
+
+def mean_gap_closed(report: dict) -> dict:
+    """Per row, the mean (and median) gap closed over the tasks whose VQ ceiling beats copy (``tasks`` lists
+    them), and how many of those tasks the row beats copy on (``beats_copy``: gap closed > 0). A task whose VQ
+    ceiling is barely above copy gives large ratios either way and can dominate the mean: read the median and
+    the per-task values beside it."""
+    tasks = [k for k, t in report["tasks"].items() if t.get("gap_closed", {}).get("vq_beats_copy")]
+    out: dict[str, Any] = {"tasks": tasks, "mean": {}, "median": {}, "beats_copy": {}}
+    for r in report["rows"]:
+        vals = [report["tasks"][k]["gap_closed"]["rows"].get(r) for k in tasks]
+        vals = [v for v in vals if isinstance(v, (int, float))]
+        out["mean"][r] = float(np.mean(vals)) if vals else None
+        out["median"][r] = float(np.median(vals)) if vals else None
+        out["beats_copy"][r] = sum(v > 0 for v in vals)
+    # issue 13's per-task checks over every task with numbers: a row at least matches VQ-copy; the example row
+    # (``xp``) strictly beats each control row on the main metric
+    out["n_tasks"] = len(report["tasks"])
+    out["matches_vqcopy"], out["xp_beats_control"] = {}, {}
+    for r in report["rows"]:
+        if r in ("copy", "vqcopy", "vq"):
+            continue
+        out["matches_vqcopy"][r] = sum(
+            _better(t, r, "vqcopy", strict=False) for t in report["tasks"].values()
+        )
+        if r in WRONG_ROWS and "xp" in report["rows"]:
+            out["xp_beats_control"][r] = sum(
+                _better(t, "xp", r, strict=True) for t in report["tasks"].values()
+            )
+    return out
+
+
+def _better(task: dict, a: str, b: str, *, strict: bool) -> bool:
+    """Row ``a`` beats (``strict``) or at least matches row ``b`` on the task's main metric."""
+    m = task.get("gap_closed", {}).get("metric")
+    va, vb = (task["results"].get(r, {}).get(m) for r in (a, b))
+    if not (isinstance(va, (int, float)) and isinstance(vb, (int, float))):
+        return False
+    if M.lower_is_better(m):
+        va, vb = -va, -vb
+    return va > vb if strict else va >= vb
 
 
 # ---------------------------------------------------------------------- the runner
@@ -584,7 +805,8 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         from xprompt.retrieval.default_store import open_store
 
         store = open_store(cfg.store or None, quiet=not progress)
-    extra_rows = ["gt", "vq"] if t2i else ["copy", "vq"]
+    ctx_bench = cfg.benchmark in ("unseen", "seen")  # the benchmarks with controls, VQ-copy and gap closed
+    extra_rows = ["gt", "vq"] if t2i else (["copy", "vqcopy", "vq"] if ctx_bench else ["copy", "vq"])
     rows = list(cfg.rows) + extra_rows
     report = report_header(cfg, pipe, size, greedy, rows, store)
     visuals: dict[str, list[Visual]] = {}
@@ -598,6 +820,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         retrieved: list[dict] = []
         retrieved_pairs: list = []
         preds: dict[str, list[np.ndarray]] = {}
+        used: dict[str, tuple[list, list[dict]]] = {}  # example rows: (pairs, where each came from)
         for ri, row in enumerate(cfg.rows):
             if row == "raie":
                 seeds = [
@@ -607,12 +830,9 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                     pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
                 )
                 continue
-            if row in ("none", "text", "t2i"):
-                examples = [None] * len(items)
-            else:
-                examples = [it.example for it in items]
-                if any(e is None for e in examples):
-                    raise XPromptError(f"row {row!r} needs an example pair per item; this dataset has none")
+            examples, sources = row_examples(cfg, spec.task, row, items, size)
+            if sources is not None:
+                used[row] = (examples, sources)
             mode = GEN_ROWS[row] or example_mode
             out: list[np.ndarray] = []
             for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
@@ -621,7 +841,10 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                 bar.update(1)
             preds[row] = out
         preds.update(baseline_preds(pipe, items, t2i))
+        preds.update({"vqcopy": [pipe.decode(pipe.encode(it.query)) for it in items]} if ctx_bench else {})
         report["tasks"][spec.task] = task_report(spec, items, preds, rows, scorers, retrieved)
+        if ctx_bench:
+            add_reading(report["tasks"][spec.task], pipe, items, preds, used, example_mode, cfg.batch_size)
 
         visuals[spec.task] = [
             Visual(None if t2i else (retrieved_pairs[i] if retrieved_pairs else it.example), it.query,
@@ -629,5 +852,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
             for i, it in enumerate(items[:n_visual])
         ]  # fmt: skip
     bar.close()
+    if ctx_bench:
+        report["gap_closed"] = mean_gap_closed(report)
     report["elapsed_s"] = round(time.time() - t0, 1)
     return report, visuals

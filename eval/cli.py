@@ -107,14 +107,15 @@ def register(root, groups) -> None:
     p.add_argument(
         "--rows",
         default=None,
-        help="settings, comma-separated (unseen/seen: none,full,xp; raie: text,raie,oracle; t2i: t2i)",
+        help="settings, comma-separated (unseen/seen: none,full,xp and the controls wrong,wrong-inst,identity; "
+        "raie: text,raie,oracle; t2i: t2i)",
     )
     p.add_argument("--tasks", default=None, help="restrict to these tasks of the benchmark (comma-separated)")
     p.add_argument(
         "--example-mode",
         choices=("xp", "full"),
         default=None,
-        help="context mode of the raie/oracle rows (default xp)",
+        help="context mode of the raie/oracle rows and the wrong-example controls (default xp)",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--greedy", action="store_true", help="greedy decoding everywhere (default: except t2i)")

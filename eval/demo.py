@@ -7,8 +7,12 @@ Design choices
   in the other modes for comparison).
 * The default tasks are one seen task and held-out tasks (X-Prompt Table 4: derain, low-light enhancement),
   which the shipped model never trained on in the forward direction.
-* Output: one PNG grid per run (example input | example output | query | output | ground truth, one row per
-  query and mode) and an HTML page around it, under ``--out``; both paths are printed.
+* Output: one PNG grid per run (example input | example output | query | VQ-copy | output | ground truth, one
+  row per query and mode) and an HTML page around it, under ``--out``; both paths are printed.
+* Every row is judged against two baselines: **copy** (the query returned unchanged) and **VQ-copy** (the
+  query through the image tokenizer and back: what a token model gets by copying tokens). The page gives the
+  output's MSE against the ground truth beside both and says per row whether the output beats copy; the
+  command prints how many rows do.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ def run(args) -> int:
     for task in args.tasks:
         instruction, pairs = _photo_pairs(task, args.queries, size, args.seed)
         example, queries = (pairs[0].inputs[0], pairs[0].output), pairs[1:]
+        vqcopy = [xp.decode(xp.encode(q.inputs[0])) for q in queries]
+        ceiling = [xp.decode(xp.encode(q.output)) for q in queries]
         for mode in args.modes:  # all queries of a task in one batch
             outs = xp.generate(
                 examples=[example],
@@ -88,23 +94,31 @@ def run(args) -> int:
                 seed=args.seed,
                 greedy=not args.sample,
             )
-            for q, out in zip(queries, outs, strict=True):
-                rows.append([example[0], example[1], q.inputs[0], out, q.output])
+            for q, vc, vq, out in zip(queries, vqcopy, ceiling, outs, strict=True):
+                rows.append([example[0], example[1], q.inputs[0], vc, out, q.output])
                 meta.append(
-                    {
-                        "task": task,
-                        "mode": mode,
-                        "instruction": instruction,
-                        "held_out": task in held_out,
-                        "mse_output": float(np.mean((out.astype(float) - q.output) ** 2)),
-                        "mse_copy": float(np.mean((q.inputs[0].astype(float) - q.output) ** 2)),
-                    }
+                    row_meta(task, mode, instruction, task in held_out, q.inputs[0], vc, out, q.output, vq)
                 )
     out_dir = Path(args.out)
     grid_path, html_path = write_outputs(out_dir, rows, meta, ckpt, time.time() - t0)
+    print(f"rows beating the copy baseline's MSE: {sum(m['beats_copy'] for m in meta)}/{len(meta)}")
     print(f"grid: {grid_path}")
     print(f"page: {html_path}")
     return 0
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def row_meta(task: str, mode: str, instruction: str, held_out: bool, query, vqcopy, out, gt, vq=None) -> dict:
+    """One grid row's facts: MSE (8-bit units) of the output, the copy baseline, VQ-copy and (``vq``: the ground
+    truth through the tokenizer) the VQ ceiling against the ground truth, and whether the output beats copy
+    (strictly lower MSE). When the VQ ceiling does not beat copy either, no output through this tokenizer can."""
+    m = {"task": task, "mode": mode, "instruction": instruction, "held_out": held_out, "mse_output": _mse(out, gt),
+         "mse_copy": _mse(query, gt), "mse_vqcopy": _mse(vqcopy, gt), "mse_vq": None if vq is None else _mse(vq, gt)}  # fmt: skip
+    m["beats_copy"] = m["mse_output"] < m["mse_copy"]
+    return m
 
 
 def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tuple[Path, Path]:
@@ -127,20 +141,37 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
             names.append(name)
         tag = " (held out)" if m["held_out"] else ""
         imgs = "".join(f'<td><img src="{n}"></td>' for n in names)
+        verdict = ("<b style='color:green'>beats copy</b>" if m["beats_copy"]
+                   else "<b style='color:#b00'>does not beat copy</b>")  # fmt: skip
         cells.append(
             f"<tr><td><b>{html.escape(m['task'])}</b>{tag}<br>mode {m['mode']}<br>"
-            f"<i>{html.escape(m['instruction'])}</i><br>MSE {m['mse_output']:.0f} (copy {m['mse_copy']:.0f})"
-            f"</td>{imgs}</tr>"
+            f"<i>{html.escape(m['instruction'])}</i><br>MSE {m['mse_output']:.0f} (copy {m['mse_copy']:.0f}, "
+            f"VQ-copy {m['mse_vqcopy']:.0f}"
+            + (f", VQ ceiling {m['mse_vq']:.0f}" if m.get("mse_vq") is not None else "")
+            + f")<br>{verdict}"
+            + (
+                "<br>(the VQ ceiling does not beat copy either)"
+                if (m.get("mse_vq") or 0) >= m["mse_copy"]
+                else ""
+            )
+            + f"</td>{imgs}</tr>"
         )
+    n_beat = sum(m["beats_copy"] for m in meta)
     page = (
         "<!doctype html><meta charset='utf-8'><title>xprompt demo</title>"
         "<style>body{font-family:sans-serif}td{padding:4px;vertical-align:top}img{image-rendering:pixelated}"
         "</style><h1>xprompt demo</h1>"
         f"<p>Model <code>{html.escape(str(ckpt))}</code>; {len(rows)} generations in {seconds:.0f} s. "
-        "Each row: the in-context example pair, the query (a photograph never used in training), the model's "
-        "output, and the ground truth. MSE is against the ground truth; <i>copy</i> is the score of returning "
-        "the query unchanged.</p><table><tr><th></th><th>example input</th><th>example output</th>"
-        "<th>query</th><th>output</th><th>ground truth</th></tr>" + "".join(cells) + "</table>"
+        "Each row: the in-context example pair, the query (a photograph never used in training), the query "
+        "through the image tokenizer (<i>VQ-copy</i>: what a token model gets by copying tokens), the model's "
+        "output, and the ground truth. MSE is against the ground truth (8-bit units); <i>copy</i> is the score "
+        "of returning the query unchanged, <i>VQ ceiling</i> that of the ground truth through the image tokenizer "
+        "(about the best an output through this tokenizer can do). "
+        f"<b>{n_beat} of {len(meta)} rows beat the copy baseline's MSE.</b></p>"
+        "<table><tr><th></th><th>example input</th><th>example output</th>"
+        "<th>query</th><th>VQ-copy</th><th>output</th><th>ground truth</th></tr>"
+        + "".join(cells)
+        + "</table>"
     )
     html_path = out_dir / "index.html"
     atomic_write_text(html_path, page)

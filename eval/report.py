@@ -35,6 +35,7 @@ DECIMALS = {"psnr": 2, "miou": 2, "angle": 2}
 SHORT_LABELS = {
     "none": "no context", "full": "in-ctx w/o XP", "xp": "in-ctx w/ XP", "text": "text only", "raie": "+ RAIE",
     "oracle": "+ same-task ex.", "vq": "VQ ceiling", "gt": "GT render", "t2i": "generated", "copy": "copy",
+    "wrong": "wrong example", "wrong-inst": "wrong instance", "identity": "identity ex.", "vqcopy": "VQ-copy",
 }  # fmt: skip
 
 
@@ -71,8 +72,10 @@ def render_markdown(report: dict) -> str:
         ),
         "- rows: " + "; ".join(f"**{labels[r]}** (`{r}`)" for r in rows),
         (
-            "- the copy baseline returns the query unchanged; the VQ ceiling is the ground truth passed through "
-            "the image tokenizer (practically the ceiling of a model decoding through that tokenizer)"
+            "- the copy baseline returns the query unchanged; VQ-copy is the query through the image tokenizer "
+            "and back (what a token model gets by copying the query's tokens); the VQ ceiling is the ground truth "
+            "passed through the image tokenizer (practically the ceiling of a model decoding through that "
+            "tokenizer); wrong-example rows show another pair with the same query and instruction"
         ),
     ]
     rt = report.get("retrieval")
@@ -90,11 +93,21 @@ def render_markdown(report: dict) -> str:
     for task, t in report["tasks"].items():
         ms = t["metrics"]
         lines += [f"## {t['label']} (`{task}`, n = {t['n']})", ""]
-        lines.append("| Setting | " + " | ".join(header(m) for m in ms) + " |")
-        lines.append("|---|" + "---|" * len(ms))
+        gap = t.get("gap_closed")
+        gap_head = [f"Gap closed ({METRIC_NAMES.get(gap['metric'], gap['metric'])})"] if gap else []
+        lines.append("| Setting | " + " | ".join([header(m) for m in ms] + gap_head) + " |")
+        lines.append("|---|" + "---|" * (len(ms) + len(gap_head)))
         for r in rows:
-            lines.append(f"| {labels[r]} | " + " | ".join(fmt(m, t["results"][r].get(m)) for m in ms) + " |")
+            cells = [fmt(m, t["results"][r].get(m)) for m in ms] + ([pct(gap["rows"].get(r))] if gap else [])
+            lines.append(f"| {labels[r]} | " + " | ".join(cells) + " |")
         lines.append("")
+        for ctrl, sv in t.get("sensitivity", {}).items():
+            lines.append(f"Example sensitivity (`{sv['reference']}` vs `{ctrl}`, same query): outputs differ by "
+                         f"{sv['pixel_mad']:.2f}/255 mean abs pixel, {100 * sv['identical']:.0f} % identical"
+                         + (f"; first image-token logits move by max |Δ| {sv['logit_max_abs_diff']:.3f} "
+                            f"(largest {sv['logit_max_abs_diff_max']:.3f}; logit std {sv['logit_std']:.3f})"
+                            if "logit_max_abs_diff" in sv else "") + ".")  # fmt: skip
+            lines.append("")
     tasks = list(report["tasks"].items())
     if len(tasks) > 1:
         prim = [(t, primary_metric(t)) for _, t in tasks]
@@ -106,7 +119,64 @@ def render_markdown(report: dict) -> str:
                 f"| {labels[r]} | " + " | ".join(fmt(m, t["results"][r].get(m)) for t, m in prim) + " |"
             )
         lines.append("")
+    lines += reading_table(report)
     return "\n".join(lines)
+
+
+def pct(v) -> str:
+    return f"{round(100 * v)} %" if isinstance(v, (int, float)) else "n/a"  # an int: no "-0 %"
+
+
+def reading_table(report: dict) -> list[str]:
+    """Markdown lines: per task, the main metric of the model rows beside the controls and references, the gap
+    closed and the example sensitivity; then the mean gap closed over the tasks whose VQ ceiling beats copy."""
+    tasks = [(k, t) for k, t in report["tasks"].items() if "gap_closed" in t]
+    if not tasks:
+        return []
+    rows = report["rows"]
+    model_rows = [r for r in rows if r not in ("copy", "vqcopy", "vq", "gt")]
+    ctrls = [
+        c for c in ("wrong", "wrong-inst", "identity") if any(c in t.get("sensitivity", {}) for _, t in tasks)
+    ]
+    head = ["Task", "metric"] + [SHORT_LABELS.get(r, r) for r in rows]
+    head += [f"gap closed ({SHORT_LABELS.get(r, r)})" for r in model_rows]
+    head += [f"sens. vs {c} (px / logit Δ÷std)" for c in ctrls]
+    lines = ["## Main metric, gap closed and example sensitivity", "",
+             ("Gap closed = (row − copy) / (VQ ceiling − copy) on the main metric (n/a when the VQ ceiling does "
+              "not beat copy). Sensitivity = mean abs pixel difference (0–255) between the outputs with the right "
+              "and the control example, and the first image-token logits' max |Δ| divided by their std."), "",
+             "| " + " | ".join(head) + " |", "|---|" + "---|" * (len(head) - 1)]  # fmt: skip
+    for _, t in tasks:
+        g = t["gap_closed"]
+        m = g["metric"]
+        cells = [t["label"], header(m)] + [fmt(m, t["results"][r].get(m)) for r in rows]
+        cells += [pct(g["rows"].get(r)) for r in model_rows]
+        for c in ctrls:
+            sv = t.get("sensitivity", {}).get(c)
+            if not sv:
+                cells.append("-")
+                continue
+            lg = sv.get("logit_max_abs_diff")
+            ratio = f" / {lg / sv['logit_std']:.3f}" if lg is not None and sv.get("logit_std") else ""
+            cells.append(f"{sv['pixel_mad']:.2f}{ratio}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    mg = report.get("gap_closed")
+    if mg:
+        n = len(mg["tasks"])
+        lines.append(f"Mean gap closed over the {n} task(s) whose VQ ceiling beats copy: "
+                     + ", ".join(f"`{r}` {pct(mg['mean'].get(r))} (median {pct(mg.get('median', {}).get(r))}, "
+                                 f"beats copy on {mg['beats_copy'].get(r, 0)}/{n})" for r in model_rows)
+                     + ".")  # fmt: skip
+        nt = mg.get("n_tasks")
+        if mg.get("matches_vqcopy"):
+            lines.append(f"At least matching VQ-copy on the main metric (of {nt} tasks): "
+                         + ", ".join(f"`{r}` {v}" for r, v in mg["matches_vqcopy"].items()) + ".")  # fmt: skip
+        if mg.get("xp_beats_control"):
+            lines.append(f"`xp` (right example) beating the control on the main metric (of {nt} tasks): "
+                         + ", ".join(f"`{r}` {v}" for r, v in mg["xp_beats_control"].items()) + ".")  # fmt: skip
+        lines.append("")
+    return lines
 
 
 # ---------------------------------------------------------------------- images

@@ -49,7 +49,7 @@ def _run(ckpt, pipe, **kw):
 def test_unseen_report_structure_baselines_and_determinism(ckpt, pipe, tmp_path):
     tasks = ["derain", "add_object", "depth_reserved", "inpainting"]
     rep, vis = _run(ckpt, pipe, benchmark="unseen", limit=2, tasks=tasks)
-    assert rep["rows"] == ["none", "full", "xp", "copy", "vq"]
+    assert rep["rows"] == ["none", "full", "xp", "wrong", "copy", "vqcopy", "vq"]
     assert list(rep["tasks"]) == tasks
     for t in tasks:
         res = rep["tasks"][t]["results"]
@@ -80,7 +80,9 @@ def test_unseen_report_structure_baselines_and_determinism(ckpt, pipe, tmp_path)
     from PIL import Image
 
     g = np.asarray(Image.open(out / "grids" / "derain.png"))
-    assert g.shape[1] == 128 * (2 + 1 + 4 + 1)  # example pair, query, none/full/xp/vq, ground truth
+    assert g.shape[1] == 128 * (
+        2 + 1 + 6 + 1
+    )  # example pair, query, none/full/xp/wrong/vqcopy/vq, ground truth
 
 
 def test_seen_miou_and_normals(ckpt, pipe):
@@ -233,3 +235,147 @@ def test_sample_scores_of_the_ground_truth_are_perfect():
             assert check(r), (task, r)
             if task == "segmentation":
                 assert B.reduce_scores("miou", [r["miou"]]) == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------------- controls and references (issue 13)
+def test_seen_covers_the_trained_families_and_no_held_out_task():
+    from xprompt.train.heldout import excluded_tasks, split_tasks
+
+    seen = [s.task for s in B.TASKS["seen"]]
+    assert not set(seen) & set(excluded_tasks("train"))
+    assert set(seen) <= set(split_tasks("train"))
+    for t in (
+        "invert",
+        "channel_swap",
+        "palette_map",
+        "posterize",
+        "sepia",
+        "flip_rotate",
+        "recolor",
+        "move",
+        "resize",
+        "replace_background",
+    ):
+        assert t in seen, t
+
+
+def test_wrong_rows_use_another_pair_with_the_same_query(ckpt, pipe, monkeypatch):
+    calls = []
+    real = B.generate_batch
+
+    def spy(p, items, mode, examples, **kw):
+        calls.append((mode, [it.query for it in items], list(examples)))
+        return real(p, items, mode, examples, **kw)
+
+    monkeypatch.setattr(B, "generate_batch", spy)
+    tasks = ["invert", "channel_swap"]
+    rep, _ = _run(ckpt, pipe, benchmark="seen", limit=2, tasks=tasks, rows=["xp", "wrong", "wrong-inst", "identity"],
+                  batch_size=2)  # fmt: skip
+    assert rep["rows"] == ["xp", "wrong", "wrong-inst", "identity", "copy", "vqcopy", "vq"]
+    assert len(calls) == 2 * 4  # 2 tasks x 4 rows, one batch each
+    names = [s.task for s in B.TASKS["seen"]]
+    for ti, task in enumerate(tasks):
+        items = B.suite_items(task, 3, 64, 0)
+        (m_xp, q_xp, ex_xp), (m_w, q_w, ex_w), (m_wi, q_wi, ex_wi), (m_id, q_id, ex_id) = calls[
+            4 * ti : 4 * ti + 4
+        ]
+        assert m_xp == m_w == m_wi == m_id == "xp"  # controls run in the example mode, like the xp row
+        other = B.suite_items(names[names.index(task) + 1], 2, 64, 0)
+        for i in range(2):
+            for q in (q_w[i], q_wi[i]):
+                assert np.array_equal(q, q_xp[i]) and np.array_equal(q, items[i].query)  # same query
+            assert all(
+                np.array_equal(a, b) for a, b in zip(ex_xp[i], items[i].example, strict=True)
+            )  # the right pair
+            assert all(
+                np.array_equal(a, b) for a, b in zip(ex_w[i], other[i].example, strict=True)
+            )  # next task's pair
+            assert all(
+                np.array_equal(a, b) for a, b in zip(ex_wi[i], items[i + 1].example, strict=True)
+            )  # next instance
+            assert not np.array_equal(ex_w[i][1], ex_xp[i][1]) and not np.array_equal(
+                ex_wi[i][1], ex_xp[i][1]
+            )
+            assert np.array_equal(q_id[i], q_xp[i]) and np.array_equal(ex_id[i][0], ex_xp[i][0])  # only the
+            assert np.array_equal(ex_id[i][1], ex_xp[i][0])  # example's output changes: it is its input
+        s0 = rep["tasks"][task]["samples"][1]["example_from"]
+        assert s0 == {"xp": {"task": task, "index": 1}, "wrong": {"task": names[names.index(task) + 1], "index": 1},
+                      "wrong-inst": {"task": task, "index": 2},
+                      "identity": {"task": task, "index": 1, "output": "input"}}  # fmt: skip
+        sens = rep["tasks"][task]["sensitivity"]
+        assert set(sens) == {"wrong", "wrong-inst", "identity"}
+        for sv in sens.values():
+            assert sv["reference"] == "xp" and sv["pixel_mad"] >= 0 and 0 <= sv["identical"] <= 1
+            assert sv["logit_max_abs_diff"] > 0 and sv["logit_std"] > 0  # a random model reads its context
+
+
+def test_vqcopy_is_the_query_through_the_tokenizer(ckpt, pipe):
+    rep, vis = _run(ckpt, pipe, benchmark="unseen", limit=2, tasks=["derain"], rows=["xp"])
+    assert rep["rows"] == ["xp", "copy", "vqcopy", "vq"]
+    items = B.suite_items("derain", 2, 64, 0)
+    vqc = [pipe.decode(pipe.encode(it.query)) for it in items]
+    assert np.array_equal(vis["derain"][0].outputs["vqcopy"], vqc[0])
+    want = np.mean([M.psnr(v, it.target) for v, it in zip(vqc, items, strict=True)])
+    assert rep["tasks"]["derain"]["results"]["vqcopy"]["psnr"] == pytest.approx(want)
+    assert "sensitivity" not in rep["tasks"]["derain"]  # no control row asked for
+    assert "VQ-copy" in render_markdown(rep)
+
+
+def test_example_sensitivity_on_given_outputs():
+    a = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 7, np.uint8)]
+    same = B.example_sensitivity(a, [x.copy() for x in a], np.ones((2, 5)), np.ones((2, 5)))
+    assert same["pixel_mad"] == 0.0 and same["identical"] == 1.0 and same["logit_max_abs_diff"] == 0.0
+    b = [a[0], np.full((4, 4, 3), 10, np.uint8)]
+    lr = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    lw = np.array([[0.0, 1.5, 2.0], [0.0, 0.0, -1.0]])
+    d = B.example_sensitivity(a, b, lr, lw)
+    assert d["pixel_mad"] == pytest.approx(1.5) and d["identical"] == 0.5
+    assert d["logit_max_abs_diff"] == pytest.approx(0.75) and d["logit_max_abs_diff_max"] == pytest.approx(
+        1.0
+    )
+    assert d["logit_std"] == pytest.approx(np.std([0.0, 1.0, 2.0]) / 2)
+
+
+def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
+    def task(metric, copy, vq, xp, wrong):
+        return {"label": metric, "metrics": [metric], "n": 1, "results": {
+            "xp": {metric: xp}, "wrong": {metric: wrong}, "copy": {metric: copy}, "vqcopy": {metric: copy},
+            "vq": {metric: vq}}}  # fmt: skip
+
+    rep = {"rows": ["xp", "wrong", "copy", "vqcopy", "vq"], "tasks": {
+        "a": task("psnr", 20.0, 30.0, 26.0, 18.0),  # xp closes 60 %, wrong -20 %
+        "b": task("rmse", 0.4, 0.2, 0.3, 0.5),  # lower is better: xp closes 50 %, wrong -50 %
+        "c": task("psnr", 30.0, 25.0, 28.0, 28.0),  # VQ ceiling below copy: no gap to close
+    }}  # fmt: skip
+    for t in rep["tasks"].values():
+        t["gap_closed"] = B.copy_vq_gap(t)
+    ga, gb, gc = (rep["tasks"][k]["gap_closed"] for k in "abc")
+    assert ga["metric"] == "psnr" and ga["vq_beats_copy"] and ga["rows"]["xp"] == pytest.approx(0.6)
+    assert (
+        ga["rows"]["wrong"] == pytest.approx(-0.2) and ga["rows"]["copy"] == 0.0 and ga["rows"]["vq"] == 1.0
+    )
+    assert gb["rows"]["xp"] == pytest.approx(0.5) and gb["rows"]["wrong"] == pytest.approx(-0.5)
+    assert not gc["vq_beats_copy"] and gc["rows"]["xp"] is None
+    mg = B.mean_gap_closed(rep)
+    assert mg["tasks"] == ["a", "b"] and mg["mean"]["xp"] == pytest.approx(0.55)
+    assert mg["mean"]["wrong"] == pytest.approx(-0.35) and mg["beats_copy"] == {
+        "xp": 2, "wrong": 0, "copy": 0, "vqcopy": 0, "vq": 2}  # fmt: skip
+    # VQ-copy = copy here: xp matches it on a (26 >= 20) and b (0.3 <= 0.4), not c (28 < 30); wrong on none
+    assert mg["n_tasks"] == 3 and mg["matches_vqcopy"] == {"xp": 2, "wrong": 0}
+    assert mg["xp_beats_control"] == {"wrong": 2}  # a and b; on c xp and wrong tie (no win)
+    rep["gap_closed"] = mg
+    rep.update(benchmark="seen", config={"limit": 1, "seed": 0}, checkpoint={"path": "x"}, size=64, greedy=True,
+               row_labels={r: r for r in rep["rows"]})  # fmt: skip
+    md = render_markdown(rep)
+    assert mg["median"]["xp"] == pytest.approx(0.55)
+    assert "| 60 % |" in md and "`xp` 55 % (median 55 %, beats copy on 2/2)" in md and "n/a" in md
+
+
+def test_controls_follow_the_example_mode(ckpt, pipe):
+    """With --example-mode full the controls run in full mode and are compared with the full row."""
+    rep, _ = _run(
+        ckpt, pipe, benchmark="unseen", limit=1, tasks=["derain"], rows=["full", "wrong"], train_mode="full"
+    )
+    sv = rep["tasks"]["derain"]["sensitivity"]["wrong"]
+    assert sv["reference"] == "full" and sv["logit_std"] > 0
+    assert rep["tasks"]["derain"]["samples"][0]["example_from"]["wrong"]["task"] == "add_object"
