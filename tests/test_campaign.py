@@ -27,26 +27,14 @@ def _ends(vocab):
 
 
 def test_example_loss_marks_exactly_each_example_output(vocab):
-    tok = CharTok()
-    s = build_sample(
-        vocab,
-        tok,
-        mode="xp",
-        instruction="ab",
-        examples=[(_img(1), _img(2)), (_img(3), _img(4))],
-        query=_img(5),
-        answer=_img(6),
-    )
-    ref = build_sample(
-        vocab,
-        tok,
-        mode="xp",
-        instruction="ab",
-        examples=[(_img(1), _img(2)), (_img(3), _img(4))],
-        query=_img(5),
-        answer=_img(6),
-        loss_on_examples=True,
-    )
+    kw = {
+        "mode": "xp",
+        "instruction": "ab",
+        "examples": [(_img(1), _img(2)), (_img(3), _img(4))],
+        "query": _img(5),
+    }
+    s = build_sample(vocab, CharTok(), answer=_img(6), **kw)
+    ref = build_sample(vocab, CharTok(), answer=_img(6), loss_on_examples=True, **kw)
     got = with_example_loss(s, *_ends(vocab))
     assert got.loss.tolist() == ref.loss.tolist()  # the builder's own flag is the definition
     assert got.loss.sum() > s.loss.sum() and (got.ids == s.ids).all() and (got.segs == s.segs).all()
