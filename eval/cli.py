@@ -59,11 +59,53 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    """``xprompt eval probe --checkpoint CKPT --data DIR --out FILE.json [--limit N]``: the in-context probe."""
+    import json
+    import sys
+
+    import torch
+
+    from xprompt.checkpoint import load_pretrained
+    from xprompt.eval.benchmarks import check_checkpoint
+    from xprompt.io_utils import atomic_write_text
+    from xprompt.paths import shipped
+    from xprompt.train.probe import VARIANTS, probe_data
+
+    if not args.data:
+        raise XPromptError("probe needs --data: a dataset built by `xprompt data build` (e.g. with "
+                           "--mix configs/data_mix_probe.json, so that no instruction gives the task away)")  # fmt: skip
+    if args.limit < 1:
+        raise XPromptError(f"--limit must be >= 1, got {args.limit}")
+    ckpt = check_checkpoint(str(args.checkpoint or shipped("xprompt-tiny")))
+    model, vocab = load_pretrained(ckpt, dtype=torch.float32)
+    r = probe_data(model, args.data, vocab, n=args.limit, mode=args.example_mode or "xp", seed=args.seed)
+    report = {"checkpoint": str(ckpt), "data": str(args.data), "samples": r.n_samples, "summary": r.summary(),
+              "metrics": r.metrics, "by_family": r.by_family}  # fmt: skip
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    lines = [
+        "| family | " + " | ".join(f"{v} (changed)" for v in VARIANTS) + " | reads example |",
+        "|---" * 5 + "|",
+    ]
+    for fam, d in {**r.by_family, "all": r.metrics}.items():
+        if d["right"]["n_changed"]:
+            cells = " | ".join(f"{d[v]['changed_loss']:.3f}" for v in VARIANTS)
+            lines.append(
+                f"| {fam} | {cells} | {d['wrong']['changed_loss'] - d['right']['changed_loss']:+.4f} |"
+            )
+    if not args.quiet:
+        print("\n".join(lines))
+    print(f"xprompt: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_eval(args) -> int:
     import sys
 
     if args.name == "compare":
         return cmd_compare(args)
+    if args.name == "probe":
+        return cmd_probe(args)
 
     from xprompt.eval.benchmarks import EvalConfig, check_checkpoint, run
     from xprompt.eval.report import render_markdown, write_report
@@ -97,11 +139,15 @@ def register(root, groups) -> None:
     p.add_argument(
         "name",
         metavar="NAME",
-        help="benchmark: unseen | seen | raie | t2i; or `compare` (a results table across reports)",
+        help="benchmark: unseen | seen | raie | t2i; `compare` (a results table across reports); or `probe` "
+        "(answer loss with the right, a wrong and no example on --data: does the model read the example?)",
     )
     p.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
-    p.add_argument("--out", required=True, help="report directory to write (compare: the .md file)")
-    p.add_argument("--limit", type=int, default=8, help="instances per task (default 8)")
+    p.add_argument(
+        "--out", required=True, help="report directory to write (compare: the .md file; probe: a .json file)"
+    )
+    p.add_argument("--limit", type=int, default=8, help="instances per task (default 8; probe: samples)")
+    p.add_argument("--data", default=None, help="probe: a dataset dir written by `xprompt data build`")
     p.add_argument("--seed", type=int, default=0, help="instance and sampling seed (default 0)")
     p.add_argument("--size", type=int, default=None, help="image size in px (default: the checkpoint's)")
     p.add_argument(

@@ -297,3 +297,33 @@ def test_trainer_time_budget_probe_and_init_from(tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_cli_eval_probe(tmp_path, capsys):
+    import json
+
+    from gen_helpers import tiny_checkpoint
+    from test_packing import make_dataset
+
+    from xprompt.checkpoint import load_pretrained
+    from xprompt.cli import main
+
+    ck = tiny_checkpoint(tmp_path / "ck")
+    _, ck_vocab = load_pretrained(ck)
+    data = make_dataset(tmp_path / "d", n=12, vocab=ck_vocab)
+    out = tmp_path / "probe.json"
+    assert (
+        main(
+            ["eval", "probe", "--checkpoint", str(ck), "--data", str(data), "--out", str(out), "--limit", "6"]
+        )
+        == 0
+    )
+    rep = json.loads(out.read_text())
+    assert rep["samples"] == 6 and set(rep["metrics"]) == {"right", "wrong", "none"}
+    assert "reads_example" in rep["summary"] and "| all |" in capsys.readouterr().out
+    # bad input: one line, exit 2
+    assert main(["eval", "probe", "--checkpoint", str(ck), "--out", str(out)]) == 2
+    assert "probe needs --data" in capsys.readouterr().err
+    other = make_dataset(tmp_path / "o", n=4)  # another vocabulary
+    assert main(["eval", "probe", "--checkpoint", str(ck), "--data", str(other), "--out", str(out)]) == 2
+    assert "another vocabulary" in capsys.readouterr().err
