@@ -281,10 +281,9 @@ def test_trainer_time_budget_probe_and_init_from(tmp_path):
             and not b["interrupted"]
             and (tmp_path / "b" / "model" / "model.safetensors").is_file()
         )
-        assert any(
-            r.get("event") == "time budget reached"
-            for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
-        )
+        b_recs = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in b_recs if r["kind"] == "val"] == [1]  # a leg ends measured
+        assert any(r.get("event") == "time budget reached" for r in b_recs)
         # the next leg starts from a's weights: its first loss is a's level, not a fresh model's
         c = train(cfg(steps=1, init_from=str(tmp_path / "a" / "model")), data, tmp_path / "c", progress=False)
         first = lambda run: next(

@@ -525,6 +525,18 @@ def save(run: Run, engine, state: TrainState, step: int) -> None:
     )
 
 
+def _validate(run: Run, engine, step: int, log: MetricsLog, bar: Progress, device) -> None:
+    """Validation loss and (``probe_samples``) the in-context probe, logged at ``step``."""
+    vl = evaluate(run, engine, device)
+    if vl is not None:
+        log.write({"kind": "val", "step": step, "loss": vl})
+        bar.write(f"step {step}: val loss {vl:.4f}")
+    if run.cfg.probe_samples:
+        pr = probe_val(run, engine)
+        log.write({"kind": "probe", "step": step, **pr})
+        bar.write(f"step {step}: reads example {pr['reads_example']:+.4f} nats on changed tokens")
+
+
 def _after_step(
     run: Run, engine, state: TrainState, rec: dict, end: int, log: MetricsLog, bar: Progress, device
 ) -> None:
@@ -536,14 +548,7 @@ def _after_step(
     if not math.isfinite(rec["loss"]):
         raise XPromptError(f"loss became {rec['loss']} at step {step}; lower lr or enable z_loss")
     if run.val_loader is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-        vl = evaluate(run, engine, device)
-        if vl is not None:
-            log.write({"kind": "val", "step": step, "loss": vl})
-            bar.write(f"step {step}: val loss {vl:.4f}")
-        if cfg.probe_samples:
-            pr = probe_val(run, engine)
-            log.write({"kind": "probe", "step": step, **pr})
-            bar.write(f"step {step}: reads example {pr['reads_example']:+.4f} nats on changed tokens")
+        _validate(run, engine, step, log, bar, device)
     if step % cfg.save_every == 0 and step != end:
         save(run, engine, state, step)
 
@@ -655,6 +660,8 @@ def train(
                 if on_step is not None:
                     on_step(step + 1, rec)
                 if _out_of_time(cfg, t_start):
+                    if run.val_loader is not None and (step + 1) % cfg.val_every:  # a leg ends measured
+                        _validate(run, engine, step + 1, log, bar, device)
                     log.write({"kind": "event", "step": step + 1, "event": "time budget reached"})
                     break
         except KeyboardInterrupt:
