@@ -48,7 +48,7 @@ import numpy as np
 
 from xprompt.errors import XPromptError
 from xprompt.eval import metrics as M
-from xprompt.eval.masked import MASK_METRICS, MASK_ROW, METRIC_FUNCS, masked_batch, masked_raie
+from xprompt.eval.masked import MASK_METRICS, MASK_ROW, METRIC_FUNCS, PASTE_ROW, masked_batch, masked_raie
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -127,8 +127,9 @@ MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "d
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
 _CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
-ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, MASK_ROW), "seen": (*_CTX_ROWS, MASK_ROW),
-                "raie": ("text", "raie", "oracle", MASK_ROW), "t2i": ("t2i",)}  # fmt: skip
+_MASK_ROWS = (MASK_ROW, PASTE_ROW)  # eval/masked.py
+ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *_MASK_ROWS), "seen": (*_CTX_ROWS, *_MASK_ROWS),
+                "raie": ("text", "raie", "oracle", *_MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
 WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
 GEN_ROWS = {
     "none": "none",
@@ -142,6 +143,7 @@ GEN_ROWS = {
     "oracle": None,
     "t2i": "none",
     MASK_ROW: None,  # the example mode, decoding only the ground-truth change box (``eval/masked.py``)
+    PASTE_ROW: None,  # the example mode, decoded freely, pasted into the query with the same box
 }
 ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
@@ -151,6 +153,7 @@ ROW_LABELS = {
     "identity": "Identity example (the example input as its output)",
     "vqcopy": "VQ-copy (query through the tokenizer)",
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
+    PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
 }  # fmt: skip
 MB_COLUMNS = ("source_img", "target_img", "instruction")
 
@@ -790,10 +793,11 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
     out: list[np.ndarray] = []
     for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
         batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], _seed(cfg.seed, *at, bi)
-        if row == MASK_ROW and cfg.benchmark == "raie":
-            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy)
-        elif row == MASK_ROW:
-            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy)
+        paste = row == PASTE_ROW
+        if row in _MASK_ROWS and cfg.benchmark == "raie":
+            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, paste=paste)
+        elif row in _MASK_ROWS:
+            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, paste=paste)
         else:
             out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
         bar.update(1)
@@ -821,10 +825,10 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         if cfg.magicbrush
         else [s for s in TASKS[cfg.benchmark] if not cfg.tasks or s.task in cfg.tasks]
     )
-    if MASK_ROW in cfg.rows:  # in/out-of-mask metrics for every row, so the baselines compare
+    if set(_MASK_ROWS) & set(cfg.rows):  # in/out-of-mask metrics for every row, so the baselines compare
         specs = [TaskSpec(s.task, s.label, s.metrics + MASK_METRICS) for s in specs]
     store = None
-    if "raie" in cfg.rows or (MASK_ROW in cfg.rows and cfg.benchmark == "raie"):
+    if "raie" in cfg.rows or (set(_MASK_ROWS) & set(cfg.rows) and cfg.benchmark == "raie"):
         from xprompt.retrieval.default_store import open_store
 
         store = open_store(cfg.store or None, quiet=not progress)
@@ -853,7 +857,9 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                     pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
                 )
                 continue
-            raie_mask = row == MASK_ROW and cfg.benchmark == "raie"  # the masked RAIE flow retrieves its own
+            raie_mask = (
+                row in _MASK_ROWS and cfg.benchmark == "raie"
+            )  # the masked RAIE flow retrieves its own
             examples, sources = (
                 ([None] * len(items), None) if raie_mask else row_examples(cfg, spec.task, row, items, size)
             )

@@ -46,9 +46,11 @@ def test_change_box_mask():
 
 
 def test_masked_rows_unseen_and_raie(pipe, tmp_path):
+    from xprompt.edit_mask import blend
+    from xprompt.eval.masked import item_mask
     from xprompt.retrieval.store import InstructionStore
 
-    cfg = B.EvalConfig(benchmark="unseen", limit=2, tasks=["add_object"], rows=["xp", "xp-mask"])
+    cfg = B.EvalConfig(benchmark="unseen", limit=2, tasks=["add_object"], rows=["xp", "xp-mask", "xp-paste"])
     rep, vis = B.run(cfg, pipe, progress=False)
     t = rep["tasks"]["add_object"]
     res = t["results"]
@@ -56,7 +58,11 @@ def test_masked_rows_unseen_and_raie(pipe, tmp_path):
         assert m in t["metrics"] and all(isinstance(res[r][m], float) for r in ("xp", "xp-mask", "copy"))
     assert res["xp-mask"]["out_same"] == 1.0 and res["xp-mask"]["psnr_out"] == 100.0  # outside: the input
     assert res["copy"]["out_same"] == 1.0 and res["xp"]["out_same"] < 1.0
-    assert "xp-mask" in vis["add_object"][0].outputs
+    assert res["xp-paste"]["out_same"] == 1.0
+    items = B.suite_items("add_object", 2, 64, 0)
+    for it, v in zip(items, vis["add_object"], strict=True):  # paste = the free xp output blended in
+        np.testing.assert_array_equal(v.outputs["xp-paste"], blend(it.query, v.outputs["xp"], item_mask(it)))
+        assert "xp-mask" in v.outputs
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
     InstructionStore.build(["add a red circle", "remove the square"], imgs[:2], imgs[2:]).save(
@@ -66,12 +72,12 @@ def test_masked_rows_unseen_and_raie(pipe, tmp_path):
         benchmark="raie",
         limit=2,
         tasks=["remove_object"],
-        rows=["text", "xp-mask"],
+        rows=["text", "xp-mask", "xp-paste"],
         store=str(tmp_path / "st"),
     )
     rep, _ = B.run(cfg, pipe, progress=False)
     r = rep["tasks"]["remove_object"]["results"]
-    assert r["xp-mask"]["out_same"] == 1.0 and r["text"]["out_same"] < 1.0
+    assert r["xp-mask"]["out_same"] == r["xp-paste"]["out_same"] == 1.0 and r["text"]["out_same"] < 1.0
     assert "retrieval" in rep
     with pytest.raises(XPromptError, match="do not apply to t2i"):
         B.EvalConfig(benchmark="t2i", rows=["xp-mask"])
