@@ -48,6 +48,7 @@ import numpy as np
 
 from xprompt.errors import XPromptError
 from xprompt.eval import metrics as M
+from xprompt.eval.masked import MASK_METRICS, MASK_ROW, METRIC_FUNCS, PASTE_ROW, masked_batch, masked_raie
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -126,7 +127,9 @@ MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "d
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
 _CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
-ALLOWED_ROWS = {"unseen": _CTX_ROWS, "seen": _CTX_ROWS, "raie": ("text", "raie", "oracle"), "t2i": ("t2i",)}
+_MASK_ROWS = (MASK_ROW, PASTE_ROW)  # eval/masked.py
+ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *_MASK_ROWS), "seen": (*_CTX_ROWS, *_MASK_ROWS),
+                "raie": ("text", "raie", "oracle", *_MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
 WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
 GEN_ROWS = {
     "none": "none",
@@ -139,6 +142,8 @@ GEN_ROWS = {
     "raie": None,
     "oracle": None,
     "t2i": "none",
+    MASK_ROW: None,  # the example mode, decoding only the ground-truth change box (``eval/masked.py``)
+    PASTE_ROW: None,  # the example mode, decoded freely, pasted into the query with the same box
 }
 ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
@@ -147,6 +152,8 @@ ROW_LABELS = {
     "wrong": "Wrong example (another task's pair)", "wrong-inst": "Wrong instance (another instance's pair)",
     "identity": "Identity example (the example input as its output)",
     "vqcopy": "VQ-copy (query through the tokenizer)",
+    MASK_ROW: "Masked (only the change box decoded, the rest kept)",
+    PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
 }  # fmt: skip
 MB_COLUMNS = ("source_img", "target_img", "instruction")
 
@@ -380,6 +387,7 @@ SAMPLE_METRICS: dict[str, Callable[[_Sample], Any]] = {
     "clip_t": _clip_t,
     "clip_dir": _clip_dir,
     "success": _success,
+    **METRIC_FUNCS,  # psnr_in / psnr_out / out_same around the change box (the masked row)
 }
 
 
@@ -779,6 +787,23 @@ def report_header(cfg: EvalConfig, pipe, size: int, greedy: bool, rows: list[str
     return report
 
 
+def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: list, mode: str, at: tuple,
+                  greedy: bool, t2i: bool, store, bar) -> list[np.ndarray]:  # fmt: skip
+    """One generated row of a task, batch by batch (seeded by task/row/batch ``at + (bi,)``)."""
+    out: list[np.ndarray] = []
+    for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
+        batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], _seed(cfg.seed, *at, bi)
+        paste = row == PASTE_ROW
+        if row in _MASK_ROWS and cfg.benchmark == "raie":
+            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, paste=paste)
+        elif row in _MASK_ROWS:
+            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, paste=paste)
+        else:
+            out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
+        bar.update(1)
+    return out
+
+
 def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4) -> tuple[dict, dict]:
     """Run a benchmark -> (report dict, {task: [Visual]}) for ``report.write_report``."""
     import time
@@ -800,8 +825,10 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         if cfg.magicbrush
         else [s for s in TASKS[cfg.benchmark] if not cfg.tasks or s.task in cfg.tasks]
     )
+    if set(_MASK_ROWS) & set(cfg.rows):  # in/out-of-mask metrics for every row, so the baselines compare
+        specs = [TaskSpec(s.task, s.label, s.metrics + MASK_METRICS) for s in specs]
     store = None
-    if "raie" in cfg.rows:
+    if "raie" in cfg.rows or (set(_MASK_ROWS) & set(cfg.rows) and cfg.benchmark == "raie"):
         from xprompt.retrieval.default_store import open_store
 
         store = open_store(cfg.store or None, quiet=not progress)
@@ -830,16 +857,18 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                     pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
                 )
                 continue
-            examples, sources = row_examples(cfg, spec.task, row, items, size)
+            raie_mask = (
+                row in _MASK_ROWS and cfg.benchmark == "raie"
+            )  # the masked RAIE flow retrieves its own
+            examples, sources = (
+                ([None] * len(items), None) if raie_mask else row_examples(cfg, spec.task, row, items, size)
+            )
             if sources is not None:
                 used[row] = (examples, sources)
             mode = GEN_ROWS[row] or example_mode
-            out: list[np.ndarray] = []
-            for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
-                out += generate_batch(pipe, [items[i] for i in rng_], mode, [examples[i] for i in rng_],
-                                      seed=_seed(cfg.seed, ti, ri, bi), greedy=greedy, t2i=t2i)  # fmt: skip
-                bar.update(1)
-            preds[row] = out
+            preds[row] = generated_row(
+                pipe, cfg, row, items, examples, mode, (ti, ri), greedy, t2i, store, bar
+            )
         preds.update(baseline_preds(pipe, items, t2i))
         preds.update({"vqcopy": [pipe.decode(pipe.encode(it.query)) for it in items]} if ctx_bench else {})
         report["tasks"][spec.task] = task_report(spec, items, preds, rows, scorers, retrieved)

@@ -154,7 +154,9 @@ def register(root, groups) -> None:
         "--rows",
         default=None,
         help="settings, comma-separated (unseen/seen: none,full,xp and the controls wrong,wrong-inst,identity; "
-        "raie: text,raie,oracle; t2i: t2i)",
+        "raie: text,raie,oracle; xp-mask on unseen/seen/raie: only the ground-truth change box is decoded, "
+        "xp-paste: decoded freely and pasted with that box; "
+        "t2i: t2i)",
     )
     p.add_argument("--tasks", default=None, help="restrict to these tasks of the benchmark (comma-separated)")
     p.add_argument(

@@ -2,7 +2,7 @@
 ``xprompt edit``.
 
 The pair sources of ``index build --pairs`` are ``xprompt.retrieval.sources``; the default store (built on first
-use) is ``xprompt.retrieval.default_store``; ``xprompt edit`` is a thin front of ``XPrompt.edit``.
+use) is ``xprompt.retrieval.default_store``; ``xprompt edit`` is a thin front of ``XPrompt.edit`` (``--mask``/``--box``: mask-guided editing).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from xprompt.cli import add_threads_arg
+from xprompt.cli import add_mask_args, add_threads_arg, mask_kwargs
 from xprompt.errors import XPromptError
 from xprompt.retrieval.default_store import open_store
 from xprompt.retrieval.sources import DEFAULT_SIZE, load_pairs
@@ -108,6 +108,7 @@ def cmd_edit(args) -> int:
         image_weight=args.image_weight,
         seed=args.seed,
         greedy=args.greedy,
+        **mask_kwargs(args),
     )
     if args.show_retrieved:
         for r, hit in enumerate(res.retrieved):
@@ -308,5 +309,6 @@ def _register_edit(root) -> None:
     )
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    add_mask_args(e)
     add_threads_arg(e)
     e.set_defaults(func=cmd_edit)

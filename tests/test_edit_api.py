@@ -51,8 +51,8 @@ def test_edit_without_retrieval_and_bad_input(xp):
     query = np.full((32, 32, 3), 90, np.uint8)
     res = xp.edit(query, "Remove the square", k=0, greedy=True)  # no store is opened
     assert res.mode == "none" and res.retrieved == [] and res.pairs == []
-    with pytest.raises(XPromptError, match="mask-guided editing is not implemented yet"):
-        xp.edit(query, "Remove the square", k=0, mask=np.ones((32, 32), bool))
+    with pytest.raises(XPromptError, match="the mask is 16x16 but the image is 32x32"):
+        xp.edit(query, "Remove the square", k=0, mask=np.ones((16, 16), bool))
     with pytest.raises(XPromptError, match="k must be >= 0"):
         xp.edit(query, "Remove the square", k=-1)
     with pytest.raises(XPromptError, match="one instruction per image"):

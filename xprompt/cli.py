@@ -101,6 +101,35 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
     )
 
 
+def add_mask_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--mask``/``--box`` (mask-guided editing, ``xprompt.edit_mask``) and their dilation/feathering."""
+    m = p.add_mutually_exclusive_group(required=required)
+    m.add_argument(
+        "--mask", help="binary mask image the size of the input image: white = change, black = keep"
+    )
+    m.add_argument("--box", help="the region to change as x0,y0,x1,y1 in pixels of the input image")
+    p.add_argument(
+        "--mask-dilate", type=int, default=1, help="grow the mask by this many image tokens (default 1)"
+    )
+    p.add_argument(
+        "--feather", type=int, default=2, help="blend border in px inside the mask (default 2; 0 = hard edge)"
+    )
+
+
+def mask_kwargs(args) -> dict:
+    """The ``XPrompt`` keyword arguments of ``add_mask_args`` (empty without --mask/--box)."""
+    from xprompt.edit_mask import parse_box
+
+    if args.mask is None and args.box is None:
+        return {}
+    return {
+        "mask": args.mask,
+        "box": parse_box(args.box) if args.box is not None else None,
+        "dilate": args.mask_dilate,
+        "feather": args.feather,
+    }
+
+
 def _apply_threads(args) -> None:
     n = getattr(args, "threads", None)
     if n is None:

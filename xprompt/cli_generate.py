@@ -1,4 +1,5 @@
-"""CLI commands ``generate``, ``describe``, ``t2i`` and ``compile-prompt`` (thin wrappers over ``XPrompt``).
+"""CLI commands ``generate``, ``inpaint``, ``describe``, ``t2i`` and ``compile-prompt`` (thin wrappers over
+``XPrompt``).
 
 Design choices
 * Heavy imports (torch, the model) happen inside the command functions so ``xprompt --help`` stays fast.
@@ -16,7 +17,7 @@ import io
 import sys
 from pathlib import Path
 
-from xprompt.cli import add_threads_arg
+from xprompt.cli import add_mask_args, add_threads_arg, mask_kwargs
 from xprompt.errors import XPromptError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -70,8 +71,26 @@ def register(root, groups) -> None:
         help="xp: compressed examples (default); full: uncompressed; none: no examples",
     )
     g.add_argument("-o", "--output", required=True, help="output image (.png)")
+    add_mask_args(g)
     _common(g)
     g.set_defaults(func=cmd_generate)
+
+    i = root.add_parser(
+        "inpaint",
+        help="fill a masked region of an image from its surroundings",
+        description="Fill the --mask (white) or --box region of --image; every pixel outside it is kept. "
+        "Optional --example INPUT OUTPUT pairs show how (inputs with the region painted grey).",
+    )
+    i.add_argument("--image", required=True, help="the image to fill")
+    i.add_argument(
+        "--example", nargs="+", action="append", metavar="IMG", help="optional example pair: INPUT OUTPUT"
+    )
+    i.add_argument("--instruction", help="instruction text (default: the inpainting task's)")
+    i.add_argument("--mode", default="xp", choices=["xp", "full"], help="context mode of the examples")
+    i.add_argument("-o", "--output", required=True, help="output image (.png)")
+    add_mask_args(i, required=True)
+    _common(i)
+    i.set_defaults(func=cmd_inpaint)
 
     d = root.add_parser("describe", help="describe the difference between two images")
     d.add_argument("--before", required=True)
@@ -166,11 +185,31 @@ def cmd_generate(args) -> int:
     if args.task:
         if args.instruction:
             raise XPromptError("the instruction is part of the compiled task; compile a new one to change it")
-        img = pipe.generate_from(args.task, args.query, **_kw(args))
+        img = pipe.generate_from(args.task, args.query, **_kw(args), **mask_kwargs(args))
     else:
-        img = pipe.generate(pairs, args.query, instruction=args.instruction, mode=args.mode, **_kw(args))
+        img = pipe.generate(
+            pairs, args.query, instruction=args.instruction, mode=args.mode, **_kw(args), **mask_kwargs(args)
+        )
     _save_image(img, out)
     print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
+    return 0
+
+
+def cmd_inpaint(args) -> int:
+    out = _check_out(args.output)
+    pairs = _pairs(args.example)
+    pipe = _pipe(args)
+    kw = {"instruction": args.instruction} if args.instruction else {}
+    img = pipe.inpaint(
+        args.image,
+        examples=pairs,
+        mode=args.mode if pairs else "none",
+        **kw,
+        **_kw(args),
+        **mask_kwargs(args),
+    )
+    _save_image(img, out)
+    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]}; pixels outside the mask kept)")
     return 0
 
 

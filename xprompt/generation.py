@@ -31,7 +31,7 @@ import torch
 from xprompt.errors import XPromptError
 from xprompt.kv_cache import KVCache
 from xprompt.masks import build_attention_mask, compressed_away
-from xprompt.sampling import ImageGrid, SamplingConfig, TextOnly, cfg_combine, sample
+from xprompt.sampling import ImageGrid, MaskedGrid, SamplingConfig, TextOnly, cfg_combine, sample
 from xprompt.sequence import Seg, TokenSequence
 
 PAD_SEG = -1
@@ -277,10 +277,13 @@ def generate_images(
     context_segs: torch.Tensor | None = None,
     progress: bool = False,
     on_step=None,
+    keep: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> list[np.ndarray]:
     """Generate one image per prompt; ``sizes[b] = (h, w)`` in codes. Returns codes (h, w) int64 per row.
 
     ``context`` is a batch-1 cache of a compiled task prompt; ``prompts`` are then TD-only continuations.
+    ``keep[b] = (codes, token_mask)`` constrains row b (mask-guided editing): outside the bool (h, w)
+    ``token_mask`` the answer is forced to ``codes`` (``xprompt.sampling.MaskedGrid``); ``None`` = free.
     """
     sampling = sampling or SamplingConfig()
     if len(prompts) != len(sizes) or not prompts:
@@ -305,7 +308,18 @@ def generate_images(
             cache.hide(hidden)
         seqs = seqs + unc
     pre = prefill(model, seqs, vocab.pad_id, compress=compress, cache=cache, cache_segs=csegs)
-    proc = ImageGrid(vocab, [h for h, _ in sizes], [w for _, w in sizes], device=pre.logits.device)
+    hs, ws = [h for h, _ in sizes], [w for _, w in sizes]
+    if keep is None:
+        proc = ImageGrid(vocab, hs, ws, device=pre.logits.device)
+    else:
+        if len(keep) != b:
+            raise XPromptError(
+                f"keep needs one (codes, mask) pair or None per prompt (got {len(keep)} for {b})"
+            )
+        pairs = [(None, None) if k is None else k for k in keep]
+        proc = MaskedGrid(
+            vocab, hs, ws, [p[0] for p in pairs], [p[1] for p in pairs], device=pre.logits.device
+        )
     toks = (
         decode(
             model,

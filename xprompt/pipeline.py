@@ -15,8 +15,13 @@ Design choices
 * ``XPrompt.edit`` is the one retrieval-augmented editing (RAIE) flow: retrieve the nearest stored instructions
   (``xprompt.retrieval``; the default store when none is given), use their pairs as the in-context examples,
   generate. ``xprompt edit``, ``xprompt eval raie`` (and a web page) call it and get an ``EditResult`` with the
-  image and what was retrieved. ``mask=`` is reserved for mask-guided editing, which is not implemented yet:
-  only ``None`` is accepted (anything else raises), so callers can be written against the final signature.
+  image and what was retrieved.
+* Mask-guided editing (``mask=`` / ``box=`` on ``edit``, ``generate`` and ``inpaint``; ``xprompt.edit_mask``):
+  the pixel mask is fitted like the image and lowered to a dilated token mask; decoding samples only the masked
+  tokens and forces the query's codes elsewhere (``MaskedGrid``), and the decoded image is blended into the
+  fitted input with a feathered border inside the mask, so every pixel outside the mask is the input's.
+  Web app hook: an editing tab passes its brush strokes as ``mask=`` (a bool (H, W) array the size of the
+  uploaded image) or its rectangle as ``box=(x0, y0, x1, y1)`` to ``XPrompt.edit``; nothing else is needed.
 * Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context
   tasks put the instruction in PREFIX and the example pair(s) in IE; text-to-image has the caption as the query
   text; difference description has the two images as the query and a text answer.
@@ -37,6 +42,8 @@ from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer,
 
 T2I_INSTRUCTION = "Generate an image of: "
 DIFF_INSTRUCTION = "What changed between these two images?"
+INPAINT_INSTRUCTION = "Fill in the grey box."  # the (never trained) inpainting task's first template
+INPAINT_FILL = 128  # the grey the inpainting task paints over the hidden region
 
 
 def dig(d: Any, *keys):
@@ -99,6 +106,7 @@ class EditResult:
     instruction: str
     mode: str  # the context mode used: "xp"/"full" with retrieved examples, "none" without
     retrieved: list[Retrieved] = field(default_factory=list)  # best first
+    mask: np.ndarray | None = None  # bool (H, W) pixel mask at the output's size (mask-guided editing)
 
     @property
     def instructions(self) -> list[str]:
@@ -206,6 +214,29 @@ class XPrompt:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self.image_tok.decode(np.asarray(codes)[None])[0]
 
+    # ------------------------------------------------------------------ masks (mask-guided editing)
+    def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1):
+        """Fitted queries, their code grids, and (fitted pixel masks, token masks) or (None, None)."""
+        from xprompt.edit_mask import fit_mask, masks_for, token_mask
+
+        fitted = [self.fit(im) for im in raw]
+        qcodes = [self.image_tok.encode(f[None])[0] for f in fitted]
+        pm = masks_for([im.shape[:2] for im in raw], mask, box)
+        if pm is None:
+            return fitted, qcodes, None, None
+        pmasks = [fit_mask(m, f.shape[:2]) for m, f in zip(pm, fitted, strict=True)]
+        tmasks = [token_mask(m, int(self.image_tok.factor), dilate) for m in pmasks]
+        return fitted, qcodes, pmasks, tmasks
+
+    def _finish(self, out_codes, fitted, pmasks, feather: int) -> list[np.ndarray]:
+        """Decode generated code grids; with masks, blend them into the fitted inputs (outside = input)."""
+        from xprompt.edit_mask import blend
+
+        imgs = [self.decode(c) for c in out_codes]
+        if pmasks is None:
+            return imgs
+        return [blend(f, im, m, feather) for f, im, m in zip(fitted, imgs, pmasks, strict=True)]
+
     def _examples(self, examples, text_outputs: bool = False) -> list[tuple]:
         """``[(input or [inputs], output), ...]`` -> code grids. Inputs are images (a ``str`` is a path); outputs
         are images too, or text when ``text_outputs`` (difference-description examples)."""
@@ -269,9 +300,17 @@ class XPrompt:
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
         progress: bool = False,
+        mask=None,
+        box=None,
+        dilate: int = 1,
+        feather: int = 2,
     ):
         """In-context generation: ``examples=[(a, b), ...]`` show the task, ``query`` (one image, or a list for a
-        batch) gets the same treatment. Returns a uint8 (H, W, 3) image (a list for a list of queries)."""
+        batch) gets the same treatment. Returns a uint8 (H, W, 3) image (a list for a list of queries).
+
+        ``mask`` (white = change) or ``box=(x0, y0, x1, y1)`` restrict the change to a region of the query:
+        only its (``dilate``-token dilated) tokens are sampled and the output keeps every pixel outside it
+        (blended over a ``feather`` px border inside the mask)."""
         from xprompt.generation import generate_images
 
         if query is None:
@@ -279,7 +318,7 @@ class XPrompt:
         self._check_mode(mode, examples)
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
         ex = self._examples(examples) if mode != "none" else []
-        qcodes = [self.encode(q) for q in queries]
+        fitted, qcodes, pmasks, tmasks = self._queries([self.load(q) for q in queries], mask, box, dilate)
         seqs = [
             build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=q)
             for q in qcodes
@@ -291,8 +330,9 @@ class XPrompt:
             [q.shape for q in qcodes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
+            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
         )
-        imgs = [self.decode(c) for c in out]
+        imgs = self._finish(out, fitted, pmasks, feather)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
 
     def edit(
@@ -303,6 +343,9 @@ class XPrompt:
         store=None,
         k: int = 1,
         mask=None,
+        box=None,
+        dilate: int = 1,
+        feather: int = 2,
         encoder=None,
         image_weight: float = 0.0,
         mode: str = "xp",
@@ -319,14 +362,16 @@ class XPrompt:
         ``store``: an ``InstructionStore``, a store directory, or None for the default store (built on first
         use). ``encoder`` overrides the query encoder, ``image_weight > 0`` re-ranks by query-image similarity
         (stores built with image vectors). A list of images (with one instruction each, or one for all) is
-        edited in one batch and gives a list of ``EditResult``. ``mask`` must be None (mask-guided editing is
-        not implemented yet). Instructions are validated but used as given.
+        edited in one batch and gives a list of ``EditResult``. Instructions are validated but used as given.
+
+        Mask-guided editing: ``mask`` (a binary image/array the size of ``image``, white = edit; one per image
+        for a list) or ``box=(x0, y0, x1, y1)`` (pixels) limit the edit to a region: only its tokens (dilated by
+        ``dilate``) are decoded, the query's own tokens are forced elsewhere, and the result is blended into
+        the input with a ``feather`` px border inside the mask, so every pixel outside it is unchanged.
         """
         from xprompt.generation import generate_images
         from xprompt.retrieval.encoders import check_instructions
 
-        if mask is not None:
-            raise XPromptError("mask-guided editing is not implemented yet; call edit without mask=")
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         texts = list(instruction) if isinstance(instruction, (list, tuple)) else [instruction] * len(images)
         if len(texts) != len(images) or not images:
@@ -340,9 +385,11 @@ class XPrompt:
             )
         check_instructions(texts)
         raw = [self.load(im) for im in images]
+        fitted, qcodes, pmasks, tmasks = self._queries(
+            raw, mask, box, dilate
+        )  # bad masks fail before retrieval
         hits = self._retrieve(texts, raw, store, k, encoder, image_weight)
         modes = [mode if h else "none" for h in hits]
-        qcodes = [self.encode(im) for im in raw]
         seqs = [
             build_sample(
                 self.vocab,
@@ -361,11 +408,76 @@ class XPrompt:
             [q.shape for q in qcodes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
+            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
         )
+        imgs = self._finish(out, fitted, pmasks, feather)
+        pms = pmasks or [None] * len(imgs)
         results = [
-            EditResult(self.decode(c), t, m, h) for c, t, m, h in zip(out, texts, modes, hits, strict=True)
+            EditResult(im, t, m, h, mask=pm)
+            for im, t, m, h, pm in zip(imgs, texts, modes, hits, pms, strict=True)
         ]
         return results if isinstance(image, (list, tuple)) else results[0]
+
+    def inpaint(
+        self,
+        image,
+        mask=None,
+        *,
+        box=None,
+        examples=(),
+        instruction: str | None = INPAINT_INSTRUCTION,
+        mode: str | None = None,
+        dilate: int = 1,
+        feather: int = 2,
+        seed: int | None = None,
+        greedy: bool = False,
+        top_k: int | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        progress: bool = False,
+    ):
+        """Fill the masked region of ``image`` (``mask`` white = fill, or ``box``) from its surroundings.
+
+        The query is the image with the region painted grey (the inpainting task's layout); the answer keeps
+        the image's own tokens outside the dilated token mask and samples the rest; the output keeps every
+        pixel outside the mask. ``examples`` (optional (input, output) pairs) run in ``mode`` ("xp" by
+        default, or "full"); without them the mode is "none". A list of images gives a list."""
+        from xprompt.generation import generate_images
+
+        mode = mode or ("xp" if examples else "none")
+        self._check_mode(mode, examples)
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if not images:
+            raise XPromptError("inpaint needs at least one image")
+        if mask is None and box is None:
+            raise XPromptError("inpaint needs a mask (white = fill) or a box x0,y0,x1,y1")
+        fitted, codes, pmasks, tmasks = self._queries([self.load(im) for im in images], mask, box, dilate)
+        holed = [
+            np.where(m[..., None], np.uint8(INPAINT_FILL), f) for f, m in zip(fitted, pmasks, strict=True)
+        ]
+        ex = self._examples(examples) if mode != "none" else []
+        seqs = [
+            build_sample(
+                self.vocab,
+                self.text_tok,
+                mode=mode,
+                instruction=instruction,
+                examples=ex,
+                query=self.image_tok.encode(h[None])[0],
+            )
+            for h in holed
+        ]
+        out = generate_images(
+            self.model,
+            self.vocab,
+            seqs,
+            [c.shape for c in codes],
+            self._sampling(seed, greedy, top_k, temperature, cfg_scale),
+            progress=progress,
+            keep=list(zip(codes, tmasks, strict=True)),  # the image's own tokens outside the hole
+        )
+        imgs = self._finish(out, fitted, pmasks, feather)
+        return imgs if isinstance(image, (list, tuple)) else imgs[0]
 
     @staticmethod
     def _retrieve(texts, images, store, k, encoder, image_weight) -> list[list[Retrieved]]:
@@ -484,8 +596,13 @@ class XPrompt:
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
         progress: bool = False,
+        mask=None,
+        box=None,
+        dilate: int = 1,
+        feather: int = 2,
     ):
-        """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries."""
+        """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries
+        (``mask``/``box`` as in ``generate``)."""
         from xprompt.compiled import CompiledPrompt
         from xprompt.generation import generate_images, td_only
 
@@ -494,7 +611,7 @@ class XPrompt:
         else:
             task.check(self.model, self.vocab)
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
-        qcodes = [self.encode(q) for q in queries]
+        fitted, qcodes, pmasks, tmasks = self._queries([self.load(q) for q in queries], mask, box, dilate)
         seqs = [td_only(build_sample(self.vocab, self.text_tok, mode="none", query=q)) for q in qcodes]
         out = generate_images(
             self.model,
@@ -505,6 +622,7 @@ class XPrompt:
             context=task.cache,
             context_segs=task.segs,
             progress=progress,
+            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
         )
-        imgs = [self.decode(c) for c in out]
+        imgs = self._finish(out, fitted, pmasks, feather)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]

@@ -1,0 +1,83 @@
+"""The masked evaluation row ``xp-mask``: the change-box mask, in/out-of-mask metrics, and the row on a tiny
+random checkpoint (outside the mask the output is the query, bit for bit)."""
+
+import numpy as np
+import pytest
+import torch
+
+from xprompt.errors import XPromptError
+from xprompt.eval import benchmarks as B
+from xprompt.eval.masked import change_box_mask
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    from xprompt.checkpoint import save_pretrained
+    from xprompt.model import XPromptModel
+    from xprompt.model_config import ModelConfig
+    from xprompt.pipeline import XPrompt
+    from xprompt.tokenizer.text import TextTokenizer
+    from xprompt.tokenizer.vocab import Vocabulary
+    from xprompt.train.tasks import all_tasks
+
+    d = tmp_path_factory.mktemp("eval_mask")
+    texts = [i for t in all_tasks().values() for i in t.instructions] * 3
+    tok = TextTokenizer.train(texts, vocab_size=300)
+    tok.save(d / "bpe.json")
+    vocab = Vocabulary.build(text_size=max(300, tok.vocab_size), num_image_codes=512, num_xp=4, max_grid=16)
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    extra = {"tokenizers": {"vq": "grid:8", "bpe": str(d / "bpe.json")}, "image_size": 64}
+    ck = save_pretrained(d / "ck", XPromptModel(cfg).eval(), vocab, extra=extra)
+    torch.set_num_threads(1)
+    return XPrompt.from_pretrained(ck)
+
+
+def test_change_box_mask():
+    q = np.zeros((32, 32, 3), np.uint8)
+    t = q.copy()
+    t[10:12, 20:25] = 255
+    m = change_box_mask(q, t, margin=2)
+    want = np.zeros((32, 32), bool)
+    want[8:14, 18:27] = True
+    np.testing.assert_array_equal(m, want)
+    assert change_box_mask(q, q).all()  # nothing changes: the whole image
+    assert change_box_mask(q, t, margin=100).all()  # clipped to the image
+
+
+def test_masked_rows_unseen_and_raie(pipe, tmp_path):
+    from xprompt.edit_mask import blend
+    from xprompt.eval.masked import item_mask
+    from xprompt.retrieval.store import InstructionStore
+
+    cfg = B.EvalConfig(benchmark="unseen", limit=2, tasks=["add_object"], rows=["xp", "xp-mask", "xp-paste"])
+    rep, vis = B.run(cfg, pipe, progress=False)
+    t = rep["tasks"]["add_object"]
+    res = t["results"]
+    for m in ("psnr_in", "psnr_out", "out_same"):
+        assert m in t["metrics"] and all(isinstance(res[r][m], float) for r in ("xp", "xp-mask", "copy"))
+    assert res["xp-mask"]["out_same"] == 1.0 and res["xp-mask"]["psnr_out"] == 100.0  # outside: the input
+    assert res["copy"]["out_same"] == 1.0 and res["xp"]["out_same"] < 1.0
+    assert res["xp-paste"]["out_same"] == 1.0
+    items = B.suite_items("add_object", 2, 64, 0)
+    for it, v in zip(items, vis["add_object"], strict=True):  # paste = the free xp output blended in
+        np.testing.assert_array_equal(v.outputs["xp-paste"], blend(it.query, v.outputs["xp"], item_mask(it)))
+        assert "xp-mask" in v.outputs
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    InstructionStore.build(["add a red circle", "remove the square"], imgs[:2], imgs[2:]).save(
+        tmp_path / "st"
+    )
+    cfg = B.EvalConfig(
+        benchmark="raie",
+        limit=2,
+        tasks=["remove_object"],
+        rows=["text", "xp-mask", "xp-paste"],
+        store=str(tmp_path / "st"),
+    )
+    rep, _ = B.run(cfg, pipe, progress=False)
+    r = rep["tasks"]["remove_object"]["results"]
+    assert r["xp-mask"]["out_same"] == r["xp-paste"]["out_same"] == 1.0 and r["text"]["out_same"] < 1.0
+    assert "retrieval" in rep
+    with pytest.raises(XPromptError, match="do not apply to t2i"):
+        B.EvalConfig(benchmark="t2i", rows=["xp-mask"])
