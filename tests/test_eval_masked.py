@@ -3,34 +3,11 @@ random checkpoint (outside the mask the output is the query, bit for bit)."""
 
 import numpy as np
 import pytest
-import torch
+from test_eval import ckpt, pipe  # noqa: F401  (the same tiny checkpoint and pipeline fixtures)
 
 from xprompt.errors import XPromptError
 from xprompt.eval import benchmarks as B
 from xprompt.eval.masked import change_box_mask
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    from xprompt.checkpoint import save_pretrained
-    from xprompt.model import XPromptModel
-    from xprompt.model_config import ModelConfig
-    from xprompt.pipeline import XPrompt
-    from xprompt.tokenizer.text import TextTokenizer
-    from xprompt.tokenizer.vocab import Vocabulary
-    from xprompt.train.tasks import all_tasks
-
-    d = tmp_path_factory.mktemp("eval_mask")
-    texts = [i for t in all_tasks().values() for i in t.instructions] * 3
-    tok = TextTokenizer.train(texts, vocab_size=300)
-    tok.save(d / "bpe.json")
-    vocab = Vocabulary.build(text_size=max(300, tok.vocab_size), num_image_codes=512, num_xp=4, max_grid=16)
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=vocab.size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
-    extra = {"tokenizers": {"vq": "grid:8", "bpe": str(d / "bpe.json")}, "image_size": 64}
-    ck = save_pretrained(d / "ck", XPromptModel(cfg).eval(), vocab, extra=extra)
-    torch.set_num_threads(1)
-    return XPrompt.from_pretrained(ck)
 
 
 def test_change_box_mask():
@@ -45,7 +22,7 @@ def test_change_box_mask():
     assert change_box_mask(q, t, margin=100).all()  # clipped to the image
 
 
-def test_masked_rows_unseen_and_raie(pipe, tmp_path):
+def test_masked_rows_unseen_and_raie(pipe, tmp_path):  # noqa: F811 (pytest fixture)
     from xprompt.edit_mask import blend
     from xprompt.eval.masked import item_mask
     from xprompt.retrieval.store import InstructionStore
