@@ -45,8 +45,9 @@ lint: $(STAMP)
 # seeded data, train from the committed weights for at most MINUTES, then overwrite them with the result.
 LEG ?= 1
 MINUTES ?= 150
+LEG_SAMPLES ?= 60000
 campaign-leg: $(STAMP)
-	test -d data/leg$(LEG) || $(PY) -m xprompt data build --split train --n 40000 --size 64 --seed $$((100 + $(LEG))) \
+	test -d data/leg$(LEG) || $(PY) -m xprompt data build --split train --n $(LEG_SAMPLES) --size 64 --seed $$((100 + $(LEG))) \
 		--out data/leg$(LEG) --workers 2 --shard-size 10000 --mix configs/data_mix_campaign.json --quiet
 	test -d data/val64-noinstr || $(PY) -m xprompt data build --split train --n 1000 --size 64 --seed 1 \
 		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
