@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-slow bench lint clean campaign-leg
+.PHONY: setup demo test test-slow bench lint clean campaign-leg photos
 
 setup: $(STAMP)
 
@@ -46,7 +46,16 @@ lint: $(STAMP)
 LEG ?= 1
 MINUTES ?= 150
 LEG_SAMPLES ?= 60000
-campaign-leg: $(STAMP)
+# The Debian photograph pool (train/photo_pool.py): install its packages unless they are present and unchanged.
+PHOTO_PACKAGES := opencv-doc plasma-workspace-wallpapers mate-backgrounds ukui-wallpapers
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+photos: $(STAMP)
+	$(PY) -m xprompt data photos > /dev/null 2>&1 || $(APT_INSTALL) $(PHOTO_PACKAGES) \
+		|| { $(SUDO) apt-get update -q && $(APT_INSTALL) $(PHOTO_PACKAGES); }
+	$(PY) -m xprompt data photos
+
+campaign-leg: $(STAMP) photos
 	test -d data/leg$(LEG) || $(PY) -m xprompt data build --split train --n $(LEG_SAMPLES) --size 64 --seed $$((100 + $(LEG))) \
 		--out data/leg$(LEG) --workers 2 --shard-size 10000 --mix configs/data_mix_campaign.json --quiet
 	test -d data/val64-noinstr || $(PY) -m xprompt data build --split train --n 1000 --size 64 --seed 1 \

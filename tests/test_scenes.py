@@ -68,7 +68,7 @@ def test_photo_splits_disjoint(monkeypatch):
     assert eval_paths and train_paths and not train_paths & eval_paths
     seen = []
     real = sources._load_rgb
-    monkeypatch.setattr(sources, "_load_rgb", lambda p: seen.append(p) or real(p))
+    monkeypatch.setattr(sources, "_load_rgb", lambda p, cap=False: seen.append(p) or real(p, cap))
     rng = np.random.default_rng(0)
     for _ in range(60):
         crop = sources.photo_crop(rng, 64, split="train")

@@ -36,6 +36,7 @@ from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_dir, atomic_write_text
 from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
+from xprompt.train import photo_pool, sources
 from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
 from xprompt.train.pairing import RawSample, draw_contrast_group, draw_group, raie_pair
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
@@ -60,10 +61,12 @@ class DataMix:
     unseen: float = 0.0  # inpainting / colorization: only used when a split includes them
     instruction_drop: float = 0.3
     contrast: float = 0.0  # share of eligible groups drawn as contrast pairs (one query, two task instances)
+    photo_pool: str = "packaged"  # training photographs: "packaged" or "debian" (train/photo_pool.py)
 
     def __post_init__(self):
+        photo_pool.check_pool(self.photo_pool)
         for k, v in asdict(self).items():
-            if v < 0 or (k in ("instruction_drop", "contrast") and v > 1):
+            if k != "photo_pool" and v < 0 or (k in ("instruction_drop", "contrast") and v > 1):
                 raise ValueError(
                     f"{k} must be >= 0 (and a probability for instruction_drop/contrast), got {v}"
                 )
@@ -284,6 +287,7 @@ def _init_worker(cfg: BuildConfig, tokenizer, bpe, vocab_dict: dict, threads: in
     from xprompt.tokenizer.vocab import Vocabulary
 
     torch.set_num_threads(threads)
+    sources.set_photo_pool(cfg.data_mix().photo_pool if cfg.split != "eval" else "packaged")
     vq = load_image_tokenizer(tokenizer, VQ_HINT)
     text = load_text_tokenizer(bpe, BPE_HINT)
     _WORKER.update(cfg=cfg, table=task_table(cfg), vq=vq, bpe=text, vocab=Vocabulary.from_dict(vocab_dict),
@@ -380,8 +384,22 @@ def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[
     return shards, stats
 
 
+def _photos_card(cfg: BuildConfig) -> dict:
+    """The photograph pool a build draws from (checked before any worker starts)."""
+    if cfg.split == "eval":
+        return {"pool": "eval", "photos": len(sources.EVAL_PHOTOS)}
+    return sources.pool_card(cfg.data_mix().photo_pool)
+
+
 def _card(
-    cfg: BuildConfig, stats: dict, table, refs: dict, num_shards: int, factor: int, seconds: float
+    cfg: BuildConfig,
+    stats: dict,
+    table,
+    refs: dict,
+    num_shards: int,
+    factor: int,
+    seconds: float,
+    photos: dict,
 ) -> dict:
     n_tok = np.asarray(stats["n_tok"])
     return {
@@ -396,6 +414,7 @@ def _card(
         "tokens": {"mean": float(n_tok.mean()), "min": int(n_tok.min()), "max": int(n_tok.max()),
                    "total": int(n_tok.sum())},
         "image_grid": cfg.size // factor, "tokenizers": refs, "build_seconds": round(seconds, 2),
+        "photos": photos,
     }  # fmt: skip
 
 
@@ -412,8 +431,9 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     table = _check_build(cfg, out)
     vq, text_tok, vocab, refs = _build_tokenizers(cfg, tokenizer, bpe)
     features = _features(cfg.split == "eval")
+    photos = _photos_card(cfg)
     t0 = time.time()
-    with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp:
+    with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp, sources.photo_pool_scope():
         chunks, pool = _chunks(cfg, vq, text_tok, vocab, refs, encoder)
         shards, stats = _collect(cfg, chunks, pool, features, progress)
         ds = datasets.concatenate_datasets(shards)
@@ -422,7 +442,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
         vocab.save(tmp / "vocab.json")
         atomic_write_text(tmp / "tokenizers.json", json.dumps(refs, indent=2) + "\n")
         save_config(cfg, tmp / "build_config.json")
-        card = _card(cfg, stats, table, refs, num_shards, vq.factor, time.time() - t0)
+        card = _card(cfg, stats, table, refs, num_shards, vq.factor, time.time() - t0, photos)
         atomic_write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", card_markdown(card))
     return card

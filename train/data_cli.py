@@ -64,6 +64,15 @@ def register(root, groups) -> None:
     s.add_argument("--scale", type=int, default=2, help="pixel upscaling of the grid")
     s.set_defaults(func=cmd_show)
 
+    p = g.add_parser("photos", help="check the training photograph pools (make photos installs the Debian one)",
+                     description="Report each training photograph pool (files, fingerprint) and whether the Debian "
+                                 "pool's files are installed and match their manifest; --scan re-derives the "
+                                 "manifest from the installed packages.")  # fmt: skip
+    p.add_argument(
+        "--scan", action="store_true", help="rewrite the Debian manifest from the installed packages"
+    )
+    p.set_defaults(func=cmd_photos)
+
 
 def cmd_build(args) -> int:
     from xprompt.train.build import BuildConfig, build_dataset, load_mix
@@ -93,6 +102,26 @@ def cmd_build(args) -> int:
     summary = {k: card[k] for k in ("split", "n", "size", "num_shards", "tokens", "build_seconds")}
     print(json.dumps({"out": str(args.out), **summary}))
     return 0
+
+
+def cmd_photos(args) -> int:
+    from xprompt.io_utils import atomic_write_text
+    from xprompt.train import photo_pool, sources
+
+    if args.scan:
+        evals = {photo_pool.sha256_file(p) for p in sources.photo_names("eval")}
+        entries = photo_pool.scan(exclude_sha256=evals)
+        text = json.dumps({"packages": list(photo_pool.PACKAGES), "files": entries}, indent=1) + "\n"
+        atomic_write_text(photo_pool.MANIFEST, text)
+        print(f"wrote {photo_pool.MANIFEST} ({len(entries)} files)")
+    status = 0
+    for name in photo_pool.POOLS:
+        try:
+            print(json.dumps(sources.pool_card(name)))
+        except XPromptError as e:
+            print(json.dumps({"pool": name, "error": str(e)}))
+            status = 1
+    return status
 
 
 def _default_mix() -> str:

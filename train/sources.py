@@ -1,20 +1,26 @@
 """Image sources for the task suite: procedural scenes and crops of packaged real photographs.
 
 Design choices:
-- Nothing is downloaded. Photographs are the colour images that ship inside installed packages
-  (scikit-image's ``data`` folder, scikit-learn's sample images, matplotlib's sample data) plus Debian's
-  ``opencv-doc`` images when that package is installed.
+- Nothing is downloaded. Training photographs come from a named pool (``photo_pool.py``): ``packaged`` is the
+  colour images that ship inside installed Python packages (scikit-image's ``data`` folder, scikit-learn's
+  sample images, matplotlib's sample data); ``debian`` adds the checksummed manifest of Debian photographs
+  and wallpapers (``make photos``). A build selects its pool once per process (``set_photo_pool``, from the
+  data mix); nothing is used merely because it happens to be installed.
 - A FIXED list of photographs (``EVAL_PHOTOS``) is reserved for evaluation and never cropped for training;
   ``photo_crop(split="train")`` can only reach ``TRAIN_PHOTOS`` (a test checks the two are disjoint).
 - Grey-scale texture images (brick, grass, gravel, ...) are exposed separately (``texture_crop``) for scene
   backgrounds; they are tinted by the caller.
 - Crops are random in position and scale (between the requested size and the photo's short side) and
   resized with anti-aliasing (PIL LANCZOS), so one photo yields many distinct crops.
-- Everything is a pure function of the ``np.random.Generator`` passed in (decoded photos are cached).
+- Everything is a pure function of the ``np.random.Generator`` passed in and the pool (decoded photos are
+  cached; a pool file's short side is capped at ``MAX_SHORT_SIDE`` so multi-megapixel wallpapers cost what
+  the packaged photographs cost and give crops at a similar scale; packaged photographs decode unchanged, so
+  builds from the ``packaged`` pool draw exactly what they drew before the pools existed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from xprompt.errors import XPromptError
+from xprompt.train import photo_pool
 
 
 def _skimage_dir() -> Path:
@@ -65,7 +72,8 @@ TRAIN_PHOTOS: tuple[str, ...] = tuple(n for n in _PHOTO_FILES if n not in EVAL_P
 # Grey-scale textures for scene backgrounds (tinted by the scene renderer).
 _TEXTURE_FILES: tuple[str, ...] = ("brick.png", "grass.png", "gravel.png")
 
-_OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
+MAX_SHORT_SIDE = 512
+_POOL = {"name": "packaged"}  # per process: set by the dataset builder before it draws samples
 
 
 def _resolve(locator: str, name: str) -> Path:
@@ -73,36 +81,64 @@ def _resolve(locator: str, name: str) -> Path:
     return base / name
 
 
-def _opencv_doc_photos() -> list[Path]:
-    """Colour JPEGs of Debian's opencv-doc (if installed); all of them go to training."""
-    if not _OPENCV_DOC.is_dir():
-        return []
-    return sorted(p for p in _OPENCV_DOC.rglob("*.jpg") if p.stat().st_size > 20_000)
+def set_photo_pool(name: str) -> None:
+    """Select this process's training photograph pool (``photo_pool.POOLS``); checks a ``debian`` pool now."""
+    photo_pool.check_pool(name)
+    _POOL["name"] = name
+    _photo_paths("train")  # a missing or changed file fails here, before any sample is drawn
 
 
-@functools.lru_cache(maxsize=64)
-def _load_rgb(path: str) -> np.ndarray:
+def current_photo_pool() -> str:
+    return _POOL["name"]
+
+
+@functools.lru_cache(maxsize=512)
+def _load_rgb(path: str, cap: bool = False) -> np.ndarray:
     with Image.open(path) as im:
+        short = min(im.size)
+        if cap and short > MAX_SHORT_SIDE:
+            w, h = (round(s * MAX_SHORT_SIDE / short) for s in im.size)
+            im.draft("RGB", (w, h))  # JPEG: decode at a reduced DCT scale (no-op for PNG)
+            im = im.convert("RGB").resize((w, h), Image.LANCZOS, reducing_gap=3.0)
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
     return arr
 
 
 @functools.lru_cache(maxsize=4)
-def _photo_paths(split: str) -> tuple[str, ...]:
+def _packaged_paths(split: str) -> tuple[str, ...]:
     names = TRAIN_PHOTOS if split == "train" else EVAL_PHOTOS
-    paths = [_resolve(*_PHOTO_FILES[n]) for n in names]
-    if split == "train":
-        paths += _opencv_doc_photos()
-    found = tuple(str(p) for p in paths if p.exists())
+    found = tuple(str(p) for p in (_resolve(*_PHOTO_FILES[n]) for n in names) if p.exists())
     if not found:
         raise XPromptError(f"no packaged photographs found for split {split!r}; reinstall scikit-image")
     return found
 
 
+def _photo_paths(split: str) -> tuple[str, ...]:
+    paths = _packaged_paths(split)
+    if split == "train" and _POOL["name"] == "debian":
+        paths += photo_pool.debian_paths()
+    return paths
+
+
 def photo_names(split: str = "train") -> tuple[str, ...]:
-    """File paths of the photographs a split draws from (for documentation and tests)."""
+    """File paths of the photographs a split draws from in this process's pool (for documentation and tests)."""
     _check_split(split)
     return _photo_paths(split)
+
+
+def pool_card(name: str) -> dict:
+    """A training pool's name, size and fingerprint, for dataset cards."""
+    return photo_pool.pool_card(name, _packaged_paths("train"))
+
+
+@contextlib.contextmanager
+def photo_pool_scope():
+    """Restore this process's pool on exit (an in-process build selects its own pool)."""
+    before = _POOL["name"]
+    try:
+        yield
+    finally:
+        _POOL["name"] = before
 
 
 def _check_split(split: str) -> None:
@@ -139,7 +175,8 @@ def photo_crop(rng: np.random.Generator, size: int, split: str = "train") -> np.
     _check_split(split)
     _check_size(size)
     paths = _photo_paths(split)
-    img = _load_rgb(paths[int(rng.integers(len(paths)))])
+    i = int(rng.integers(len(paths)))
+    img = _load_rgb(paths[i], cap=i >= len(_packaged_paths(split)))
     return random_crop(rng, img, size)
 
 
