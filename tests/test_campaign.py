@@ -326,3 +326,50 @@ def test_cli_eval_probe(tmp_path, capsys):
     other = make_dataset(tmp_path / "o", n=4)  # another vocabulary
     assert main(["eval", "probe", "--checkpoint", str(ck), "--data", str(other), "--out", str(out)]) == 2
     assert "another vocabulary" in capsys.readouterr().err
+
+
+def _pixels(p):
+    return [x.tobytes() if hasattr(x, "tobytes") else x for x in (*p.inputs, p.output)]
+
+
+def test_multi_example_group_rotates_distinct_pairs_of_one_instance():
+    from xprompt.train.pairing import draw_group
+
+    task = get_task("palette_map")
+    one = draw_group(task, np.random.default_rng(5), 32, "train", k=2)
+    three = draw_group(task, np.random.default_rng(5), 32, "train", k=2, n_examples=3)
+    # the first pairs are drawn as before; 4 pairs for queries 0, 1 and examples (1, 2, 3), (2, 3, 0)
+    assert _pixels(one[0].query) == _pixels(three[0].query) and _pixels(one[1].query) == _pixels(
+        three[1].query
+    )
+    assert not one[0].more_examples and len(three[0].more_examples) == 2
+    pairs = [three[0].query, three[1].query, *three[0].more_examples[1:], three[0].more_examples[0]]
+    assert len({tuple(_pixels(p)) for p in pairs}) == 4
+    for j, s in enumerate(three):
+        shown = [s.example, *s.more_examples]
+        assert all(p is not s.query for p in shown) and s.params == three[0].params
+        assert shown[0] is three[(j + 1) % 2].query or j == 1
+    with pytest.raises(ValueError, match="n_examples"):
+        draw_group(task, np.random.default_rng(5), 32, "train", n_examples=0)
+
+
+def test_multi_example_build_lays_out_every_example_and_leaves_other_groups_unchanged(tmp_path):
+    from xprompt.paths import shipped
+    from xprompt.train.build import BuildConfig, build_dataset, draw_groups, load_built
+
+    base = BuildConfig(n=40, size=32, seed=3)
+    multi = BuildConfig(n=40, size=32, seed=3, mix={"multi_example": 0.5})
+    a, b = draw_groups(base, 0, 20), draw_groups(multi, 0, 20)
+    n_more = [len(s.more_examples) for s in b]
+    assert set(n_more) == {0, 1, 2}  # 1, 2 or 3 examples
+    for s, t in zip(a, b, strict=True):  # stream 5 decides: one-example groups are exactly as before
+        assert (s.task, s.instruction, _pixels(s.query)) == (t.task, t.instruction, _pixels(t.query))
+        assert t.more_examples or _pixels(s.example) == _pixels(t.example)
+    cfg = BuildConfig(n=8, size=32, seed=3, chunk=8, mix={"multi_example": 1.0}, tasks=["palette_map"])
+    card = build_dataset(cfg, tmp_path / "ds", tokenizer="grid:8", bpe=str(shipped("bpe")), progress=False)
+    assert card["multi_example_samples"] == 8
+    ds, vocab, _ = load_built(tmp_path / "ds")
+    boi = vocab.special("<boi>")
+    for row in ds:
+        ids, segs = np.asarray(row["input_ids"]), np.asarray(row["segs"])
+        assert int(((ids == boi) & (segs == Seg.IE)).sum()) in (4, 6)  # 2 or 3 (input, output) pairs

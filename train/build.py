@@ -62,13 +62,15 @@ class DataMix:
     instruction_drop: float = 0.3
     contrast: float = 0.0  # share of eligible groups drawn as contrast pairs (one query, two task instances)
     photo_pool: str = "packaged"  # training photographs: "packaged" or "debian" (train/photo_pool.py)
+    multi_example: float = 0.0  # share of (non-contrast) groups whose samples show 2 or 3 examples
 
     def __post_init__(self):
         photo_pool.check_pool(self.photo_pool)
         for k, v in asdict(self).items():
-            if k != "photo_pool" and v < 0 or (k in ("instruction_drop", "contrast") and v > 1):
+            is_prob = k in ("instruction_drop", "contrast", "multi_example")
+            if k != "photo_pool" and (v < 0 or (is_prob and v > 1)):
                 raise ValueError(
-                    f"{k} must be >= 0 (and a probability for instruction_drop/contrast), got {v}"
+                    f"{k} must be >= 0 (and a probability for instruction_drop/contrast/multi_example), got {v}"
                 )
 
     def weight(self, family: str) -> float:
@@ -172,7 +174,16 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
         if got is not None:
             return got
     return draw_group(task, rng, cfg.size, photo_split, k=hi - lo, first_index=lo, allowed=allowed,
-                      instruction_drop=drop, sample_rngs=rngs)  # fmt: skip
+                      instruction_drop=drop, sample_rngs=rngs, n_examples=_n_examples(cfg, mix, group))  # fmt: skip
+
+
+def _n_examples(cfg: BuildConfig, mix: DataMix, group: int) -> int:
+    """Examples per sample of group ``group``: 1, or 2-3 for a ``multi_example`` share of the training groups
+    (stream 5 decides, so builds without multi-example groups draw exactly what they drew before)."""
+    if cfg.split == "eval" or not mix.multi_example:
+        return 1
+    r = sample_rng(cfg.seed, group, 5)
+    return 1 if r.random() >= mix.multi_example else int(r.integers(2, 4))
 
 
 def draw_groups(cfg: BuildConfig, lo: int, hi: int, table=None) -> list[RawSample]:
@@ -190,6 +201,7 @@ BPE_HINT = "train it with `xprompt train bpe` or pass --bpe"
 
 def _image_slots(s: RawSample) -> list[np.ndarray]:
     items = [*s.example.inputs, s.example.output, *s.query.inputs, s.query.output]
+    items += [x for p in s.more_examples for x in (*p.inputs, p.output)]
     return [x for x in items if not isinstance(x, str)]
 
 
@@ -212,12 +224,11 @@ def tokenize_chunk(samples: list[RawSample], vq, vocab, bpe) -> list:
 
     seqs = []
     for s in samples:
-        ex_in = [conv(x) for x in s.example.inputs]
-        ex_out = conv(s.example.output)
+        examples = [([conv(x) for x in p.inputs], conv(p.output)) for p in (s.example, *s.more_examples)]
         q_in = [conv(x) for x in s.query.inputs]
         ans = conv(s.query.output)
         seqs.append(build_sample(vocab, bpe, mode="xp", instruction=s.instruction or None,
-                                 examples=[(ex_in, ex_out)], query=q_in, answer=ans))  # fmt: skip
+                                 examples=examples, query=q_in, answer=ans))  # fmt: skip
     return seqs, len(imgs)
 
 
@@ -304,7 +315,8 @@ def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
     seqs, n_enc = tokenize_chunk(raw, w["vq"], w["vocab"], w["bpe"])
     rows = [_row(s, seq, cfg.seed, cfg.split == "eval") for s, seq in zip(raw, seqs, strict=True)]
     stats = {"tasks": Counter(s.task for s in raw), "families": Counter(s.family for s in raw),
-             "n_tok": [len(q) for q in seqs], "raie": raie_n, "images": n_enc}  # fmt: skip
+             "n_tok": [len(q) for q in seqs], "raie": raie_n, "images": n_enc,
+             "multi_example": sum(bool(s.more_examples) for s in raw)}  # fmt: skip
     return rows, stats
 
 
@@ -361,7 +373,14 @@ def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[
     import datasets
     from tqdm.auto import tqdm
 
-    stats = {"tasks": Counter(), "families": Counter(), "n_tok": [], "raie": 0, "images": 0}
+    stats = {
+        "tasks": Counter(),
+        "families": Counter(),
+        "n_tok": [],
+        "raie": 0,
+        "images": 0,
+        "multi_example": 0,
+    }
     shards, rows = [], []
     bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
     try:
@@ -408,6 +427,7 @@ def _card(
         "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
         "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
         "raie_pairing": cfg.raie_pairing, "raie_repaired": stats["raie"], "group_size": cfg.group_size,
+        "multi_example_samples": stats["multi_example"],
         "images_encoded": stats["images"], "tasks": dict(sorted(stats["tasks"].items())),
         "families": dict(sorted(stats["families"].items())), "sampled_tasks": table[1],
         "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",

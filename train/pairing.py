@@ -11,6 +11,9 @@ Design choices:
 - The instruction is dropped with probability ``instruction_drop``: half of the dropped samples say
   ``"Do the same to this image."``, the other half have no instruction at all. The true instruction is kept
   (``true_instruction``) for RAIE retrieval and for the eval split.
+- ``n_examples > 1`` (the data mix's ``multi_example``): a sample shows 2-3 examples of its instance before the
+  query (X-Prompt allows several); with the loss on the examples' outputs (``loss_on_examples``) every later
+  example is itself a target that the earlier ones explain, which rewards reading them.
 - ``draw_contrast_group`` (the data mix's ``contrast``): two samples with the SAME query image but two
   different instances of the task (two palettes, two flips, two noise levels), each with its own example and
   no instruction. Their answers differ, and only the example tells them apart: the model cannot lower its loss
@@ -49,6 +52,7 @@ class RawSample:
     example_task: str = ""
     example_instruction: str = ""
     described: list[str] = field(default_factory=list)  # tasks shown inside the pairs (difference sources)
+    more_examples: list[Pair] = field(default_factory=list)  # further examples of the same instance, in order
 
     def __post_init__(self):
         self.example_task = self.example_task or self.task
@@ -90,19 +94,24 @@ def draw_group(
     allowed: list[str] | None = None,
     instruction_drop: float = 0.0,
     sample_rngs: list[np.random.Generator] | None = None,
+    n_examples: int = 1,
 ) -> list[RawSample]:
-    """``k`` samples of ONE task instance from max(k, 2) pairs on different content: sample j queries pair j
-    with pair (j + 1) mod n as its example. Each pair is the query (with the loss) of exactly one sample and
-    the example of another, so a group of k costs k pairs (and k pairs of image encodings) instead of 2k.
-    ``sample_rngs[j]`` (default: ``rng``) draws sample j's instruction paraphrase and instruction drop."""
+    """``k`` samples of ONE task instance from n = max(k, n_examples + 1) pairs on different content: sample j
+    queries pair j with pairs (j + 1) .. (j + n_examples) mod n as its examples. Each pair is the query (with
+    the loss) of at most one sample and an example of others, so a group of k costs n pairs (and n pairs of
+    image encodings) instead of k (n_examples + 1). ``sample_rngs[j]`` (default: ``rng``) draws sample j's
+    instruction paraphrase and instruction drop. ``n_examples = 1`` draws exactly what it always drew."""
+    if n_examples < 1:
+        raise ValueError(f"n_examples must be >= 1, got {n_examples}")
     params = task.sample_params(rng, allowed)
-    pairs = [task.make_pair(rng, params, size, split) for _ in range(max(k, 2))]
+    pairs = [task.make_pair(rng, params, size, split) for _ in range(max(k, 2, n_examples + 1))]
     out = []
     for j in range(k):
         r = sample_rngs[j] if sample_rngs is not None else rng
         instr, true = _instruction(task, params, r, instruction_drop)
+        examples = [pairs[(j + e) % len(pairs)] for e in range(1, n_examples + 1)]
         out.append(RawSample(first_index + j, task.name, task.family, task.kind, instr, true, params,
-                             example=pairs[(j + 1) % len(pairs)], query=pairs[j]))  # fmt: skip
+                             example=examples[0], query=pairs[j], more_examples=examples[1:]))  # fmt: skip
     return out
 
 
