@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-slow bench lint clean campaign-leg photos
+.PHONY: setup demo test test-slow bench lint clean campaign-leg campaign-ab photos
 
 setup: $(STAMP)
 
@@ -65,6 +65,23 @@ campaign-leg: $(STAMP) photos
 		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES)
 	$(PY) -m xprompt export --checkpoint runs/leg$(LEG)/model --out checkpoints/campaign --dtype fp32 \
 		--vq checkpoints/vq-64 --bpe checkpoints/bpe/tokenizer.json
+
+# One arm of an equal-budget A/B from the campaign's weights (docs/experiments.md): ARM names the run, SETS adds
+# --set overrides, AB_MIX picks the data mix (each mix gets its own data, same seed, so arms differ only in it).
+ARM ?= base
+SETS ?=
+AB_MIX ?= configs/data_mix_campaign.json
+AB_DATA := data/ab-$(basename $(notdir $(AB_MIX)))
+campaign-ab: $(STAMP) photos
+	test -d $(AB_DATA) || $(PY) -m xprompt data build --split train --n 20000 --size 64 --seed 200 \
+		--out $(AB_DATA) --workers 2 --shard-size 10000 --mix $(AB_MIX) --quiet
+	test -d data/val64-noinstr || $(PY) -m xprompt data build --split train --n 1000 --size 64 --seed 1 \
+		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
+	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data $(AB_DATA) \
+		--val-data data/val64-noinstr --out runs/ab-$(ARM) --zero-stage 0 --no-progress \
+		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES) $(SETS)
+	for m in xp full; do $(PY) -m xprompt eval probe --checkpoint runs/ab-$(ARM)/model --data data/val64-noinstr \
+		--limit 200 --example-mode $$m --out runs/ab-$(ARM)/probe_$$m.json --quiet; done
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .cache
