@@ -104,7 +104,7 @@ class RealSuite:
             rng = np.random.default_rng([self.cfg.seed, ti, draw])
             pairs, src = [], []
             for q in test_keys[:n]:
-                cand = pool if ds.train_split else [k for k in pool if k != q]
+                cand = [k for k in pool if k != q] if split == ds.test_split else pool
                 if not cand:
                     raise XPromptError(f"{ds.name} {ds.root}: one test pair and no training split, so there is "
                                        "no in-context example that is not the query")  # fmt: skip

@@ -176,3 +176,23 @@ def test_seen_on_nyu_and_ade_folders(ckpt, pipe, tmp_path):  # noqa: F811
             assert all(isinstance(v, float) for v in t["results"][row].values()), (row, t["results"][row])
     # the VQ ceiling of a constant-depth map through the grid tokenizer stays close to the truth
     assert rep["tasks"]["nyuv2"]["results"]["vq"]["depth_rmse"] < 0.5
+
+
+def test_one_split_edit_set_draws_examples_from_other_rows(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from xprompt.eval.real import RealSuite
+
+    img = lambda s: Image.fromarray(_rgb(s, 8, 8))  # noqa: E731
+    DatasetDict({"train": Dataset.from_dict({
+        "original_image": [img(i) for i in range(3)], "edited_image": [img(10 + i) for i in range(3)],
+        "edit_prompt": ["a", "b", "c"], "original_prompt": ["x"] * 3, "edited_prompt": ["y"] * 3})}
+    ).save_to_disk(str(tmp_path / "ip2p"))  # fmt: skip
+    for seed in range(4):
+        suite = RealSuite(B.EvalConfig(benchmark="unseen", datasets=[f"instructpix2pix={tmp_path / 'ip2p'}"],
+                                       limit=3, seed=seed))  # fmt: skip
+        items = suite.items(0)
+        _, src = suite.examples(0, 0, 3)
+        assert all(s["key"] != str(i) and s["split"] == "train" for i, s in enumerate(src))
+        assert [it.caption_out for it in items] == ["y"] * 3
+        assert suite.specs[0].metrics == ("l1", "l2", "clip_i", "dino", "clip_t", "clip_dir")

@@ -315,5 +315,11 @@ def test_instructpix2pix_and_columns_mapping(tmp_path):
         open_dataset("edits", tmp_path / "ip2p", columns="source=a,target=b")
     with pytest.raises(XPromptError, match="needs --columns"):
         open_dataset("edits", tmp_path / "ip2p")
+    # the hub layout: one "train" split, used for training and (other rows as examples) for evaluation
+    from datasets import DatasetDict, load_from_disk
+
+    DatasetDict({"train": load_from_disk(str(tmp_path / "ip2p"))}).save_to_disk(str(tmp_path / "ip2p_hub"))
+    hub = open_dataset("instructpix2pix", tmp_path / "ip2p_hub")
+    assert (hub.train_split, hub.test_split) == ("train", "train") and hub.splits == ["train"]
     with pytest.raises(XPromptError, match=r"lacks column\(s\) \['source_img', "):
         open_dataset("magicbrush", tmp_path / "ip2p").keys("all")

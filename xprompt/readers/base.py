@@ -52,7 +52,7 @@ class RealDataset:
 
     @property
     def splits(self) -> list[str]:
-        return [s for s in (self.train_split, self.test_split) if s]
+        return list(dict.fromkeys(s for s in (self.train_split, self.test_split) if s))
 
     def check_split(self, split: str) -> str:
         if split not in self.splits:

@@ -8,7 +8,8 @@ Layouts (column names exactly as the hub releases them; images decode to PIL thr
   (or ``test`` when a copy has one).
 * **InstructPix2Pix** (Brooks et al. 2023, ``timbrooks/instructpix2pix-clip-filtered``): ``original_image``,
   ``edited_image``, ``edit_prompt``, with the captions ``original_prompt`` / ``edited_prompt`` used by
-  CLIP-T / CLIP-dir; one split ``train``, so evaluation examples come from other rows.
+  CLIP-T / CLIP-dir; one split ``train``: it is both the training and the test split, and evaluation
+  examples come from other rows than the query.
 * **Any other set** (``edits``): ``--columns source=COL,target=COL,instruction=COL`` plus optional
   ``mask=COL``, ``turn=COL``, ``caption_in=COL``, ``caption_out=COL``.
 A missing column is refused with one line listing the columns the set has. ``extra`` carries ``mask``
@@ -66,8 +67,7 @@ class EditSet(RealDataset):
         self.test_split = tests[0] if tests else (splits[0] if len(splits) == 1 else "")
         if not self.test_split:
             raise XPromptError(f"{name} dataset {self.root}: no test/dev/validation split among {splits}")
-        if self.test_split == self.train_split:  # one split: examples come from its other rows
-            self.train_split = None
+        # one "train" split (InstructPix2Pix): it trains, and evaluations draw examples from its other rows
         self._ds: dict = {}
 
     def _split(self, split: str):
