@@ -183,7 +183,7 @@ def test_one_split_edit_set_draws_examples_from_other_rows(tmp_path):
 
     from xprompt.eval.real import RealSuite
 
-    img = lambda s: Image.fromarray(_rgb(s, 8, 8))  # noqa: E731
+    img = lambda s: Image.fromarray(_rgb(s, 8, 8))
     DatasetDict({"train": Dataset.from_dict({
         "original_image": [img(i) for i in range(3)], "edited_image": [img(10 + i) for i in range(3)],
         "edit_prompt": ["a", "b", "c"], "original_prompt": ["x"] * 3, "edited_prompt": ["y"] * 3})}
