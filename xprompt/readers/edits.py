@@ -80,6 +80,10 @@ class EditSet(RealDataset):
             self._ds[split] = ds
         return self._ds[split]
 
+    def table(self, split: str):
+        """The split as a ``datasets.Dataset`` (columns checked; images undecoded in Arrow), for bulk copies."""
+        return self._split(split)
+
     def keys(self, split: str) -> list[str]:
         return [str(i) for i in range(len(self._split(split)))]
 
