@@ -156,7 +156,6 @@ ROW_LABELS = {
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
     PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
 }  # fmt: skip
-MB_COLUMNS = ("source_img", "target_img", "instruction")
 
 
 @dataclass
@@ -264,44 +263,29 @@ def suite_items(task: str, n: int, size: int, seed: int) -> list[Item]:
     return out
 
 
-def _find_parquet(root: Path, split: str) -> list[str]:
-    files = sorted(root.rglob("*.parquet"))
-    if split:
-        files = [f for f in files if split in f.name or split in f.parent.name] or files
-    return [str(f) for f in files]
-
-
 def magicbrush_items(path: str, n: int, split: str = "") -> list[Item]:
-    """Rows of a local MagicBrush-format dataset (``datasets`` dir or parquet files)."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    """Rows of a local MagicBrush-format dataset (``datasets`` dir or parquet files), read through
+    ``xprompt.readers.edits``: ``source_img``, ``target_img``, ``instruction``, and the captions
+    ``input_caption`` / ``output_caption`` (CLIP-T / CLIP-dir) when the set has them."""
+    from xprompt.readers.edits import EditSet
 
     root = Path(path)
     if not root.is_dir():
         raise XPromptError(f"--magicbrush {root}: not a directory")
-    parquet = _find_parquet(root, split)
-    try:
-        ds = (
-            load_dataset("parquet", data_files=parquet, split="train")
-            if parquet
-            else load_from_disk(str(root))
-        )
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds
-        raise XPromptError(
-            f"--magicbrush {root} is not a datasets directory ({type(e).__name__}: {e})"
-        ) from None
-    if isinstance(ds, DatasetDict):
-        key = split or next((s for s in ("test", "dev", "validation") if s in ds), next(iter(ds)))
-        if key not in ds:
-            raise XPromptError(f"{root} has no split {key!r}; splits: {', '.join(ds)}")
-        ds = ds[key]
-    missing = [c for c in MB_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise XPromptError(f"MagicBrush dataset {root} lacks column(s) {missing}; it has {ds.column_names}")
+    cols = {"source": "source_img", "target": "target_img", "instruction": "instruction"}
+    ds = EditSet(root, cols, "magicbrush")
+    key = ds.check_split(split or ds.test_split)
+    have = ds.table(key).column_names  # checks the required columns
+    caps = {
+        r: c for r, c in (("caption_in", "input_caption"), ("caption_out", "output_caption")) if c in have
+    }
+    if caps:
+        ds = EditSet(root, {**cols, **caps}, "magicbrush")
     items = []
-    for row in ds.select(range(min(n, len(ds)))):
-        src, tgt = (np.asarray(row[c].convert("RGB")) for c in ("source_img", "target_img"))
-        items.append(Item("magicbrush", row["instruction"], src, tgt, caption_in=row.get("input_caption"),
-                          caption_out=row.get("output_caption")))  # fmt: skip
+    for k in ds.keys(key)[:n]:
+        p = ds.load(key, k)
+        items.append(Item("magicbrush", p.instruction, p.input, p.target, caption_in=p.extra.get("caption_in"),
+                          caption_out=p.extra.get("caption_out")))  # fmt: skip
     return items
 
 
