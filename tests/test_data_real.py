@@ -113,6 +113,8 @@ def test_held_out_sets_never_reach_training(tmp_path):
     # an explicitly held-out set is refused in any split
     with pytest.raises(XPromptError, match="magicbrush is marked held out"):
         _build(tmp_path, "b", sources=[f"magicbrush={mb}"], holdout=["magicbrush"])
+    with pytest.raises(XPromptError, match="unknown dataset name"):
+        _build(tmp_path, "b2", sources=[f"magicbrush={mb}"], holdout=["magicbrsh"])
     # a test-only copy cannot be trained on
     for i in (1, 2):
         _png(tmp_path / "rain" / "rain" / f"rain-{i}.png", _rgb(i))

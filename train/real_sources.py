@@ -59,8 +59,11 @@ class SourceSpec:
 def open_sources(specs: list[str], holdout: list[str], excluded: list[str], columns: str = "",
                  depth_scale: float = 1000.0) -> list:  # fmt: skip
     """The readers of ``--source NAME=PATH`` specs, refusing held-out and test-only sets (one line each)."""
-    from xprompt.readers import open_dataset, parse_spec
+    from xprompt.readers import DATASETS, open_dataset, parse_spec
 
+    unknown = [h for h in holdout if h not in DATASETS]
+    if unknown:
+        raise XPromptError(f"--holdout {unknown}: unknown dataset name(s); choose from {', '.join(DATASETS)}")
     out = []
     for spec in specs:
         name, path = parse_spec(spec, "--source")

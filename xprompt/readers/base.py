@@ -150,14 +150,15 @@ def load_hf(root: Path, split: str, what: str):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     parquet = sorted(root.rglob("*.parquet"))
+    if parquet:  # only the requested split's files are read (datasets converts them into its cache once)
+        by_split: dict[str, list[str]] = {}
+        for f in parquet:
+            by_split.setdefault(_parquet_split(f), []).append(str(f))
+        if split not in by_split:
+            raise XPromptError(f"{what} {root} has no split {split!r}; splits: {', '.join(sorted(by_split))}")
     try:
         if parquet:
-            by_split: dict[str, list[str]] = {}
-            for f in parquet:
-                by_split.setdefault(f.name.split("-")[0].split(".")[0], []).append(str(f))
-            ds = DatasetDict(
-                {s: load_dataset("parquet", data_files=fs, split="train") for s, fs in by_split.items()}
-            )
+            ds = load_dataset("parquet", data_files=by_split[split], split="train")
         else:
             ds = load_from_disk(str(root))
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds
@@ -171,13 +172,18 @@ def load_hf(root: Path, split: str, what: str):
     return ds[split]
 
 
+def _parquet_split(f: Path) -> str:
+    """The split of a hub parquet file: ``data/dev-00000-of-00004-<hash>.parquet`` -> ``dev``."""
+    return f.name.split("-")[0].split(".")[0]
+
+
 def hf_splits(root: Path) -> list[str]:
     """The split names of a ``datasets`` directory or parquet folder (``["all"]`` for a single Dataset)."""
     import json
 
     parquet = sorted(root.rglob("*.parquet"))
     if parquet:
-        return sorted({f.name.split("-")[0].split(".")[0] for f in parquet})
+        return sorted({_parquet_split(f) for f in parquet})
     dd = root / "dataset_dict.json"
     if dd.is_file():
         return list(json.loads(dd.read_text())["splits"])
