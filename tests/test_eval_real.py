@@ -196,3 +196,16 @@ def test_one_split_edit_set_draws_examples_from_other_rows(tmp_path):
         assert all(s["key"] != str(i) and s["split"] == "train" for i, s in enumerate(src))
         assert [it.caption_out for it in items] == ["y"] * 3
         assert suite.specs[0].metrics == ("l1", "l2", "clip_i", "dino", "clip_t", "clip_dir")
+
+
+def test_generic_input_and_target_dirs(ckpt, pipe, tmp_path):  # noqa: F811
+    for k in ("a", "b", "c"):
+        _png(tmp_path / "in" / f"{k}.png", _rgb(ord(k), 16, 16))
+        _png(tmp_path / "out" / f"{k}.jpg", _rgb(ord(k) + 1, 16, 16))
+    cfg = B.EvalConfig(benchmark="unseen", checkpoint=str(ckpt), input_dir=str(tmp_path / "in"),
+                       target_dir=str(tmp_path / "out"), instruction="Sharpen it.", rows=["xp"], limit=2)  # fmt: skip
+    rep, _ = B.run(cfg, pipe, progress=False)
+    t = rep["tasks"]["paired"]
+    assert t["n"] == 2 and [s["instruction"] for s in t["samples"]] == ["Sharpen it."] * 2
+    assert all(s["example_from"]["xp"]["key"] != k for s, k in zip(t["samples"], "ab", strict=True))
+    assert rep["datasets"][0]["name"] == "paired" and rep["datasets"][0]["example_split"] == "test"
