@@ -209,3 +209,18 @@ def test_generic_input_and_target_dirs(ckpt, pipe, tmp_path):  # noqa: F811
     assert t["n"] == 2 and [s["instruction"] for s in t["samples"]] == ["Sharpen it."] * 2
     assert all(s["example_from"]["xp"]["key"] != k for s, k in zip(t["samples"], "ab", strict=True))
     assert rep["datasets"][0]["name"] == "paired" and rep["datasets"][0]["example_split"] == "test"
+
+
+def test_magicbrush_edit_metrics(ckpt, pipe, tmp_path):  # noqa: F811
+    from test_data_real import _magicbrush
+
+    mb = _magicbrush(tmp_path / "mb")
+    cfg = B.EvalConfig(benchmark="unseen", checkpoint=str(ckpt), datasets=[f"magicbrush={mb}"], rows=["xp"])
+    rep, _ = B.run(cfg, pipe, progress=False)
+    t = rep["tasks"]["magicbrush"]
+    assert t["n"] == 1 and t["samples"][0]["instruction"] == "make it blue"  # the dev split
+    assert t["samples"][0]["example_from"]["xp"]["split"] == "train"
+    want = M.l1(_rgb(500, 16, 16), _rgb(502, 16, 16))  # copy baseline: source vs target of dev row 0
+    assert t["results"]["copy"]["l1"] == pytest.approx(want)
+    assert isinstance(t["results"]["xp"]["l2"], float)
+    assert t["results"]["xp"]["clip_i"] == "unavailable: no weights"
