@@ -49,6 +49,7 @@ import numpy as np
 from xprompt.errors import XPromptError
 from xprompt.eval import metrics as M
 from xprompt.eval.masked import MASK_METRICS, MASK_ROW, METRIC_FUNCS, PASTE_ROW, masked_batch, masked_raie
+from xprompt.eval.metrics_real import REAL_METRICS, REAL_REDUCERS
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -155,7 +156,6 @@ ROW_LABELS = {
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
     PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
 }  # fmt: skip
-MB_COLUMNS = ("source_img", "target_img", "instruction")
 
 
 @dataclass
@@ -178,6 +178,17 @@ class EvalConfig:
     magicbrush: str = ""
     magicbrush_split: str = ""
     device: str = "cpu"
+    # real datasets (``eval/real.py``): NAME=PATH specs, the generic folder pair, and reader options
+    datasets: list[str] = field(default_factory=list)
+    input_dir: str = ""
+    target_dir: str = ""
+    columns: str = ""  # edit sets: ROLE=COLUMN,... (``xprompt.readers.edits``)
+    depth_scale: float = 1000.0  # NYUv2 16-bit PNGs: units per metre
+    instruction: str = ""  # overrides a dataset's default instruction
+
+    @property
+    def real(self) -> bool:
+        return bool(self.datasets or self.input_dir or self.target_dir)
 
     def __post_init__(self):
         if self.benchmark not in BENCHMARKS:
@@ -188,6 +199,9 @@ class EvalConfig:
             raise XPromptError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.magicbrush and self.benchmark != "raie":
             raise XPromptError("--magicbrush only applies to the raie benchmark")
+        if self.real:
+            self._check_real()
+            return
         self.rows = list(self.rows or DEFAULT_ROWS[self.benchmark])
         allowed = ALLOWED_ROWS[self.benchmark]
         bad = [r for r in self.rows if r not in allowed]
@@ -199,6 +213,19 @@ class EvalConfig:
             raise XPromptError(
                 f"task(s) {unknown} are not in the {self.benchmark} benchmark: {sorted(known)}"
             )
+
+    def _check_real(self) -> None:
+        from xprompt.eval import real
+
+        if self.benchmark not in ("unseen", "seen"):
+            raise XPromptError(
+                "--dataset / --input-dir run in the unseen and seen benchmarks (raie takes --magicbrush)"
+            )
+        if self.tasks:
+            raise XPromptError("--tasks selects suite tasks; with --dataset, each dataset is one task")
+        n = len(self.datasets) + bool(self.input_dir or self.target_dir)
+        self.rows = list(self.rows or real.default_rows(n))
+        real.check_rows(self.rows, n)
 
 
 # ---------------------------------------------------------------------- instances
@@ -236,44 +263,29 @@ def suite_items(task: str, n: int, size: int, seed: int) -> list[Item]:
     return out
 
 
-def _find_parquet(root: Path, split: str) -> list[str]:
-    files = sorted(root.rglob("*.parquet"))
-    if split:
-        files = [f for f in files if split in f.name or split in f.parent.name] or files
-    return [str(f) for f in files]
-
-
 def magicbrush_items(path: str, n: int, split: str = "") -> list[Item]:
-    """Rows of a local MagicBrush-format dataset (``datasets`` dir or parquet files)."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    """Rows of a local MagicBrush-format dataset (``datasets`` dir or parquet files), read through
+    ``xprompt.readers.edits``: ``source_img``, ``target_img``, ``instruction``, and the captions
+    ``input_caption`` / ``output_caption`` (CLIP-T / CLIP-dir) when the set has them."""
+    from xprompt.readers.edits import EditSet
 
     root = Path(path)
     if not root.is_dir():
         raise XPromptError(f"--magicbrush {root}: not a directory")
-    parquet = _find_parquet(root, split)
-    try:
-        ds = (
-            load_dataset("parquet", data_files=parquet, split="train")
-            if parquet
-            else load_from_disk(str(root))
-        )
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds
-        raise XPromptError(
-            f"--magicbrush {root} is not a datasets directory ({type(e).__name__}: {e})"
-        ) from None
-    if isinstance(ds, DatasetDict):
-        key = split or next((s for s in ("test", "dev", "validation") if s in ds), next(iter(ds)))
-        if key not in ds:
-            raise XPromptError(f"{root} has no split {key!r}; splits: {', '.join(ds)}")
-        ds = ds[key]
-    missing = [c for c in MB_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise XPromptError(f"MagicBrush dataset {root} lacks column(s) {missing}; it has {ds.column_names}")
+    cols = {"source": "source_img", "target": "target_img", "instruction": "instruction"}
+    ds = EditSet(root, cols, "magicbrush")
+    key = ds.check_split(split or ds.test_split)
+    have = ds.table(key).column_names  # checks the required columns
+    caps = {
+        r: c for r, c in (("caption_in", "input_caption"), ("caption_out", "output_caption")) if c in have
+    }
+    if caps:
+        ds = EditSet(root, {**cols, **caps}, "magicbrush")
     items = []
-    for row in ds.select(range(min(n, len(ds)))):
-        src, tgt = (np.asarray(row[c].convert("RGB")) for c in ("source_img", "target_img"))
-        items.append(Item("magicbrush", row["instruction"], src, tgt, caption_in=row.get("input_caption"),
-                          caption_out=row.get("output_caption")))  # fmt: skip
+    for k in ds.keys(key)[:n]:
+        p = ds.load(key, k)
+        items.append(Item("magicbrush", p.instruction, p.input, p.target, caption_in=p.extra.get("caption_in"),
+                          caption_out=p.extra.get("caption_out")))  # fmt: skip
     return items
 
 
@@ -388,6 +400,7 @@ SAMPLE_METRICS: dict[str, Callable[[_Sample], Any]] = {
     "clip_dir": _clip_dir,
     "success": _success,
     **METRIC_FUNCS,  # psnr_in / psnr_out / out_same around the change box (the masked row)
+    **REAL_METRICS,  # depth in metres and ADE20K mIoU against a reader's raw ground truth (eval/real.py)
 }
 
 
@@ -406,6 +419,8 @@ def sample_scores(spec: TaskSpec, item: Item, pred, sc: Scorers) -> dict:
 
 
 def reduce_scores(metric: str, values: list) -> Any:
+    if metric in REAL_REDUCERS:
+        return REAL_REDUCERS[metric](values)
     if metric == "miou":
         from xprompt.train.tasks_dense import SEG_COLORS
 
@@ -804,6 +819,39 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
     return out
 
 
+class TaskSource:
+    """Where a run's tasks, items and example pairs come from: the task suite, a MagicBrush set (raie), or
+    real datasets (``--dataset``, ``eval/real.py``)."""
+
+    def __init__(self, cfg: EvalConfig, size: int):
+        self.cfg, self.size, self.real = cfg, size, None
+        if cfg.real:
+            from xprompt.eval.real import RealSuite
+
+            self.real = RealSuite(cfg)
+
+    def specs(self) -> list[TaskSpec]:
+        if self.cfg.magicbrush:
+            return [MAGICBRUSH_SPEC]
+        if self.real:
+            return self.real.specs
+        return [s for s in TASKS[self.cfg.benchmark] if not self.cfg.tasks or s.task in self.cfg.tasks]
+
+    def items(self, ti: int, spec: TaskSpec) -> list[Item]:
+        if self.cfg.magicbrush:
+            return magicbrush_items(self.cfg.magicbrush, self.cfg.limit, self.cfg.magicbrush_split)
+        if self.real:
+            return self.real.items(ti)
+        return suite_items(spec.task, self.cfg.limit, self.size, self.cfg.seed)
+
+    def examples(self, ti: int, spec: TaskSpec, row: str, items: list[Item]) -> tuple[list, list | None]:
+        if row in _MASK_ROWS and self.cfg.benchmark == "raie":  # the masked RAIE flow retrieves its own
+            return [None] * len(items), None
+        if self.real:
+            return self.real.row_examples(ti, row, items)
+        return row_examples(self.cfg, spec.task, row, items, self.size)
+
+
 def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4) -> tuple[dict, dict]:
     """Run a benchmark -> (report dict, {task: [Visual]}) for ``report.write_report``."""
     import time
@@ -820,11 +868,8 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     greedy = (not t2i) if cfg.greedy is None else bool(cfg.greedy)
     example_mode = cfg.train_mode or "xp"
     scorers = Scorers.load(cfg)
-    specs = (
-        [MAGICBRUSH_SPEC]
-        if cfg.magicbrush
-        else [s for s in TASKS[cfg.benchmark] if not cfg.tasks or s.task in cfg.tasks]
-    )
+    source = TaskSource(cfg, size)
+    specs = source.specs()
     if set(_MASK_ROWS) & set(cfg.rows):  # in/out-of-mask metrics for every row, so the baselines compare
         specs = [TaskSpec(s.task, s.label, s.metrics + MASK_METRICS) for s in specs]
     store = None
@@ -840,10 +885,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     n_batches = len(specs) * len(cfg.rows) * len(_batches(cfg.limit, cfg.batch_size))
     bar = tqdm(total=n_batches, desc=f"eval {cfg.benchmark}", unit="batch", disable=not progress)
     for ti, spec in enumerate(specs):
-        if cfg.magicbrush:
-            items = magicbrush_items(cfg.magicbrush, cfg.limit, cfg.magicbrush_split)
-        else:
-            items = suite_items(spec.task, cfg.limit, size, cfg.seed)
+        items = source.items(ti, spec)
         retrieved: list[dict] = []
         retrieved_pairs: list = []
         preds: dict[str, list[np.ndarray]] = {}
@@ -857,12 +899,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                     pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
                 )
                 continue
-            raie_mask = (
-                row in _MASK_ROWS and cfg.benchmark == "raie"
-            )  # the masked RAIE flow retrieves its own
-            examples, sources = (
-                ([None] * len(items), None) if raie_mask else row_examples(cfg, spec.task, row, items, size)
-            )
+            examples, sources = source.examples(ti, spec, row, items)
             if sources is not None:
                 used[row] = (examples, sources)
             mode = GEN_ROWS[row] or example_mode
@@ -883,5 +920,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     bar.close()
     if ctx_bench:
         report["gap_closed"] = mean_gap_closed(report)
+    if source.real:
+        report["datasets"] = source.real.describe()
     report["elapsed_s"] = round(time.time() - t0, 1)
     return report, visuals

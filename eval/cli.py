@@ -118,6 +118,8 @@ def cmd_eval(args) -> int:
         train_mode=args.example_mode or "", clip_weights=args.clip_weights or "", clip_model=args.clip_model,
         dino_weights=args.dino_weights or "", lpips_weights=args.lpips_weights or "", store=args.store or "",
         magicbrush=args.magicbrush or "", magicbrush_split=args.split or "", device=args.device,
+        datasets=list(args.dataset or []), input_dir=args.input_dir or "", target_dir=args.target_dir or "",
+        columns=args.columns or "", depth_scale=args.depth_scale, instruction=args.instruction or "",
     )  # fmt: skip
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -176,6 +178,33 @@ def register(root, groups) -> None:
     p.add_argument("--store", default=None, help="RAIE store (default: the default suite store)")
     p.add_argument("--magicbrush", default=None, help="raie: a local MagicBrush-format dataset directory")
     p.add_argument("--split", default=None, help="split of --magicbrush (default test/dev)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="unseen/seen on a real dataset instead of the suite (repeatable): lol, rain100h, rain100l, nyuv2, "
+        "ade20k, magicbrush, instructpix2pix, edits (with --columns); layouts in docs/datasets.md",
+    )
+    p.add_argument(
+        "--input-dir", default=None, help="unseen/seen: a folder of inputs paired by stem with --target-dir"
+    )
+    p.add_argument("--target-dir", default=None, help="the targets of --input-dir (same file stems)")
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="edit sets: ROLE=COLUMN,... with roles source, target, instruction (required), mask, turn, img_id, "
+        "caption_in, caption_out",
+    )
+    p.add_argument(
+        "--depth-scale",
+        type=float,
+        default=1000.0,
+        help="nyuv2 16-bit PNGs: units per metre (default 1000: mm)",
+    )
+    p.add_argument(
+        "--instruction", default=None, help="--dataset/--input-dir: replace the dataset's instruction"
+    )
     p.add_argument("--device", default="cpu")
     add_threads_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")

@@ -17,6 +17,7 @@ from xprompt.eval.metrics_dense import (  # noqa: F401
     class_map,
     decode_normals,
     decode_palette,
+    depth_errors,
     depth_rmse,
     encode_normals,
     encode_palette,
@@ -58,10 +59,10 @@ from xprompt.eval.metrics_image import (  # noqa: F401
 )
 
 LOWER_IS_BETTER = {
-    "rmse", "l1", "l2", "mse", "mse_imagenet", "lpips", "angle", "normal_angle", "mean_angle_error",
+    "rmse", "absrel", "l1", "l2", "mse", "mse_imagenet", "lpips", "angle", "normal_angle", "mean_angle_error",
 }  # fmt: skip
 HIGHER_IS_BETTER = {
-    "psnr", "ssim", "miou", "clip_i", "clip_t", "clip_dir", "dino", "changed_psnr", "changed_acc",
+    "psnr", "ssim", "miou", "delta1", "clip_i", "clip_t", "clip_dir", "dino", "changed_psnr", "changed_acc",
     "changed_closer", "success", "edit_success",
 }  # fmt: skip
 

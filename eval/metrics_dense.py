@@ -8,7 +8,10 @@ Design choices
   segmentation the class colours (values = class ids).
 * **Depth RMSE**: ``sqrt(mean((d_pred - d_gt)^2))`` per image over valid pixels, in the units of the palette's
   values (the task suite's depth is in (0, 1], 1 = far); per-image values are averaged over a benchmark, as
-  Painter / X-Prompt do on NYUv2.
+  Painter / X-Prompt do on NYUv2. On real depth in metres (NYUv2), ``depth_errors`` gives the standard trio
+  over valid pixels (ground truth in (min_depth, max_depth], inside the caller's crop), with the prediction
+  clipped to the same range (Eigen et al. 2014; BTS / AdaBins' evaluation): RMSE, AbsRel = mean(|p - g| / g)
+  and delta1 = the fraction of pixels with max(p / g, g / p) < 1.25 (in percent-free [0, 1]).
 * **mIoU**: a confusion matrix (``sklearn.metrics.confusion_matrix``) accumulated over the whole benchmark
   (the ADE20K convention), IoU_c = TP / (TP + FP + FN) for every class that occurs in the ground truth *or*
   the prediction (union > 0); classes absent from both are left out of the mean, not counted as 0 or 1.
@@ -83,6 +86,25 @@ def depth_rmse(pred, gt, palette, values, valid=None) -> float | Unavailable:
     if not m.any():
         return EMPTY_REGION
     return float(np.sqrt(np.mean((d_pred[m] - d_gt[m]) ** 2)))
+
+
+def depth_errors(pred_m, gt_m, valid=None, min_depth: float = 1e-3, max_depth: float = 10.0) -> dict:
+    """``{"rmse", "absrel", "delta1"}`` of float (H, W) depth in metres over ``valid`` pixels whose ground
+    truth lies in (min_depth, max_depth]; the prediction is clipped to [min_depth, max_depth] first."""
+    p, g = np.asarray(pred_m, np.float64), np.asarray(gt_m, np.float64)
+    if p.shape != g.shape:
+        raise XPromptError(f"predicted depth {p.shape} and ground truth {g.shape} differ in size")
+    m = (g > min_depth) & (g <= max_depth)
+    if valid is not None:
+        m &= np.asarray(valid, bool)
+    if not m.any():
+        return {"rmse": EMPTY_REGION, "absrel": EMPTY_REGION, "delta1": EMPTY_REGION}
+    p, g = np.clip(p[m], min_depth, max_depth), g[m]  # (N,)
+    return {
+        "rmse": float(np.sqrt(np.mean((p - g) ** 2))),
+        "absrel": float(np.mean(np.abs(p - g) / g)),
+        "delta1": float(np.mean(np.maximum(p / g, g / p) < 1.25)),
+    }
 
 
 # ---------------------------------------------------------------------- segmentation

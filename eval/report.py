@@ -30,8 +30,9 @@ METRIC_NAMES = {
     "miou": "mIoU", "angle": "Mean angle err.", "clip_i": "CLIP-I", "clip_t": "CLIP-T", "clip_dir": "CLIP-dir",
     "dino": "DINO", "closer": "Chg. px closer", "changed_psnr": "Chg. PSNR", "success": "Edit success", "object": "Object",
     "color": "Colour", "count": "Count", "position": "Position", "overall": "Overall",
+    "depth_rmse": "RMSE (m)", "absrel": "AbsRel", "delta1": "δ1", "ade_miou": "mIoU",
 }  # fmt: skip
-DECIMALS = {"psnr": 2, "miou": 2, "angle": 2}
+DECIMALS = {"psnr": 2, "miou": 2, "angle": 2, "ade_miou": 2}
 SHORT_LABELS = {
     "none": "no context", "full": "in-ctx w/o XP", "xp": "in-ctx w/ XP", "text": "text only", "raie": "+ RAIE",
     "oracle": "+ same-task ex.", "vq": "VQ ceiling", "gt": "GT render", "t2i": "generated", "copy": "copy",
@@ -84,6 +85,10 @@ def render_markdown(report: dict) -> str:
             f"- retrieval: store `{rt['store'] or '(in memory)'}` ({rt['entries']} entries), encoder "
             f"`{rt['encoder']}` (version {rt['encoder_version']})"
         )
+    for d in report.get("datasets", []):
+        lines.append(f"- dataset `{d['name']}`: `{d['path']}` (file-list fingerprint `{d['fingerprint']}`), "
+                     f"{d['n']} queries from split `{d['test_split']}`, examples from `{d['example_split']}` "
+                     f"(seed {d['example_seed']})")  # fmt: skip
     tm = ck.get("train_mode")
     if tm and any(r in ("full", "xp") and r != tm for r in rows):
         other = [r for r in rows if r in ("full", "xp") and r != tm]

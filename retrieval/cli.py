@@ -44,6 +44,7 @@ def cmd_index_build(args) -> int:
         source_column=args.source_column,
         target_column=args.target_column,
         limit=args.limit,
+        columns=args.columns or "",
     )
     store = InstructionStore(args.encoder, cfg)
     store.add_table(table)
@@ -70,6 +71,11 @@ def cmd_index_search(args) -> int:
                         "id": rec.id,
                         "task": rec.task,
                         "instruction": rec.instruction,
+                        **(
+                            {"turn_index": rec.turn_index, "has_mask": rec.mask is not None}
+                            if store.has_extra
+                            else {}
+                        ),
                     }
                     for r, (s, rec) in enumerate(results)
                 ],
@@ -189,8 +195,9 @@ def _register_build(index) -> None:
     b.add_argument(
         "--pairs",
         required=True,
-        help="suite:FAMILIES[:N] (e.g. suite:edit:500) or a local datasets "
-        "directory with source_img, target_img, instruction columns",
+        help="suite:FAMILIES[:N] (e.g. suite:edit:500), magicbrush=PATH / instructpix2pix=PATH / edits=PATH "
+        "(a real edit set; masks and turn indices kept), or a local datasets directory with source_img, "
+        "target_img, instruction columns",
     )
     b.add_argument("--out", required=True, help="store directory to write")
     b.add_argument(
@@ -217,6 +224,7 @@ def _register_build(index) -> None:
     b.add_argument("--instruction-column", default="instruction")
     b.add_argument("--source-column", default="source_img")
     b.add_argument("--target-column", default="target_img")
+    b.add_argument("--columns", default=None, help="--pairs edits=PATH: ROLE=COLUMN,... (docs/datasets.md)")
     add_threads_arg(b)
     b.set_defaults(func=cmd_index_build)
 

@@ -8,6 +8,10 @@ Sources (``xprompt index build --pairs``, and the default store):
 * a local ``datasets`` directory (``save_to_disk``) with MagicBrush-style columns ``source_img``,
   ``target_img``, ``instruction`` (renamable with ``--*-column``); optional ``task``/``description`` columns.
   Only the instruction column is read into memory; images are copied Arrow-to-Arrow.
+* ``NAME=PATH`` — a real edit set through ``xprompt.readers`` (``magicbrush``, ``instructpix2pix``, or
+  ``edits`` with ``--columns``; layouts in docs/datasets.md): its training split by default. Masks, turn
+  indices and image ids, when the set has them, are kept in the store's metadata (``Record.mask_array()``,
+  ``Record.turn_index``), so a retrieved example can be shown with its edit region.
 
 Both give a ``datasets.Dataset`` in the store's layout (``InstructionStore.add_table``).
 """
@@ -129,7 +133,39 @@ def datasets_table(
         return ds.cast(_features())
 
 
-def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, **kw):
+def reader_table(spec: str, *, split: str | None = None, columns: str = "", limit: int | None = None):
+    """``NAME=PATH`` of an edit set (``xprompt.readers``) -> a Dataset in store layout with the extra columns
+    (mask, turn_index, img_id; null where the set has none); images copied Arrow-to-Arrow."""
+    from xprompt.readers import open_dataset, parse_spec
+    from xprompt.retrieval.store import _with_extra, quiet_datasets
+
+    name, path = parse_spec(spec, "--pairs")
+    ds = open_dataset(name, path, columns=columns)
+    if ds.task != "edit":
+        raise XPromptError(f"--pairs {name}: a RAIE store holds edit pairs; {name} is a {ds.task} set")
+    split = split or ds.train_split or ds.test_split
+    table = ds.table(ds.check_split(split))
+    if limit is not None:
+        table = table.select(range(min(limit, len(table))))
+    roles = {"instruction": "instruction", "source": "source", "target": "target", "mask": "mask",
+             "turn": "turn_index", "img_id": "img_id"}  # fmt: skip
+    cols = {ds.columns[r]: store for r, store in roles.items() if r in ds.columns}
+    with quiet_datasets():
+        table = table.select_columns(list(cols)).rename_columns({k: v for k, v in cols.items() if k != v})
+        table = table.add_column("task", [name] * len(table)).add_column("description", [None] * len(table))
+    bad = [i for i, t in enumerate(table["instruction"]) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise XPromptError(
+            f"--pairs {spec}: {len(bad)} row(s) have an empty instruction (first: row {bad[0]})"
+        )
+    return _with_extra(table)
+
+
+def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, columns: str = "", **kw):
     if spec.startswith("suite:"):
         return suite_table(spec, size=size, seed=seed)
+    from xprompt.readers import DATASETS
+
+    if spec.partition("=")[0].strip().lower() in DATASETS and "=" in spec:
+        return reader_table(spec, split=kw.get("split"), columns=columns, limit=kw.get("limit"))
     return datasets_table(spec, **kw)

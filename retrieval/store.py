@@ -7,6 +7,8 @@ Layout of a store directory::
     STORE/config.json     StoreConfig (factory string and search parameters)
     STORE/index.faiss     faiss.write_index; row i of the index is row i of the table
     STORE/meta/           datasets.save_to_disk: instruction, task, source (Image), target (Image), description
+                          [, mask (Image: white = edited region), turn_index (int), img_id (str): real edit
+                          sets such as MagicBrush keep them, ``xprompt.retrieval.sources.reader_table``]
 
 Design choices
 * Vectors are L2-normalised by the encoder and every index uses ``METRIC_INNER_PRODUCT``, so scores are
@@ -46,6 +48,11 @@ FORMAT_VERSION = 1
 MANIFEST, CONFIG, INDEX, META = "manifest.json", "config.json", "index.faiss", "meta"
 IMAGE_VECTORS = "image_vectors.npy"
 COLUMNS = ("instruction", "task", "source", "target", "description")
+EXTRA_COLUMNS = (
+    "mask",
+    "turn_index",
+    "img_id",
+)  # optional; a store has all three or none (null where unknown)
 
 
 @dataclass
@@ -76,6 +83,13 @@ class Record:
     source: bytes
     target: bytes
     description: str | None = None
+    mask: bytes | None = None  # encoded mask image (white = edited region), when the source set had one
+    turn_index: int | None = None  # MagicBrush: 1 = the real image, >= 2 = an edit of the previous turn
+    img_id: str | None = None
+
+    def mask_array(self) -> np.ndarray | None:
+        """bool (H, W): the edited region of the stored pair (white in the mask image), or None."""
+        return None if self.mask is None else decode_image(self.mask).astype(np.float32).mean(-1) > 127.0
 
     def source_image(self) -> np.ndarray:
         return decode_image(self.source)
@@ -124,18 +138,29 @@ def decode_image(data: bytes) -> np.ndarray:
         ) from None
 
 
-def _features():
+def _features(extra: bool = False):
     from datasets import Features, Image, Value
 
-    return Features(
-        {
-            "instruction": Value("string"),
-            "task": Value("string"),
-            "source": Image(),
-            "target": Image(),
-            "description": Value("string"),
-        }
-    )
+    f = {
+        "instruction": Value("string"),
+        "task": Value("string"),
+        "source": Image(),
+        "target": Image(),
+        "description": Value("string"),
+    }
+    if extra:
+        f.update({"mask": Image(), "turn_index": Value("int32"), "img_id": Value("string")})
+    return Features(f)
+
+
+def _with_extra(table):
+    """``table`` with every ``EXTRA_COLUMNS`` column (null where it has none), in store order and types."""
+    with quiet_datasets():
+        for c in EXTRA_COLUMNS:
+            if c not in table.column_names:
+                table = table.add_column(c, [None] * len(table))
+        table = table.select_columns([*COLUMNS, *EXTRA_COLUMNS])
+        return table if table.features == _features(True) else table.cast(_features(True))
 
 
 @contextlib.contextmanager
@@ -301,10 +326,15 @@ class InstructionStore:
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise XPromptError(f"metadata table lacks column(s) {missing}; needs {list(COLUMNS)}")
-        table = table.select_columns(list(COLUMNS))
-        if table.features != _features():
-            with quiet_datasets():
-                table = table.cast(_features())
+        if self.has_extra or any(c in table.column_names for c in EXTRA_COLUMNS):
+            if not self.has_extra:  # the first table with masks/turns: earlier parts get null columns
+                self._parts, self._meta = [_with_extra(p) for p in self._parts], None
+            table = _with_extra(table)
+        else:
+            table = table.select_columns(list(COLUMNS))
+            if table.features != _features():
+                with quiet_datasets():
+                    table = table.cast(_features())
         if vectors is None:
             vectors = self.encoder.encode(table["instruction"])
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
@@ -325,6 +355,11 @@ class InstructionStore:
             self._image_parts.append(self._embed_sources(table))
         self._parts.append(table)
         self._meta = None
+
+    @property
+    def has_extra(self) -> bool:
+        """Whether the metadata keeps masks, turn indices and image ids (``EXTRA_COLUMNS``)."""
+        return any(EXTRA_COLUMNS[0] in p.column_names for p in self._parts)
 
     def _embed_sources(self, table, batch: int = 64) -> np.ndarray:
         """Source-image embeddings of ``table`` -> float32 (N, D), decoded and embedded ``batch`` at a time."""
@@ -375,8 +410,15 @@ class InstructionStore:
             .cast_column("source", Image(decode=False))
             .cast_column("target", Image(decode=False))
         )
+        extra = self.has_extra
+        if extra:
+            rows = rows.cast_column("mask", Image(decode=False))
         out = []
         for i, row in zip(ids, rows, strict=True):
+            ex = {}
+            if extra:
+                ex = {"mask": encode_image(row["mask"]) if row["mask"] else None,
+                      "turn_index": row["turn_index"], "img_id": row["img_id"]}  # fmt: skip
             out.append(
                 Record(
                     id=int(i),
@@ -385,6 +427,7 @@ class InstructionStore:
                     source=encode_image(row["source"]),
                     target=encode_image(row["target"]),
                     description=row["description"],
+                    **ex,
                 )
             )
         return out
@@ -474,6 +517,7 @@ class InstructionStore:
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "tasks": dict(sorted(tasks.items())),
             "image_vectors": self.config.image_vectors,
+            "extra_columns": list(EXTRA_COLUMNS) if self.has_extra else [],
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

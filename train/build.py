@@ -95,6 +95,13 @@ class BuildConfig:
     raie_pairing: bool = False
     tasks: list = field(default_factory=list)  # restrict to these task names (default: all the split allows)
     mix: dict = field(default_factory=dict)  # DataMix fields
+    # real datasets mixed in (train/real_sources.py): NAME=PATH specs, names that must never be trained on,
+    # training pairs read per source (0 = all), and reader options
+    sources: list = field(default_factory=list)
+    holdout: list = field(default_factory=list)
+    source_limit: int = 0
+    columns: str = ""
+    depth_scale: float = 1000.0
 
     def data_mix(self) -> DataMix:
         return config_from_dict(DataMix, self.mix, where="data mix")
@@ -322,8 +329,11 @@ def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
 
 def _check_build(cfg: BuildConfig, out: Path) -> tuple:
     """Validate the config and the output dir before anything is loaded or written; returns the task table."""
-    if cfg.n < 1:
-        raise XPromptError(f"--n must be >= 1, got {cfg.n}")
+    if cfg.n < (0 if cfg.sources else 1):
+        raise XPromptError(f"--n must be >= 1 (>= 0 with --source), got {cfg.n}")
+    if cfg.sources and cfg.split == "eval":
+        raise XPromptError("--source adds training pairs; the eval split takes none (evaluate with `xprompt eval "
+                           "unseen --dataset`)")  # fmt: skip
     if cfg.group_size < 1 or cfg.workers < 1 or cfg.chunk < 1 or cfg.shard_size < 1:
         raise XPromptError("group_size, workers, chunk and shard_size must all be >= 1")
     check_size(cfg.size)
@@ -366,6 +376,18 @@ def _chunks(cfg: BuildConfig, vq, text_tok, vocab, refs: dict, encoder):
 
     _init_worker(cfg, vq, text_tok, vocab.to_dict(), torch.get_num_threads(), encoder)
     return (_work(r) for r in ranges), None
+
+
+def new_stats() -> dict:
+    """Empty build statistics (summed chunk by chunk: Counter update, list extend, int add)."""
+    return {
+        "tasks": Counter(),
+        "families": Counter(),
+        "n_tok": [],
+        "raie": 0,
+        "images": 0,
+        "multi_example": 0,
+    }
 
 
 def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[list, dict]:
@@ -456,13 +478,23 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
     with atomic_dir(out, overwrite=overwrite, marker=CARD) as tmp, sources.photo_pool_scope():
         chunks, pool = _chunks(cfg, vq, text_tok, vocab, refs, encoder)
         shards, stats = _collect(cfg, chunks, pool, features, progress)
+        real = []
+        if cfg.sources:
+            from xprompt.train.real_sources import build_real
+
+            rows, rstats, real = build_real(cfg, vq, text_tok, vocab, encoder, first_index=cfg.n)
+            shards.append(datasets.Dataset.from_list(rows, features=features))
+            for k in stats:
+                stats[k] += rstats[k]
         ds = datasets.concatenate_datasets(shards)
-        num_shards = max(1, math.ceil(cfg.n / cfg.shard_size))
+        num_shards = max(1, math.ceil(len(ds) / cfg.shard_size))
         ds.save_to_disk(str(tmp / "data"), num_shards=num_shards)
         vocab.save(tmp / "vocab.json")
         atomic_write_text(tmp / "tokenizers.json", json.dumps(refs, indent=2) + "\n")
         save_config(cfg, tmp / "build_config.json")
         card = _card(cfg, stats, table, refs, num_shards, vq.factor, time.time() - t0, photos)
+        if cfg.sources:
+            card.update(real_sources=real, holdout=list(cfg.holdout), n_total=len(ds))
         atomic_write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", card_markdown(card))
     return card
@@ -478,6 +510,10 @@ def card_markdown(card: dict) -> str:
         (f"Held out of this split: {', '.join(card['held_out']) or 'nothing'} "
         f"(keep_heldout_reverses={card['keep_heldout_reverses']}). RAIE pairing: {card['raie_pairing']}."), "",
         "Load: `datasets.load_from_disk(DIR + '/data')`; vocabulary: `Vocabulary.load(DIR + '/vocab.json')`.", "",
+        *[f"Real source `{r['name']}`: `{r['path']}` (split `{r['split']}`, fingerprint `{r['fingerprint']}`): "
+          f"{r['pairs']} pairs -> {r['samples']} samples" + (f", {r['dropped_add_remove']} add/remove edits "
+          "dropped (held out)" if r["dropped_add_remove"] else "") + "." for r in card.get("real_sources", [])],
+        "",
         "| task | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["tasks"].items()], "",
         "| family | samples |", "|---|---|", *[f"| {k} | {v} |" for k, v in card["families"].items()], "",
     ]  # fmt: skip

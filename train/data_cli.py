@@ -47,6 +47,16 @@ def register(root, groups) -> None:
     b.add_argument(
         "--raie-pairing", action="store_true", help="pair edit samples by nearest instruction (RAIE)"
     )
+    b.add_argument("--source", action="append", default=None, metavar="NAME=PATH",
+                   help="mix a real dataset's training pairs in (repeatable): lol, rain100h, rain100l, nyuv2, "
+                        "ade20k, magicbrush, instructpix2pix, edits; forward, reversed and difference samples "
+                        "(docs/datasets.md); --n 0 builds real pairs only")  # fmt: skip
+    b.add_argument("--holdout", default="", help="dataset names never to train on (comma-separated)")
+    b.add_argument("--source-limit", type=int, default=0, help="training pairs read per --source (0 = all)")
+    b.add_argument(
+        "--columns", default="", help="edit sets: ROLE=COLUMN,... (source, target, instruction, ...)"
+    )
+    b.add_argument("--depth-scale", type=float, default=1000.0, help="nyuv2 16-bit PNGs: units per metre")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)
@@ -86,8 +96,16 @@ def cmd_build(args) -> int:
     )
     if args.group_size is None:
         args.group_size = 1 if args.split == "eval" else 2
-    if args.shard_size < 1 or args.workers < 1 or args.group_size < 1 or args.num_xp < 0:
-        raise XPromptError("--shard-size, --workers and --group-size must be >= 1 and --num-xp >= 0")
+    if (
+        args.shard_size < 1
+        or args.workers < 1
+        or args.group_size < 1
+        or args.num_xp < 0
+        or args.source_limit < 0
+    ):
+        raise XPromptError(
+            "--shard-size, --workers and --group-size must be >= 1, --num-xp and --source-limit >= 0"
+        )
     if args.quiet:
         import datasets
 
@@ -96,10 +114,16 @@ def cmd_build(args) -> int:
         split=args.split, n=args.n, size=args.size, seed=args.seed, num_xp=args.num_xp, shard_size=args.shard_size,
         workers=args.workers, group_size=args.group_size, keep_heldout_reverses=args.keep_heldout_reverses, include_unseen=args.include_unseen,
         raie_pairing=args.raie_pairing, tasks=[t for t in args.tasks.split(",") if t.strip()], mix=mix,
+        sources=list(args.source or []), holdout=[h.strip().lower() for h in args.holdout.split(",") if h.strip()],
+        source_limit=args.source_limit, columns=args.columns, depth_scale=args.depth_scale,
     )  # fmt: skip
     card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
                          progress=not args.quiet)  # fmt: skip
-    summary = {k: card[k] for k in ("split", "n", "size", "num_shards", "tokens", "build_seconds")}
+    summary = {
+        k: card[k]
+        for k in ("split", "n", "n_total", "size", "num_shards", "tokens", "build_seconds")
+        if k in card
+    }
     print(json.dumps({"out": str(args.out), **summary}))
     return 0
 
