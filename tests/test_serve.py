@@ -24,6 +24,17 @@ from xprompt.serve import handlers as H
 GREEDY = H.sampling_kwargs(greedy=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread (as `xprompt serve --threads 1`): two spinning threads crawl beside a busy core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ck(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("serve") / "ck", image_size=32)
@@ -260,6 +271,30 @@ def test_server_is_local_offline_and_bounded(server):
         "/describe",
         "/t2i",
     } <= names
+
+
+def test_page_wiring_progress_and_errors(server):
+    import gradio as gr
+
+    from xprompt.serve.app import page_errors, token_progress
+
+    app, _ = server
+    tracked = {f.api_name: f.tracks_progress for f in app.fns.values() if f.api_visibility == "public"}
+    assert tracked == {
+        "generate": True, "compile": False, "edit": True, "turn_start": False, "turn_edit": True,
+        "turn_undo": False, "turn_zip": False, "describe": True, "t2i": True,
+    }  # fmt: skip
+    seen = []
+    token_progress(lambda p, desc, unit: seen.append((p, desc, unit)))(3, 9)
+    assert seen == [((3, 9), "decoding", "tokens")]
+
+    def bad():
+        raise XPromptError("the instruction is empty; type one")
+
+    with pytest.raises(gr.Error, match="the instruction is empty; type one"):
+        page_errors(bad)()
+    with pytest.raises(ZeroDivisionError):  # a bug stays a bug (logged with its traceback)
+        page_errors(lambda: 1 / 0)()
 
 
 def test_http_generate_and_error_keep_serving(server, xp, files):

@@ -36,7 +36,7 @@ log = logging.getLogger("xprompt.serve")
 PROGRESS = gr.Progress()  # Gradio injects a live tracker for a parameter whose default is a Progress
 
 CSS = """
-.pixelated img { image-rendering: pixelated; }
+.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 #status-generate, #status-edit, #status-turns { font-size: 0.9em; }
 """
 
@@ -110,7 +110,7 @@ def build_app(xp, *, stores: dict | None = None, max_pairs: int = H.MAX_PAIRS) -
     with gr.Blocks(title="xprompt", analytics_enabled=False) as app:
         gr.Markdown(
             f"# xprompt\nIn-context image generation and retrieval-augmented editing with "
-            f"`{xp.checkpoint}` ({xp.image_size} px images). Every image is fitted to the model's size."
+            f"`{_short(xp.checkpoint)}` ({xp.image_size} px images). Every image is fitted to the model's size."
         )
         with gr.Tab("In-context", id="tab-generate"):
             _in_context_tab(xp, max_pairs)
@@ -123,6 +123,16 @@ def build_app(xp, *, stores: dict | None = None, max_pairs: int = H.MAX_PAIRS) -
         with gr.Tab("Text to image", id="tab-t2i"):
             _t2i_tab(xp)
     return app
+
+
+def _short(path) -> str:
+    """A checkpoint path relative to the working directory when it is inside it (the page's header)."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _in_context_tab(xp, max_pairs: int) -> None:
@@ -149,8 +159,8 @@ def _in_context_tab(xp, max_pairs: int) -> None:
         cleared = [None if i // 2 >= n2 else gr.update() for i in range(2 * max_pairs)]
         return show(n2) + cleared
 
-    add.click(add_pair, n_pairs, [n_pairs, *rows], api_name=False)
-    remove.click(remove_pair, n_pairs, [n_pairs, *rows, *slots], api_name=False)
+    add.click(add_pair, n_pairs, [n_pairs, *rows], api_visibility="private")
+    remove.click(remove_pair, n_pairs, [n_pairs, *rows, *slots], api_visibility="private")
     with gr.Row():
         with gr.Column():
             query = _upload("query", "query", 256)
@@ -161,6 +171,7 @@ def _in_context_tab(xp, max_pairs: int) -> None:
             out = _output("output", "output")
             status = gr.Markdown(elem_id="status-generate")
             go = gr.Button("Generate", variant="primary", elem_id="generate")
+            reuse = gr.Button("Use the output as the query", size="sm", elem_id="reuse-output")
     with gr.Accordion("Compiled task (.xpt)", open=False):
         with gr.Row():
             compile_btn = gr.Button("Compile this task", elem_id="compile")
@@ -179,6 +190,7 @@ def _in_context_tab(xp, max_pairs: int) -> None:
         return H.compile_task(xp, vals[: 2 * max_pairs], vals[-2], vals[-1])
 
     go.click(run, [*slots, query, instruction, mode, task_in, *sampling], [out, status], api_name="generate")
+    reuse.click(lambda im: im, out, query, api_visibility="private")
     compile_btn.click(compile_, [*slots, instruction, mode], [task_out, compile_status], api_name="compile")
 
 
@@ -202,6 +214,7 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
             pairs = gr.Gallery(label="retrieved pairs (before, after)", columns=4, height=180)
             out = _output("result", "edit-output")
             status = gr.Markdown(elem_id="status-edit")
+            reuse = gr.Button("Edit the result further", size="sm", elem_id="reuse-edit")
 
     @page_errors
     def run(img, instr, st, kk, bx, greedy, seed, top_k, temp, cfg, progress=PROGRESS):
@@ -212,6 +225,7 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
     go.click(
         run, [image, instruction, store, k, box, *sampling], [table, pairs, out, status], api_name="edit"
     )
+    reuse.click(lambda im: im, out, image, api_visibility="private")  # (Multi-turn keeps a history)
 
 
 def _turns_tab(xp, stores: H.StoreCache) -> None:
