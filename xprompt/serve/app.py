@@ -21,9 +21,12 @@ Design choices
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by Gradio at import and launch
 
@@ -107,17 +110,20 @@ def build_app(xp, *, stores: dict | None = None, max_pairs: int = H.MAX_PAIRS) -
     """The page for the loaded ``XPrompt`` ``xp``; ``stores`` maps store names to directories or
     ``InstructionStore``s (``None`` = the default store)."""
     store_cache = H.StoreCache(stores)
-    with gr.Blocks(title="xprompt", analytics_enabled=False) as app:
+    work = tempfile.mkdtemp(prefix="xprompt-serve-")  # compiled tasks and session zips offered for download
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    # Gradio's cache of uploads and outputs: files older than a day are removed, checked hourly
+    with gr.Blocks(title="xprompt", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             f"# xprompt\nIn-context image generation and retrieval-augmented editing with "
             f"`{_short(xp.checkpoint)}` ({xp.image_size} px images). Every image is fitted to the model's size."
         )
         with gr.Tab("In-context", id="tab-generate"):
-            _in_context_tab(xp, max_pairs)
+            _in_context_tab(xp, max_pairs, work)
         with gr.Tab("Edit (RAIE)", id="tab-edit"):
             _edit_tab(xp, store_cache)
         with gr.Tab("Multi-turn editing", id="tab-turns"):
-            _turns_tab(xp, store_cache)
+            _turns_tab(xp, store_cache, work)
         with gr.Tab("Describe", id="tab-describe"):
             _describe_tab(xp)
         with gr.Tab("Text to image", id="tab-t2i"):
@@ -135,7 +141,7 @@ def _short(path) -> str:
         return str(path)
 
 
-def _in_context_tab(xp, max_pairs: int) -> None:
+def _in_context_tab(xp, max_pairs: int, work: str) -> None:
     gr.Markdown("Show the task with example pairs (input → output), then give a query.")
     n_pairs = gr.State(1)
     rows, slots = [], []
@@ -187,7 +193,7 @@ def _in_context_tab(xp, max_pairs: int) -> None:
 
     @page_errors
     def compile_(*vals):
-        return H.compile_task(xp, vals[: 2 * max_pairs], vals[-2], vals[-1])
+        return H.compile_task(xp, vals[: 2 * max_pairs], vals[-2], vals[-1], out_dir=work)
 
     go.click(run, [*slots, query, instruction, mode, task_in, *sampling], [out, status], api_name="generate")
     reuse.click(lambda im: im, out, query, api_visibility="private")
@@ -228,7 +234,7 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
     reuse.click(lambda im: im, out, image, api_visibility="private")  # (Multi-turn keeps a history)
 
 
-def _turns_tab(xp, stores: H.StoreCache) -> None:
+def _turns_tab(xp, stores: H.StoreCache, work: str) -> None:
     gr.Markdown(
         "Edit, then edit the result again: every turn starts from the last output. Undo drops the last "
         "turn; *Download all* saves every turn, the retrieved pairs and `history.json` as one zip."
@@ -281,7 +287,7 @@ def _turns_tab(xp, stores: H.StoreCache) -> None:
 
     @page_errors
     def export(sess):
-        return H.session_zip(sess)
+        return H.session_zip(sess, out_dir=work)
 
     views = [session, current, gallery, table, status]
     start.change(begin, [start, store, k], views, api_name="turn_start")
