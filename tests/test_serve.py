@@ -169,6 +169,29 @@ def test_edit_handler_shows_what_was_retrieved(xp, store, files):  # noqa: F811
             H.edit(xp, *args, GREEDY)
 
 
+def test_edit_with_painted_strokes_keeps_everything_else(xp, store, files):  # noqa: F811
+    stores = H.StoreCache({"test": store[0]})
+    q = H.read_image(files["q"], "q")
+    rgba = np.concatenate([q, np.full((32, 32, 1), 255, np.uint8)], axis=2)  # the editor's RGBA background
+    layer = np.zeros((32, 32, 4), np.uint8)
+    layer[4:12, 20:30] = (255, 255, 255, 255)  # one white stroke
+    img, mask = H.editor_value({"background": rgba, "layers": [layer], "composite": None})
+    assert np.array_equal(img, q) and mask.sum() == 8 * 10 and mask[4:12, 20:30].all()
+    assert H.editor_value({"background": rgba, "layers": [np.zeros_like(layer)]})[1] is None  # no stroke
+    assert H.editor_value({"background": None, "layers": []}) == (None, None)
+    res, status = H.edit(xp, {"background": rgba, "layers": [layer]}, "x", stores, "test", 1, "", GREEDY)
+    ref = xp.edit(q, "x", store=store[0], k=1, mask=mask, greedy=True)
+    assert np.array_equal(res.image, ref.image) and "only the marked region" in status
+    keep = ~ref.mask  # the fitted mask (dilated tokens are re-decoded, but pixels outside the mask are kept)
+    assert np.array_equal(res.image[keep], xp.fit(q)[keep])
+    with pytest.raises(XPromptError, match="either painted strokes or a box"):
+        H.edit(xp, {"background": rgba, "layers": [layer]}, "x", stores, "test", 1, "0,0,8,8", GREEDY)
+    with pytest.raises(XPromptError, match="the painted region is 16x16 but the image is 32x32"):
+        H.editor_value({"background": rgba, "layers": [layer[:16, 16:]]})  # a 16x16 canvas with a stroke
+    with pytest.raises(XPromptError, match="image: no image uploaded"):
+        H.edit(xp, {"background": None, "layers": []}, "x", stores, "test", 1, "", GREEDY)
+
+
 def test_edit_session_chains_turns_with_undo_and_zip(xp, store, files, tmp_path):  # noqa: F811
     from xprompt import EditSession
 
@@ -313,13 +336,18 @@ def test_http_generate_and_error_keep_serving(server, xp, files):
 
 def test_http_edit_and_multi_turn(server, files):
     from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
 
     c = client(server[1])
     q = handle_file(files["q"])
+    editor = {"background": q, "layers": [], "composite": None, "id": None}
     table, gallery, img, status = c.predict(
-        q, "Make the circle red", "test", 2, "", True, 0, 0, 1.0, 1.0, api_name="/edit"
+        editor, "Make the circle red", "test", 2, "", True, 0, 0, 1.0, 1.0, api_name="/edit"
     )
     assert "make the circle red" in table and len(gallery) == 4 and Path(img).is_file()
+    bad = {"background": handle_file(files["text"]), "layers": [], "composite": None, "id": None}
+    with pytest.raises(AppError, match="notes.txt: not a readable image file"):
+        c.predict(bad, "Make the circle red", "test", 1, "", True, 0, 0, 1.0, 1.0, api_name="/edit")
     c.predict(q, "test", 1, api_name="/turn_start")  # the state lives in the client's session
     for instr in ["Make the circle red", "remove the square"]:
         out = c.predict(None, instr, "test", 1, "", True, 0, 0, 1.0, 1.0, api_name="/turn_edit")

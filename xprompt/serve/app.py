@@ -60,6 +60,25 @@ def _upload(label: str, elem_id: str, height: int = 200) -> gr.Image:
     return comp
 
 
+def _painter(label: str, elem_id: str) -> gr.ImageEditor:
+    """Upload an image and paint over the region to change (one white brush; the strokes become the mask)."""
+    comp = gr.ImageEditor(
+        label=label, type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id=elem_id,
+        height=320, brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), layers=False, transforms=(),
+    )  # fmt: skip
+    comp.preprocess = functools.partial(_named_errors, comp, gr.ImageEditor.preprocess, label)
+    return comp
+
+
+def _named_errors(comp, preprocess, label: str, payload):
+    """Gradio's own decoding of an upload, with a file that is not an image reported by name."""
+    try:
+        return preprocess(comp, payload)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: UnidentifiedImageError is an OSError
+        name = getattr(getattr(payload, "background", None), "orig_name", None) or "the upload"
+        raise gr.Error(f"{label}: {name}: not a readable image file ({type(e).__name__})") from None
+
+
 def _output(label: str, elem_id: str, height: int = 256) -> gr.Image:
     return gr.Image(
         label=label, type="numpy", format="png", interactive=False, elem_id=elem_id, height=height,
@@ -203,11 +222,11 @@ def _in_context_tab(xp, max_pairs: int, work: str) -> None:
 def _edit_tab(xp, stores: H.StoreCache) -> None:
     gr.Markdown(
         "Retrieval-augmented editing: the stored instructions nearest to yours lend their image pairs as "
-        "the in-context examples. A box `x0,y0,x1,y1` limits the edit to that region (pixels outside kept)."
+        "the in-context examples. Paint over a region (or give a box `x0,y0,x1,y1`) to change only it; every pixel outside is kept."
     )
     with gr.Row():
         with gr.Column():
-            image = _upload("image", "edit-image", 256)
+            image = _painter("image (paint over the region to change, optional)", "edit-image")
             instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
             with gr.Row():
                 store = gr.Dropdown(stores.names, value=stores.names[0], label="store")

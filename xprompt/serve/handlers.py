@@ -52,6 +52,37 @@ def need_image(path, what: str) -> np.ndarray:
     return img
 
 
+def editor_value(value, what: str = "image") -> tuple[np.ndarray | None, np.ndarray | None]:
+    """An image editor's value ``{"background": RGBA, "layers": [RGBA, ...], ...}`` (or a plain image / path)
+    -> (uint8 (H, W, 3) image, bool (H, W) mask of everything painted on the layers, or None if nothing was)."""
+    from PIL import Image
+
+    from xprompt.tokenizer.image_io import load_image
+
+    if not isinstance(value, dict):
+        return read_image(value, what), None
+    bg = value.get("background")
+    if bg is None:
+        return None, None
+    bg = np.asarray(bg)
+    if bg.ndim != 3 or bg.shape[2] not in (3, 4) or bg.shape[0] * bg.shape[1] > MAX_PIXELS:
+        raise XPromptError(
+            f"{what}: a {bg.shape[1]}x{bg.shape[0]} image is more than the page takes; downscale it"
+        )
+    img = load_image(Image.fromarray(bg.astype(np.uint8)))  # RGBA composited over white
+    painted = [np.asarray(layer)[..., 3] > 0 for layer in value.get("layers") or [] if layer is not None]
+    painted = [m for m in painted if m.any()]
+    if not painted:
+        return img, None
+    mask = np.logical_or.reduce(painted)  # (H, W)
+    if mask.shape != img.shape[:2]:
+        raise XPromptError(
+            f"{what}: the painted region is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{img.shape[1]}x{img.shape[0]}; undo the crop/resize or clear the strokes"
+        )
+    return img, mask
+
+
 def example_pairs(slots) -> list[tuple[np.ndarray, np.ndarray]]:
     """``[in1, out1, in2, out2, ...]`` (paths or None) -> the complete pairs; a half-filled pair is an error."""
     slots = list(slots or [])
@@ -193,22 +224,23 @@ class StoreCache:
 def edit(
     xp, image, instruction, stores: StoreCache, store=None, k=1, box=None, sampling=None, progress=None
 ) -> tuple[EditResult, str]:
-    """RAIE: retrieve the ``k`` nearest stored instructions, use their pairs as examples, edit -> (result, status)."""
-    img = need_image(image, "image")
+    """RAIE: retrieve the ``k`` nearest stored instructions, use their pairs as examples, edit -> (result, status).
+
+    ``image``: a path, an array, or an image editor's value (what is painted on it is the region to edit)."""
+    img, mask = editor_value(image, "image")
+    if img is None:
+        raise XPromptError("image: no image uploaded; upload one first")
     text = _instruction(instruction, True)
     k = _k(k)
+    bx = parse_box_text(box)
+    if mask is not None and bx is not None:
+        raise XPromptError("give either painted strokes or a box, not both: clear one")
     t0 = time.perf_counter()
     st = stores.get(store) if k > 0 else None
-    res = xp.edit(
-        img,
-        text,
-        store=st,
-        k=k,
-        box=parse_box_text(box),
-        progress=progress,
-        **(sampling or sampling_kwargs()),
-    )
-    return res, _status(f"mode {res.mode}, {len(res.retrieved)} retrieved", res.image, t0)
+    kw = sampling or sampling_kwargs()
+    res = xp.edit(img, text, store=st, k=k, box=bx, mask=mask, progress=progress, **kw)
+    where = "" if mask is None and bx is None else ", only the marked region"
+    return res, _status(f"mode {res.mode}, {len(res.retrieved)} retrieved{where}", res.image, t0)
 
 
 def _k(k) -> int:
