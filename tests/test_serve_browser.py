@@ -166,3 +166,33 @@ def test_browser_shows_error_for_a_text_file_and_keeps_working(page, photos):
     page.locator("#query img").wait_for(state="detached", timeout=30_000)
     run_generation(page, photos["q"])
     assert output_src(page)
+
+
+def test_browser_edit_tab_uploads_into_the_editor(page, photos):
+    page.get_by_role("tab", name="Edit (RAIE)").click()
+    page.locator("#edit-image input[type=file]").set_input_files(photos["q"])
+    page.locator("#edit-instruction textarea").fill("Make the cup blue")
+    k = page.locator("#edit-k input[type=number]")
+    k.fill("0")  # no retrieval: the default store is built on first use, too slow for this test
+    k.press("Enter")
+    canvas = page.locator("#edit-image canvas").first
+    canvas.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    brush = page.locator(
+        "#edit-image button[aria-label*='Brush' i], #edit-image button[aria-label*='Draw' i]"
+    )
+    if brush.count():
+        brush.first.click()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y, steps=8)
+    page.mouse.up()
+    page.click("#edit")
+    img = page.locator("#edit-output img").first
+    img.wait_for(state="visible", timeout=120_000)
+    page.wait_for_selector(
+        "#status-edit:has-text('mode none, 0 retrieved, only the marked region')", timeout=30_000
+    )
+    assert page.get_by_text("No retrieval (k = 0)").count() > 0

@@ -230,7 +230,9 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
             instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
             with gr.Row():
                 store = gr.Dropdown(stores.names, value=stores.names[0], label="store")
-                k = gr.Slider(0, 8, value=1, step=1, label="k (retrieved examples; 0 = none)")
+                k = gr.Slider(
+                    0, 8, value=1, step=1, label="k (retrieved examples; 0 = none)", elem_id="edit-k"
+                )
             box = gr.Textbox(label="box x0,y0,x1,y1 (optional)", placeholder="e.g. 8,8,40,40")
             sampling = _sampling_controls()
             go = gr.Button("Edit", variant="primary", elem_id="edit")
