@@ -302,7 +302,11 @@ def test_page_wiring_progress_and_errors(server):
     from xprompt.serve.app import page_errors, token_progress
 
     app, _ = server
-    tracked = {f.api_name: f.tracks_progress for f in app.fns.values() if f.api_visibility == "public"}
+    public = [f for f in app.fns.values() if f.api_visibility == "public"]
+    tracked = {f.api_name: f.tracks_progress for f in public}
+    # every event that runs the model shares one concurrency group of limit 1 (one job at a time, all tabs)
+    model = {f.api_name for f in public if f.concurrency_id == "model" and f.concurrency_limit == 1}
+    assert model == {"generate", "compile", "edit", "turn_start", "turn_edit", "describe", "t2i"}
     assert tracked == {
         "generate": True, "compile": False, "edit": True, "turn_start": False, "turn_edit": True,
         "turn_undo": False, "turn_zip": False, "describe": True, "t2i": True,

@@ -39,7 +39,7 @@ def parse_stores(specs) -> dict:
 
     stores: dict = {"default": None}
     for spec in specs or ():
-        name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name, "", spec)
         if not name or not path:
             raise XPromptError(f"--store takes NAME=DIR or DIR, got {spec!r}")
         if not (Path(path) / "manifest.json").is_file():

@@ -1,9 +1,10 @@
 """The Gradio page: five tabs wired to ``xprompt.serve.handlers`` over one shared ``XPrompt``.
 
 Design choices
-* One model, loaded once by the caller (``xprompt serve``) and shared by every tab and user; the queue runs
-  one job at a time (``concurrency=1``: two CPU cores gain nothing from running two decodes at once) with a
-  bounded length (``queue_size``): a full queue refuses new jobs instead of growing without limit.
+* One model, loaded once by the caller (``xprompt serve``) and shared by every tab and user; every event that
+  runs it is in one concurrency group (``MODEL``) of limit 1, so one job runs at a time across all tabs (two
+  CPU cores gain nothing from two decodes at once), and the queue is bounded (``queue_size``): a full queue
+  refuses new jobs instead of growing without limit.
 * Offline: analytics off (``GRADIO_ANALYTICS_ENABLED=False`` before Gradio is imported, ``analytics_enabled``),
   no share link, no server-side rendering (it needs Node), and a theme whose fonts are files served by Gradio
   itself (its default ``LocalFont``s) or the browser's own: the page fetches nothing from another host (the
@@ -36,6 +37,7 @@ from xprompt.errors import XPromptError
 from xprompt.serve import handlers as H
 
 log = logging.getLogger("xprompt.serve")
+MODEL = "model"  # the concurrency group of every event that runs the model: one job at a time in all tabs
 PROGRESS = gr.Progress()  # Gradio injects a live tracker for a parameter whose default is a Progress
 
 CSS = """
@@ -214,9 +216,23 @@ def _in_context_tab(xp, max_pairs: int, work: str) -> None:
     def compile_(*vals):
         return H.compile_task(xp, vals[: 2 * max_pairs], vals[-2], vals[-1], out_dir=work)
 
-    go.click(run, [*slots, query, instruction, mode, task_in, *sampling], [out, status], api_name="generate")
+    go.click(
+        run,
+        [*slots, query, instruction, mode, task_in, *sampling],
+        [out, status],
+        api_name="generate",
+        concurrency_id=MODEL,
+        concurrency_limit=1,
+    )
     reuse.click(lambda im: im, out, query, api_visibility="private")
-    compile_btn.click(compile_, [*slots, instruction, mode], [task_out, compile_status], api_name="compile")
+    compile_btn.click(
+        compile_,
+        [*slots, instruction, mode],
+        [task_out, compile_status],
+        api_name="compile",
+        concurrency_id=MODEL,
+        concurrency_limit=1,
+    )
 
 
 def _edit_tab(xp, stores: H.StoreCache) -> None:
@@ -250,7 +266,12 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
         return H.retrieved_table(res), H.retrieved_gallery(res), res.image, msg
 
     go.click(
-        run, [image, instruction, store, k, box, *sampling], [table, pairs, out, status], api_name="edit"
+        run,
+        [image, instruction, store, k, box, *sampling],
+        [table, pairs, out, status],
+        api_name="edit",
+        concurrency_id=MODEL,
+        concurrency_limit=1,
     )
     reuse.click(lambda im: im, out, image, api_visibility="private")  # (Multi-turn keeps a history)
 
@@ -311,8 +332,17 @@ def _turns_tab(xp, stores: H.StoreCache, work: str) -> None:
         return H.session_zip(sess, out_dir=work)
 
     views = [session, current, gallery, table, status]
-    start.change(begin, [start, store, k], views, api_name="turn_start")
-    go.click(apply, [session, start, instruction, store, k, box, *sampling], views, api_name="turn_edit")
+    start.change(
+        begin, [start, store, k], views, api_name="turn_start", concurrency_id=MODEL, concurrency_limit=1
+    )
+    go.click(
+        apply,
+        [session, start, instruction, store, k, box, *sampling],
+        views,
+        api_name="turn_edit",
+        concurrency_id=MODEL,
+        concurrency_limit=1,
+    )
     undo.click(undo_, session, views, api_name="turn_undo")
     zip_btn.click(export, session, zip_file, api_name="turn_zip")
 
@@ -331,7 +361,14 @@ def _describe_tab(xp) -> None:
     def run(a, b, q, m, progress=PROGRESS):
         return H.describe(xp, a, b, q, m, token_progress(progress, "writing"))
 
-    go.click(run, [before, after, question, n], text, api_name="describe")
+    go.click(
+        run,
+        [before, after, question, n],
+        text,
+        api_name="describe",
+        concurrency_id=MODEL,
+        concurrency_limit=1,
+    )
 
 
 def _t2i_tab(xp) -> None:
@@ -351,7 +388,9 @@ def _t2i_tab(xp) -> None:
         samp = H.sampling_kwargs(greedy, seed, top_k, temp, cfg)
         return H.text_to_image(xp, p, samp, token_progress(progress))
 
-    go.click(run, [prompt, *sampling], [out, status], api_name="t2i")
+    go.click(
+        run, [prompt, *sampling], [out, status], api_name="t2i", concurrency_id=MODEL, concurrency_limit=1
+    )
 
 
 def launch(
