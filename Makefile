@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo serve test test-slow test-browser bench lint clean campaign-leg
+.PHONY: setup demo test test-slow bench lint clean campaign-leg
 
 setup: $(STAMP)
 
@@ -29,6 +29,7 @@ demo: $(STAMP)
 # the web app on the shipped model at http://127.0.0.1:7860 (HOST/PORT to change; docs/serve.md)
 HOST ?= 127.0.0.1
 PORT ?= 7860
+.PHONY: serve test-browser
 serve: $(STAMP)
 	$(PY) -m xprompt serve --host $(HOST) --port $(PORT)
 
