@@ -26,11 +26,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m xprompt demo --out outputs/demo
 
+# the web app on the shipped model at http://127.0.0.1:7860 (HOST/PORT to change; docs/serve.md)
+HOST ?= 127.0.0.1
+PORT ?= 7860
+.PHONY: serve test-browser
+serve: $(STAMP)
+	$(PY) -m xprompt serve --host $(HOST) --port $(PORT)
+
 test: lint
 	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# the web app in headless Debian Chromium (apt-get install -y chromium chromium-driver; .ci/run does it)
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_serve_browser.py
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -13,4 +13,8 @@ def __getattr__(name):  # lazy: `from xprompt import XPrompt` without importing 
         from xprompt.pipeline import XPrompt
 
         return XPrompt
+    if name == "EditSession":
+        from xprompt.session import EditSession
+
+        return EditSession
     raise AttributeError(name)

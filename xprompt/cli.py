@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "xprompt.eval.cli",  # eval
     "xprompt.eval.demo",  # demo
     "xprompt.cli_export",  # export
+    "xprompt.cli_serve",  # serve (the web app)
 )
 
 

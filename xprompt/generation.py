@@ -19,10 +19,13 @@ Design choices
   copy of the context is hidden through ``key_mask``.
 * The image tokenizer and the text tokenizer are not used here: inputs are ``TokenSequence``s, outputs are
   codes (h, w) or token ids. ``xprompt.pipeline`` does the pixels and strings.
+* Progress: ``progress=True`` draws a tqdm bar; a callable ``progress(done, total)`` is called after every
+  decoding step instead (how a web page shows token-by-token progress without UI code here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +38,7 @@ from xprompt.sampling import ImageGrid, MaskedGrid, SamplingConfig, TextOnly, cf
 from xprompt.sequence import Seg, TokenSequence
 
 PAD_SEG = -1
+Progress = bool | Callable[[int, int], None]  # a tqdm bar (True), none (False) or a callback(done, total)
 
 
 @dataclass
@@ -188,11 +192,12 @@ def decode(
     *,
     n_cond: int | None = None,
     fill_id: int,
-    progress: bool = False,
+    progress: Progress = False,
     on_step=None,
 ) -> torch.Tensor:
     """Sample up to ``steps`` tokens per row -> (B, n) ids. With CFG, rows ``n_cond:`` are the unconditional
-    copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step.
+    copies of rows ``:n_cond`` and receive the same tokens. ``on_step(step, cache)`` is called after each step,
+    and a callable ``progress(done, steps)`` too (``progress=True``: a tqdm bar).
 
     Processors with ``allowed_ids``/``forced`` (see ``xprompt.sampling``) get logits only for the allowed ids
     (a sub-matrix of the LM head) and none at all on steps where every row is forced. The cache is sized for
@@ -212,7 +217,8 @@ def decode(
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
     it = range(steps)
-    if progress:
+    report = progress if callable(progress) else None
+    if progress and report is None:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="generating", unit="tok", leave=False)
@@ -241,6 +247,8 @@ def decode(
         done |= proc.finished(s, tok)
         if on_step is not None:
             on_step(s, cache)
+        if report is not None:
+            report(s + 1, steps)
         if bool(done.all()) or s == steps - 1:
             break
         feed = tok if n_cond is None else torch.cat([tok, tok])
@@ -275,7 +283,7 @@ def generate_images(
     compress: bool = True,
     context: KVCache | None = None,
     context_segs: torch.Tensor | None = None,
-    progress: bool = False,
+    progress: Progress = False,
     on_step=None,
     keep: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> list[np.ndarray]:
@@ -352,7 +360,7 @@ def generate_text(
     max_new_tokens: int = 64,
     compress: bool = True,
     context: KVCache | None = None,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> list[list[int]]:
     """Generate text after each prompt until ``<eot>``/``<eos>`` (not included) or ``max_new_tokens``."""
     sampling = sampling or SamplingConfig()

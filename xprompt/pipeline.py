@@ -14,8 +14,10 @@ Design choices
   the query's grid (tasks here map an image to an image of the same size).
 * ``XPrompt.edit`` is the one retrieval-augmented editing (RAIE) flow: retrieve the nearest stored instructions
   (``xprompt.retrieval``; the default store when none is given), use their pairs as the in-context examples,
-  generate. ``xprompt edit``, ``xprompt eval raie`` (and a web page) call it and get an ``EditResult`` with the
-  image and what was retrieved.
+  generate. ``xprompt edit``, ``xprompt eval raie`` and the web app (``xprompt serve``) call it and get an
+  ``EditResult`` with the image and what was retrieved. ``xprompt.session.EditSession`` chains edits (turns).
+* ``progress``: True draws a tqdm bar on stderr; a callable ``progress(done, total)`` is called after every
+  decoding step (``xprompt.generation``), which is how the web app shows token-by-token progress.
 * Mask-guided editing (``mask=`` / ``box=`` on ``edit``, ``generate`` and ``inpaint``; ``xprompt.edit_mask``):
   the pixel mask is fitted like the image and lowered to a dilated token mask; decoding samples only the masked
   tokens and forces the query's codes elsewhere (``MaskedGrid``), and the decoded image is blended into the
@@ -538,6 +540,7 @@ class XPrompt:
         greedy: bool = True,
         top_k: int | None = None,
         max_new_tokens: int = 64,
+        progress: bool = False,
     ) -> str:
         """Describe, as text, what changed from ``before`` to ``after``."""
         from xprompt.generation import generate_text
@@ -560,6 +563,7 @@ class XPrompt:
             [seq],
             self._sampling(seed, greedy, top_k, 1.0, 1.0),
             max_new_tokens=max_new_tokens,
+            progress=progress,
         )[0]
         return self.text_tok.decode(self.vocab.ids_to_text(ids)).strip()
 
