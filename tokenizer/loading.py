@@ -62,7 +62,8 @@ def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
     ``tokenizer.json`` or its dir). What datasets record and what loading a model checks against."""
     p = Path(path)
     if kind == "vq":
-        return file_fingerprint([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()])
+        names = ("config.json", "model.safetensors", "vqgan.yaml", "vqgan.safetensors", "vqgan.ckpt")
+        return file_fingerprint([p / n for n in names if (p / n).is_file()])
     return file_fingerprint([p / "tokenizer.json" if p.is_dir() else p])
 
 
