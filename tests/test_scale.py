@@ -62,6 +62,7 @@ def test_7b_shards_on_meta_device_and_matches_the_estimate():
     world = 8
     out = subprocess.run(
         [sys.executable, "-c", SHARD, str(CFG), str(world), str(VOCAB)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
