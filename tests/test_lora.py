@@ -123,3 +123,34 @@ def _peft_name(model, key: str) -> str:
         if cand in names:
             return cand
     raise KeyError(key)
+
+
+@pytest.mark.slow  # a DeepSpeed run through the trainer (JIT op builds on a fresh checkout: minutes)
+def test_trainer_lora_run_exports_merged_weights_and_adapter(tmp_path, env):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_packing import make_dataset
+    from test_trainer import cfg
+
+    from xprompt.lora import load_adapter, merge
+    from xprompt.model import XPromptModel
+    from xprompt.model_config import get_preset
+    from xprompt.train.trainer import train
+
+    data = make_dataset(tmp_path / "d", n=40)
+    tcfg = cfg(steps=2, lr=1e-2, val_every=100, lora={"r": 4, "alpha": 8})
+    train(tcfg, data, tmp_path / "run", progress=False)
+    run_model = tmp_path / "run" / "model"
+    merged, vocab = load_pretrained(run_model)
+    torch.manual_seed(tcfg.seed)  # the trainer's initial weights (seeded, embed_init "random")
+    init = XPromptModel(get_preset(tcfg.preset, vocab.size, **tcfg.model))
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    changed = {k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(
+        k.endswith(("_proj.weight",)) or k in ("embed_tokens.weight", "lm_head.weight") for k in changed
+    )
+    remerged = merge(load_adapter(init, vocab, run_model / "lora")[0])  # the adapter alone, onto the base
+    for k, v in remerged.state_dict().items():
+        assert torch.allclose(v, merged.state_dict()[k], atol=1e-6), k
