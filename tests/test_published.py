@@ -163,3 +163,49 @@ def test_add_xp_rows_is_a_noop_without_new_ids():
     w = m.embed_tokens.weight.detach().clone()
     add_xp_rows(m, v)
     assert torch.equal(m.embed_tokens.weight, w)
+
+
+def test_convert_published_then_load_as_xprompt_checkpoint(stack, pipe, tmp_path):
+    from xprompt.cli import main
+
+    model_dir, _, _ = stack
+    out = tmp_path / "xp-ckpt"
+    assert main(["convert", "published", "--checkpoint", str(model_dir), "--out", str(out), "--num-xp", "4",
+                 "--image-size", "16", "--dtype", "fp32"]) == 0  # fmt: skip
+    again = XPrompt.from_pretrained(out)  # tokenizers and image size come from meta.json
+    assert again.vocab == pipe.vocab and again.image_size == 16
+    ids = torch.randint(0, pipe.vocab.size, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(again.model(ids), pipe.model(ids))
+
+
+@pytest.mark.slow  # a data build in the Chameleon vocabulary and a DeepSpeed run from the converted weights
+def test_fine_tune_the_published_stack_through_the_trainer(stack, tmp_path):
+    import os
+    import sys
+    from pathlib import Path
+
+    from xprompt.cli import main
+    from xprompt.train.trainer import train
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_trainer import cfg
+
+    model_dir, tok_dir, hf = stack
+    ckpt = tmp_path / "init"
+    assert main(["convert", "published", "--checkpoint", str(model_dir), "--out", str(ckpt), "--num-xp", "4",
+                 "--dtype", "fp32"]) == 0  # fmt: skip
+    data = tmp_path / "data"
+    assert main(["data", "build", "--n", "24", "--size", "16", "--out", str(data), "--tokenizer", str(tok_dir),
+                 "--bpe", str(tok_dir), "--num-xp", "4", "--vocab", str(ckpt / "vocab.json"), "--quiet"]) == 0  # fmt: skip
+    c = hf.config
+    over = {"dim": c.hidden_size, "n_layers": c.num_hidden_layers, "n_heads": c.num_attention_heads,
+            "n_kv_heads": c.num_key_value_heads, "ffn_dim": c.intermediate_size, "max_seq_len": 4096}  # fmt: skip
+    saved = dict(os.environ)
+    try:
+        res = train(cfg(model=over, steps=2, init_from=str(ckpt), max_len=400, val_every=100), data, tmp_path / "run",
+                    progress=False)  # fmt: skip
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert res["steps"] == 2

@@ -21,6 +21,24 @@ def register(root, groups) -> None:
     p.add_argument("--yaml", help="vqgan.yaml (default: the one beside --in)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier conversion in --out")
     p.set_defaults(func=run_vqgan)
+    q = sub.add_parser(
+        "published",
+        help="a Chameleon / Lumina-mGPT HF folder + its tokenizer folder -> an xprompt checkpoint with XP tokens",
+        description="Assemble the published stack (vocabulary mapped by name, --num-xp X-Prompt tokens appended, "
+        "embeddings resized) and write it as an xprompt checkpoint: the init_from of a fine-tune, whose "
+        "vocab.json `xprompt data build --vocab` tokenizes into.",
+    )
+    q.add_argument("--checkpoint", required=True, help="the HF model folder (config.json + safetensors)")
+    q.add_argument("--tokenizer", help="its tokenizer folder (default: found beside it)")
+    q.add_argument("--out", required=True, help="output checkpoint folder")
+    q.add_argument(
+        "--num-xp", type=int, default=32, help="X-Prompt tokens to add (default 32, the paper's S)"
+    )
+    q.add_argument(
+        "--image-size", type=int, default=512, help="pixels per side it generates at (default 512)"
+    )
+    q.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    q.set_defaults(func=run_published)
 
 
 def run_vqgan(args) -> int:
@@ -36,4 +54,38 @@ def run_vqgan(args) -> int:
         f"{out}: {rec['tensors']} tensors -> vqgan.safetensors; dropped {rec['dropped_training_tensors']} "
         f"training-only loss.* tensors; stubbed (never run) pickled objects: {stubbed}"
     )
+    return 0
+
+
+def convert_published(
+    src, out, *, tokenizer=None, num_xp: int = 32, image_size: int = 512, dtype: str = "bf16"
+):
+    """Write the published stack at ``src`` as an xprompt checkpoint ``out`` (tokenizers recorded relative to it)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from xprompt.checkpoint import save_pretrained
+    from xprompt.published import load_published
+
+    model, vocab, _, _, tok = load_published(src, tokenizer, num_xp=num_xp, dtype=torch.float32)
+    out = Path(out)
+    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())
+    extra = {
+        "source": str(Path(src).resolve()),
+        "image_size": image_size,
+        "tokenizers": {"vq": rel(tok), "bpe": rel(tok / "text_tokenizer.json")},
+    }
+    return save_pretrained(
+        out, model, vocab, extra=extra, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32
+    )
+
+
+def run_published(args) -> int:
+    out = convert_published(
+        args.checkpoint, args.out, tokenizer=args.tokenizer, num_xp=args.num_xp, image_size=args.image_size,
+        dtype=args.dtype,
+    )  # fmt: skip
+    print(out)
     return 0

@@ -68,8 +68,12 @@ def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
 
 
 def _bpe_file(spec: str | Path) -> Path:
+    """A tokenizer file, or a folder holding ``tokenizer.json`` (ours) or ``text_tokenizer.json`` (Chameleon's)."""
     p = Path(spec)
-    return p / "tokenizer.json" if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    ours, chameleon = p / "tokenizer.json", p / "text_tokenizer.json"
+    return chameleon if chameleon.is_file() and not ours.is_file() else ours
 
 
 def tokenizer_ref(kind: str, spec: str | Path) -> dict:
