@@ -24,6 +24,7 @@ Design choices
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -110,6 +111,7 @@ def load_published(
     from xprompt.tokenizer.text import TextTokenizer
     from xprompt.tokenizer.vq import VQTokenizer
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only; transformers must never ask the hub
     model_dir = Path(model_dir)
     tok_dir = find_tokenizer_dir(model_dir, tokenizer)
     names = tokenizer_names(tok_dir / "text_tokenizer.json")
