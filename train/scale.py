@@ -22,6 +22,7 @@ Design choices
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import asdict, dataclass
 
@@ -49,12 +50,20 @@ class Estimate:
 
 def count_params(mcfg) -> tuple[int, int, int]:
     """(all parameters, one decoder layer, embedding + head) of a ``ModelConfig``, on the meta device."""
+    return _count(json.dumps(asdict(mcfg.replace(attn_impl="sdpa")), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _count(key: str) -> tuple[int, int, int]:  # keyed by the config's JSON (dataclasses here are unhashable)
     import torch
 
     from xprompt.model import XPromptModel
+    from xprompt.model_config import ModelConfig
 
-    with torch.device("meta"):
-        m = XPromptModel(mcfg.replace(attn_impl="sdpa"))  # same shapes; the GPU-only check needs no GPU here
+    with torch.device(
+        "meta"
+    ):  # attn_impl is "sdpa" in the key: same shapes, and the GPU-only check needs no GPU
+        m = XPromptModel(ModelConfig(**json.loads(key)))
     total = sum(p.numel() for p in m.parameters())
     layer = sum(p.numel() for p in m.layers[0].parameters())
     return total, layer, m.embed_tokens.weight.numel() + m.lm_head.weight.numel()
