@@ -62,13 +62,18 @@ def tokenizer_fingerprint(kind: str, path: str | Path) -> str:
     ``tokenizer.json`` or its dir). What datasets record and what loading a model checks against."""
     p = Path(path)
     if kind == "vq":
-        return file_fingerprint([f for f in (p / "config.json", p / "model.safetensors") if f.is_file()])
+        names = ("config.json", "model.safetensors", "vqgan.yaml", "vqgan.safetensors", "vqgan.ckpt")
+        return file_fingerprint([p / n for n in names if (p / n).is_file()])
     return file_fingerprint([p / "tokenizer.json" if p.is_dir() else p])
 
 
 def _bpe_file(spec: str | Path) -> Path:
+    """A tokenizer file, or a folder holding ``tokenizer.json`` (ours) or ``text_tokenizer.json`` (Chameleon's)."""
     p = Path(spec)
-    return p / "tokenizer.json" if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    ours, chameleon = p / "tokenizer.json", p / "text_tokenizer.json"
+    return chameleon if chameleon.is_file() and not ours.is_file() else ours
 
 
 def tokenizer_ref(kind: str, spec: str | Path) -> dict:

@@ -135,7 +135,7 @@ class Vocabulary:
         vocabulary_map: Mapping[str, int],
         *,
         num_xp: int = 32,
-        xp_start: int = 9000,
+        xp_start: int | None = 9000,
         max_grid: int = 64,
         grid_start: int = 8804,
         reserved_format: str = "<reserved{:05d}>",
@@ -146,10 +146,12 @@ class Vocabulary:
         Image codes are found by name (``IMGIMG...``), specials by the names in ``specials`` (default:
         ``CHAMELEON_SPECIALS``). Grid tokens follow Lumina-mGPT's convention: ``<h_n>`` and ``<w_n>`` are the
         reserved tokens ``grid_start + n`` (shared by h and w, as there); XP tokens take reserved tokens from
-        ``xp_start``. Every name must exist in the map.
+        ``xp_start``, or, with ``xp_start=None``, ``num_xp`` new ids appended after the map (the model's embedding
+        and head are then resized, ``xprompt.published.add_xp_rows``). Every name must exist in the map.
         """
         vmap = dict(vocabulary_map)
-        size = max(vmap.values()) + 1
+        text_size = max(vmap.values()) + 1
+        size = text_size + (num_xp if xp_start is None else 0)
         names = dict(CHAMELEON_SPECIALS, **(specials or {}))
 
         def need(name: str) -> int:
@@ -165,13 +167,16 @@ class Vocabulary:
         if codes != list(range(len(codes))):
             raise VocabularyError(f"Chameleon image codes are not 0..{len(codes) - 1} without gaps")
         grid = np.array([need(reserved_format.format(grid_start + n)) for n in range(1, max_grid + 1)])
-        xp = np.array([need(reserved_format.format(xp_start + s)) for s in range(num_xp)], dtype=np.int64)
+        if xp_start is None:
+            xp = np.arange(text_size, size, dtype=np.int64)
+        else:
+            xp = np.array([need(reserved_format.format(xp_start + s)) for s in range(num_xp)], dtype=np.int64)
         return cls(
             _Ranges(
                 size=size,
                 specials=sp,
                 text_offset=0,
-                text_size=size,
+                text_size=text_size,
                 h_ids=grid,
                 w_ids=grid.copy(),
                 xp_ids=xp,
@@ -271,7 +276,7 @@ class Vocabulary:
         if not r.text_offset <= i < r.text_offset + r.text_size:
             return False
         if r.layout == "chameleon":
-            return self._code_of[i] < 0 and i not in self._special_name
+            return bool(self._code_of[i] < 0) and i not in self._special_name
         return True
 
     # ------------------------------------------------------------------ image codes

@@ -293,8 +293,13 @@ class VQTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu") -> VQTokenizer:
-        """Load our checkpoint, or (if ``config.json`` names a transformers model type) an imported one."""
+        """Load our checkpoint, Chameleon's released VQGAN folder (``chameleon_vq_io``), or (if ``config.json``
+        names a transformers model type) an imported one."""
         path = Path(path)
+        from xprompt.tokenizer.chameleon_vq_io import is_chameleon_tokenizer_dir, load_chameleon_vq
+
+        if is_chameleon_tokenizer_dir(path):  # Chameleon's released tokenizer folder (vqgan.yaml + weights)
+            return cls(load_chameleon_vq(path), device=device)
         cfg_path = path / "config.json"
         if cfg_path.is_file():
             try:

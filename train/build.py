@@ -94,6 +94,9 @@ class BuildConfig:
     include_unseen: bool = False
     raie_pairing: bool = False
     tasks: list = field(default_factory=list)  # restrict to these task names (default: all the split allows)
+    vocab: str = (
+        ""  # a vocab.json to tokenize into (a converted Chameleon / Lumina-mGPT model's); "" = build ours
+    )
     mix: dict = field(default_factory=dict)  # DataMix fields
     # real datasets mixed in (train/real_sources.py): NAME=PATH specs, names that must never be trained on,
     # training pairs read per source (0 = all), and reader options
@@ -355,8 +358,22 @@ def _build_tokenizers(cfg: BuildConfig, tokenizer, bpe):
         raise XPromptError(f"--size {cfg.size} gives a {cfg.size // vq.factor}-token grid; the maximum is 64")
     text_tok = load_text_tokenizer(str(bpe), BPE_HINT)
     bpe_ref = tokenizer_ref("bpe", bpe)
-    vocab = Vocabulary.build(text_size=text_tok.vocab_size, num_image_codes=vq.codebook_size, num_xp=cfg.num_xp,
-                             max_grid=64)  # fmt: skip
+    if (
+        cfg.vocab
+    ):  # the model's own vocabulary (e.g. Chameleon's 65,536 ids + XP): data and weights must agree
+        vocab = Vocabulary.load(cfg.vocab)
+        if vocab.num_image_codes != vq.codebook_size or vocab.text_size < text_tok.vocab_size:
+            raise XPromptError(
+                f"--vocab {cfg.vocab} has {vocab.num_image_codes} image codes and {vocab.text_size} text ids; the "
+                f"tokenizers need {vq.codebook_size} and {text_tok.vocab_size}: pass the model's own tokenizers"
+            )
+        if vocab.num_xp != cfg.num_xp:
+            raise XPromptError(
+                f"--vocab {cfg.vocab} has {vocab.num_xp} XP tokens; pass --num-xp {vocab.num_xp}"
+            )
+    else:
+        vocab = Vocabulary.build(text_size=text_tok.vocab_size, num_image_codes=vq.codebook_size, num_xp=cfg.num_xp,
+                                 max_grid=64)  # fmt: skip
     refs = {"image_tokenizer": vq_ref, "bpe": bpe_ref, "vocab_fingerprint": vocab.fingerprint()}
     return vq, text_tok, vocab, refs
 

@@ -74,8 +74,11 @@ def prepare_model(model, cfg, vocab, meta: dict) -> str:
 
     if cfg.init_from:
         src, src_vocab = load_pretrained(cfg.init_from, dtype=torch.float32)
-        same = dataclasses.replace(
-            src.cfg, gradient_checkpointing=model.cfg.gradient_checkpointing, attn_impl=model.cfg.attn_impl
+        same = dataclasses.replace(  # the name is a label (an imported Chameleon says "hf-chameleon")
+            src.cfg,
+            gradient_checkpointing=model.cfg.gradient_checkpointing,
+            attn_impl=model.cfg.attn_impl,
+            name=model.cfg.name,
         )
         if same != model.cfg:
             raise XPromptError(f"init_from={cfg.init_from}: its model config differs from this run's")

@@ -32,6 +32,8 @@ def register(root, groups) -> None:
     )
     b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
     b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
+    b.add_argument("--vocab", default="", help="tokenize into this vocab.json (a model's, e.g. from `xprompt "
+                   "convert published`) instead of building one from the tokenizers")  # fmt: skip
     b.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
     b.add_argument("--group-size", type=int, default=None,
                    help="samples per task instance sharing their pairs in rotated roles "
@@ -115,7 +117,7 @@ def cmd_build(args) -> int:
         workers=args.workers, group_size=args.group_size, keep_heldout_reverses=args.keep_heldout_reverses, include_unseen=args.include_unseen,
         raie_pairing=args.raie_pairing, tasks=[t for t in args.tasks.split(",") if t.strip()], mix=mix,
         sources=list(args.source or []), holdout=[h.strip().lower() for h in args.holdout.split(",") if h.strip()],
-        source_limit=args.source_limit, columns=args.columns, depth_scale=args.depth_scale,
+        source_limit=args.source_limit, columns=args.columns, depth_scale=args.depth_scale, vocab=args.vocab,
     )  # fmt: skip
     card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
                          progress=not args.quiet)  # fmt: skip

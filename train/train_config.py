@@ -95,6 +95,9 @@ class TrainConfig:
         0  # at each validation, the in-context probe on this many validation samples (0 = off)
     )
     grad_checkpointing: bool = False
+    lora: dict = field(
+        default_factory=dict
+    )  # xprompt.lora.LoraSpec fields ({} = full fine-tuning), e.g. {"r": 16}
     precision: str = "auto"
     seed: int = 0
     # bookkeeping
@@ -143,6 +146,10 @@ class TrainConfig:
         if self.weight_decay < 0 or self.grad_clip < 0 or self.z_loss < 0:
             raise ValueError("weight_decay, grad_clip and z_loss must be >= 0")
         self._check_campaign_fields()
+        if self.lora:
+            from xprompt.lora import spec_from_dict
+
+            spec_from_dict(self.lora)  # unknown keys / bad values fail at load time, not after data loading
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

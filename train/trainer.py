@@ -120,7 +120,10 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
         if not p.requires_grad:
             continue
         (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        g for g in groups if g["params"]
+    ]  # LoRA trains no norm: DeepSpeed drops empty groups, LambdaLR must too
 
 
 def _rng_state() -> dict:
@@ -359,6 +362,10 @@ def build_engine(run: Run) -> tuple[object, int]:
         prepare_model(model, cfg, run.data.vocab, run.data.meta)
     model.set_gradient_checkpointing(cfg.grad_checkpointing)
     n_params = model.num_params()
+    if cfg.lora:  # frozen base + adapters (xprompt.lora); the optimizer only sees trainable parameters
+        from xprompt.lora import apply_lora, spec_from_dict
+
+        model = apply_lora(model, run.data.vocab, spec_from_dict(cfg.lora))
     opt = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
     )
@@ -684,12 +691,29 @@ def train(
     return summary
 
 
+def _export_model(path: Path, model, vocab, meta: dict) -> None:
+    """The exported model: plain weights; for a LoRA run the adapters merged into a copy (the training model
+    keeps its adapters) and the adapter alone under ``model/lora`` (``xprompt export --lora`` merges it onto
+    the original base)."""
+    from xprompt.checkpoint import save_pretrained
+
+    if not hasattr(model, "merge_and_unload"):
+        save_pretrained(path, model, vocab, extra=meta)
+        return
+    import copy
+
+    from xprompt.lora import merge, save_adapter, spec_from_dict
+
+    tcfg = meta["training"]["train_config"]
+    merged = merge(copy.deepcopy(model))
+    save_pretrained(path, merged, vocab, extra=dict(meta, lora={"merged": True, "adapter": "lora"}))
+    save_adapter(path / "lora", model, spec_from_dict(tcfg["lora"]), vocab, base=tcfg.get("init_from", ""))
+
+
 def _save_checkpoint(
     engine, ckpt_dir: Path, step: int, state: TrainState, vocab, keep_last: int, info, extra: dict, out: Path
 ) -> None:
     """DeepSpeed checkpoint + exported model under a temporary tag, renamed when complete (see module doc)."""
-    from xprompt.checkpoint import save_pretrained
-
     tag = f"{TAG_PREFIX}{step:07d}"
     tmp_tag = f".tmp-{tag}"
     if info.is_main:
@@ -705,9 +729,9 @@ def _save_checkpoint(
 
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             if info.is_main:
-                save_pretrained(ckpt_dir / tmp_tag / "model", model, vocab, extra=meta)
+                _export_model(ckpt_dir / tmp_tag / "model", model, vocab, meta)
     elif info.is_main:
-        save_pretrained(ckpt_dir / tmp_tag / "model", model, vocab, extra=meta)
+        _export_model(ckpt_dir / tmp_tag / "model", model, vocab, meta)
     dist.barrier()
     if info.is_main:
         final = ckpt_dir / tag

@@ -294,10 +294,10 @@ def from_hf_model(hf_model, *, vocab=None, num_xp: int = 32, allow_missing_head:
     return model.eval(), vocab
 
 
-def vocab_from_hf_config(hf_cfg, *, num_xp: int = 32, **kwargs):
+def vocab_from_hf_config(hf_cfg, *, num_xp: int = 32, vocabulary_map: dict | None = None, **kwargs):
     from xprompt.tokenizer.vocab import Vocabulary
 
-    vmap = getattr(hf_cfg, "vocabulary_map", None)
+    vmap = vocabulary_map or getattr(hf_cfg, "vocabulary_map", None)
     if not vmap:
         raise CheckpointError("the Chameleon config has no vocabulary_map; cannot locate image tokens")
     try:
@@ -371,7 +371,9 @@ def load_hf_checkpoint(path, *, num_xp: int = 32, dtype: torch.dtype | None = No
     ``vocabulary_map`` + safetensors, single or sharded) -> ``(XPromptModel, Vocabulary)``.
 
     XP tokens take reserved ids (``Vocabulary.from_chameleon``; their embedding rows are whatever the checkpoint
-    holds there and are trained by fine-tuning). ``load_pretrained`` dispatches here for HF directories.
+    holds there and are trained by fine-tuning), or new ids with ``xp_start=None`` (then the caller resizes the
+    model: ``xprompt.published``). ``vocabulary_map`` overrides the config's (a config without one). ``load_pretrained``
+    dispatches here for HF directories.
     """
     from transformers import AutoConfig
 

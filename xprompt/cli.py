@@ -37,6 +37,7 @@ GROUPS = {
 # The modules that provide commands, each through its ``register(root, groups)`` (help texts live there).
 COMMAND_MODULES = (
     "xprompt.tokenizer.cli",  # train bpe, train tokenizer
+    "xprompt.tokenizer.cli_convert",  # convert vqgan
     "xprompt.train.cli",  # train model
     "xprompt.train.data_cli",  # data build, data show
     "xprompt.cli_generate",  # generate, describe, t2i, compile-prompt

@@ -8,6 +8,9 @@ Design choices
   the release folder* (so a folder inside the repository points at the shipped ``checkpoints/vq-64`` and
   ``checkpoints/bpe``). They default to the ones the training data was built with, and any tokenizer given
   must have the files of that one (``XPrompt.from_pretrained`` checks the same fingerprints when loading).
+* ``--lora ADAPTER`` merges a LoRA adapter (``xprompt.lora``) into the base weights first, so the release holds
+  plain weights; the base may be an xprompt checkpoint or a Chameleon / Lumina-mGPT HF folder (its tokenizer
+  folder is then recorded as the release's tokenizers).
 """
 
 from __future__ import annotations
@@ -29,7 +32,51 @@ def register(root, groups) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="weight dtype (default bf16)")
     p.add_argument("--vq", help="image tokenizer dir (default: the one the training data was built with)")
     p.add_argument("--bpe", help="BPE tokenizer.json (default: the one the training data was built with)")
+    p.add_argument(
+        "--lora",
+        help="a LoRA adapter folder (xprompt.lora) to merge into --checkpoint's weights: the release holds plain "
+        "weights (no peft needed to load it); --checkpoint may then be a Chameleon / Lumina-mGPT HF folder",
+    )
+    p.add_argument("--tokenizer", help="with --lora on an HF folder: its Chameleon tokenizer folder")
     p.set_defaults(func=run)
+
+
+def _relative(spec, src: Path, out: Path) -> str:
+    """A tokenizer location recorded relative to ``src`` (or absolute) -> relative to the release ``out``."""
+    p = Path(spec)
+    p = p if p.is_absolute() else (src / p if (src / p).exists() else p)
+    return os.path.relpath(p.resolve(), out.resolve().parent / out.name)
+
+
+def export_lora(src, adapter, out, *, dtype: str = "bf16", tokenizer=None) -> Path:
+    """Merge the adapter at ``adapter`` into ``src``'s weights and write a plain release folder ``out``."""
+    import torch
+
+    from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta, save_pretrained
+    from xprompt.lora import load_adapter, merge
+
+    src, out = Path(src), Path(out)
+    if out.resolve() in (src.resolve(), Path(adapter).resolve()):
+        raise XPromptError("--out must differ from --checkpoint and --lora")
+    if is_hf_checkpoint(src):
+        from xprompt.published import DEFAULT_IMAGE_SIZE, load_published
+
+        model, vocab, _, _, tok = load_published(src, tokenizer, dtype=torch.float32)
+        extra = {
+            "image_size": DEFAULT_IMAGE_SIZE,
+            "tokenizers": {"vq": str(tok), "bpe": str(tok / "text_tokenizer.json")},
+        }
+    else:
+        model, vocab = load_pretrained(src, dtype=torch.float32)
+        extra = dict(read_meta(src).get("extra", {}))
+    refs = extra.get("tokenizers") or {}
+    extra["tokenizers"] = {k: _relative(v, src, out) for k, v in refs.items() if isinstance(v, str)}
+    wrapped, record = load_adapter(model, vocab, adapter)
+    extra["lora"] = dict(record, adapter=str(Path(adapter).resolve()), base=str(src.resolve()))
+    merged = merge(wrapped)
+    return save_pretrained(
+        out, merged, vocab, extra=extra, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32
+    )
 
 
 def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
@@ -63,6 +110,10 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
 
 
 def run(args) -> int:
+    if args.lora:
+        out = export_lora(args.checkpoint, args.lora, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
+        print(out)
+        return 0
     out = export(args.checkpoint, args.out, dtype=args.dtype, vq=args.vq, bpe=args.bpe)
     print(out)
     return 0

@@ -32,6 +32,11 @@ def _common(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     )
     p.add_argument("--bpe", help="BPE tokenizer.json or dir (default: recorded in the checkpoint, else bpe)")
     p.add_argument(
+        "--tokenizer",
+        help="Chameleon tokenizer folder (text_tokenizer.json, vqgan.yaml, vqgan.ckpt) of a Chameleon / "
+        "Lumina-mGPT --checkpoint (default: found beside it)",
+    )
+    p.add_argument(
         "--image-size", type=int, help="fit images to this many pixels per side (default: as trained)"
     )
     p.add_argument("--device", default="cpu")
@@ -130,7 +135,12 @@ def _pipe(args):
     from xprompt.pipeline import XPrompt
 
     return XPrompt.from_pretrained(
-        args.checkpoint, vq=args.vq, bpe=args.bpe, image_size=args.image_size, device=args.device
+        args.checkpoint,
+        vq=args.vq,
+        bpe=args.bpe,
+        image_size=args.image_size,
+        device=args.device,
+        tokenizer=args.tokenizer,
     )
 
 

@@ -145,9 +145,22 @@ class XPrompt:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, path=None, *, vq=None, bpe=None, image_size: int | None = None, device: str = "cpu", dtype=None
+        cls,
+        path=None,
+        *,
+        vq=None,
+        bpe=None,
+        image_size: int | None = None,
+        device: str = "cpu",
+        dtype=None,
+        tokenizer=None,
+        num_xp: int = 32,
     ) -> XPrompt:
-        """Load a model checkpoint dir (default: the shipped ``xprompt-tiny``) with its tokenizers."""
+        """Load a model checkpoint dir (default: the shipped ``xprompt-tiny``) with its tokenizers.
+
+        A Chameleon / Lumina-mGPT HF folder is the published stack (``xprompt.published``): its tokenizer folder
+        (``tokenizer``, or found beside it) gives the text tokenizer and the VQGAN, ``num_xp`` X-Prompt tokens
+        are added, and images default to 512 px."""
         from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta
         from xprompt.paths import shipped
 
@@ -157,6 +170,14 @@ class XPrompt:
                 f"model checkpoint not found: {path} (train one with `xprompt train model` or "
                 "pass --checkpoint)"
             )
+        if is_hf_checkpoint(path):
+            from xprompt.published import DEFAULT_IMAGE_SIZE, load_published
+
+            model, vocab, text_tok, image_tok, _ = load_published(
+                path, tokenizer or vq or bpe, num_xp=num_xp, dtype=dtype, device=device
+            )
+            size = int(image_size or DEFAULT_IMAGE_SIZE)
+            return cls(model, vocab, text_tok, image_tok, image_size=size, checkpoint=str(path))
         model, vocab = load_pretrained(path, dtype=dtype, device=device)
         extra = {} if is_hf_checkpoint(path) else read_meta(path).get("extra", {})
 
