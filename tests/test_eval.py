@@ -145,8 +145,9 @@ def test_raie_with_magicbrush_and_a_store(ckpt, pipe, tmp_path):
 
 def test_cli_errors_exit_2(ckpt, tmp_path, capsys):
     out = str(tmp_path / "o")
-    assert main(["eval", "nope", "--checkpoint", str(ckpt), "--out", out]) == 2
-    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # each benchmark is a subcommand: argparse names the choices
+        main(["eval", "nope", "--checkpoint", str(ckpt), "--out", out])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     (tmp_path / "notck").mkdir()
     assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "notck"), "--out", out]) == 2
     assert "is not a model checkpoint" in capsys.readouterr().err

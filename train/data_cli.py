@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from xprompt.cli_options import add_image_size_option, add_run_options, add_tokenizer_options, progress_on
 from xprompt.errors import XPromptError
 
 
@@ -22,15 +23,12 @@ def register(root, groups) -> None:
                      description="Build a pre-tokenized task-suite dataset (datasets.save_to_disk, xp layout).")  # fmt: skip
     b.add_argument("--split", default="train", help="train | full | eval | no_<task> (see docs/tasks.md)")
     b.add_argument("--n", type=int, required=True, help="number of samples")
-    b.add_argument(
-        "--size", type=int, default=64, help="image side in pixels (a multiple of the tokenizer factor)"
-    )
+    add_image_size_option(b, default=64, aliases=("--size",), dest="size",
+                          help="image side in pixels (a multiple of the tokenizer factor; default 64)")  # fmt: skip
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument(
-        "--tokenizer", default=str(shipped("vq-64")), help="VQ checkpoint dir (or grid:F for tests)"
-    )
-    b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
+    add_tokenizer_options(b, vq_default=str(shipped("vq-64")), bpe_default=str(shipped("bpe")),
+                          vq_aliases=("--tokenizer",), vq_dest="tokenizer")  # fmt: skip
     b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
     b.add_argument("--shard-size", type=int, default=5000, help="samples per shard")
     b.add_argument("--group-size", type=int, default=None,
@@ -48,7 +46,7 @@ def register(root, groups) -> None:
         "--raie-pairing", action="store_true", help="pair edit samples by nearest instruction (RAIE)"
     )
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(b, device=False)
     b.set_defaults(func=cmd_build)
 
     s = g.add_parser("show", help="write a PNG grid of decoded samples",
@@ -79,7 +77,7 @@ def cmd_build(args) -> int:
         args.group_size = 1 if args.split == "eval" else 2
     if args.shard_size < 1 or args.workers < 1 or args.group_size < 1 or args.num_xp < 0:
         raise XPromptError("--shard-size, --workers and --group-size must be >= 1 and --num-xp >= 0")
-    if args.quiet:
+    if not progress_on(args):
         import datasets
 
         datasets.disable_progress_bars()
@@ -89,7 +87,7 @@ def cmd_build(args) -> int:
         raie_pairing=args.raie_pairing, tasks=[t for t in args.tasks.split(",") if t.strip()], mix=mix,
     )  # fmt: skip
     card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
-                         progress=not args.quiet)  # fmt: skip
+                         progress=progress_on(args))  # fmt: skip
     summary = {k: card[k] for k in ("split", "n", "size", "num_shards", "tokens", "build_seconds")}
     print(json.dumps({"out": str(args.out), **summary}))
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from xprompt.paths import REPO_ROOT
 
@@ -66,6 +67,23 @@ def setup_env(local_rank_arg: int | None = None) -> DistInfo:
         world_size=world,
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         launched=launched,
+    )
+
+
+def note_extension_build() -> None:
+    """Say what the first run on a machine waits for: DeepSpeed JIT-compiles its CPU shared-memory op into
+    ``TORCH_EXTENSIONS_DIR`` once (tens of seconds; later runs load it)."""
+    import sys
+
+    if device_type() != "cpu":
+        return
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", REPO_ROOT / ".cache" / "torch_extensions"))
+    if any(root.glob("deepspeed_shm_comm*/*.so")):
+        return
+    print(
+        f"xprompt: first run here: DeepSpeed compiles its CPU communication op into {root} "
+        "(about 20-60 s, once; later runs reuse it)",
+        file=sys.stderr,
     )
 
 
