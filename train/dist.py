@@ -50,6 +50,7 @@ def setup_env(local_rank_arg: int | None = None) -> DistInfo:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # skips DeepSpeed's "unable to detect" warning
+        _quiet_cpu_build_noise()
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if not launched:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
@@ -68,6 +69,17 @@ def setup_env(local_rank_arg: int | None = None) -> DistInfo:
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         launched=launched,
     )
+
+
+def _quiet_cpu_build_noise() -> None:
+    """On a CPU machine, DeepSpeed's op builder imports ``torch.utils.cpp_extension``, which logs "No CUDA
+    runtime is found" (expected here: the op is built for the CPU) and setuptools' distutils deprecation
+    warning; neither says anything to act on, so they are not shown (``note_extension_build`` says what runs)."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 
 
 def note_extension_build() -> None:
