@@ -53,6 +53,7 @@ def cmd_index_build(args) -> int:
         source_column=args.source_column,
         target_column=args.target_column,
         limit=args.limit,
+        progress=progress_on(args),
     )
     store = InstructionStore(args.encoder, cfg)
     store.add_table(table, progress=None if progress_on(args) else False)

@@ -129,7 +129,7 @@ def datasets_table(
         return ds.cast(_features())
 
 
-def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, **kw):
+def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, progress: bool = True, **kw):
     if spec.startswith("suite:"):
-        return suite_table(spec, size=size, seed=seed)
+        return suite_table(spec, size=size, seed=seed, progress=progress)
     return datasets_table(spec, **kw)

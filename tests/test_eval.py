@@ -188,7 +188,10 @@ def test_cli_runs_and_writes(ckpt, tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert list(rep["tasks"]) == ["derain", "colorization"] and rep["config"]["limit"] == 1
     assert main(args) == 2  # exists now
-    assert main(args + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--overwrite", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)  # --json: one JSON object on stdout, nothing else
+    assert rec["output"] == str(out) and list(rec["report"]["tasks"]) == ["derain", "colorization"]
 
 
 def test_gap_closed_and_compare_table(ckpt, tmp_path, capsys):
