@@ -13,8 +13,8 @@ Design choices
   ``SHARED`` names the flags of each group; ``tests/test_cli_options.py`` checks every model-running
   subcommand accepts them.
 * Output streams: progress bars, warnings and notes go to stderr; results go to stdout. ``--quiet`` silences
-  progress and tables but still says where results went (``note_written``); ``--json`` replaces the human
-  lines on stdout with one JSON object (``emit``).
+  progress and tables but still says where results went; ``--json`` replaces the human lines on stdout with
+  one JSON object (``emit``).
 * No validation of values here beyond what argparse does (numeric range checks live in ``xprompt.cli_checks``).
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 SHARED = {
     "run": ("--threads", "--no-progress", "--quiet"),
@@ -144,15 +143,6 @@ def progress_on(args) -> bool:
     return not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
 
 
-def emit(args, payload: dict, human: str | None = None) -> None:
-    """The result of a command: ``payload`` as one JSON object under ``--json``, else ``human`` on stdout
-    (nothing under ``--quiet``, which still gets ``note_written``)."""
-    if getattr(args, "json", False):
-        print(json.dumps(payload, default=str))
-    elif human is not None and not getattr(args, "quiet", False):
-        print(human)
-
-
-def note_written(args, message: str) -> None:
-    """Where results went: on stdout normally, on stderr under --json (stdout holds only the JSON)."""
-    print(message, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+def emit(args, payload: dict) -> None:
+    """A command's result under ``--json``: one JSON object on stdout (and nothing else there)."""
+    print(json.dumps(payload, default=str))

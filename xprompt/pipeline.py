@@ -190,7 +190,7 @@ class XPrompt:
         image_size: int = 64,
         checkpoint: str | None = None,
         aspect: str = "pad",
-        trained_mode: str | None = None,
+        trained_mode: tuple[str, ...] | None = None,
     ):
         from xprompt.placement import ASPECTS
 
@@ -200,7 +200,7 @@ class XPrompt:
         if aspect not in ASPECTS:
             raise XPromptError(f"unknown aspect handling {aspect!r}; choose one of {', '.join(ASPECTS)}")
         self.aspect = aspect
-        self.trained_mode = trained_mode  # the context mode the model was trained in, when recorded
+        self.trained_mode = trained_mode  # the context modes the model was trained in, when recorded
         if int(image_tok.codebook_size) != vocab.num_image_codes:
             raise XPromptError(
                 f"the image tokenizer has {image_tok.codebook_size} codes but the model's vocabulary "
