@@ -125,7 +125,7 @@ def cmd_edit(args) -> int:
                 f"retrieved {r + 1}: score {hit.score:.3f}  [{hit.task}]  {hit.instruction}", file=sys.stderr
             )
     write_png(out, res.image)
-    side = _write_retrieved(out, image, res) if args.show_retrieved and res.retrieved else None
+    side = _write_retrieved(out, model, image, res) if args.show_retrieved and res.retrieved else None
     h, w = res.image.shape[:2]
     if args.json:
         retrieved = [{"instruction": r.instruction, "task": r.task, "score": round(r.score, 6)}
@@ -135,21 +135,24 @@ def cmd_edit(args) -> int:
         return 0
     print(f"wrote {out} ({w}x{h}; mode {res.mode}, {len(res.retrieved)} retrieved example(s))")
     if side is not None:
-        print(f"wrote {side} (labelled rows: retrieved source -> target, then query -> output)")
+        print(f"wrote {side} (labelled rows: retrieved source -> target, then your image -> output)")
     return 0
 
 
-def _write_retrieved(out: Path, image, res) -> Path:
-    """OUT.retrieved.png: one labelled row per retrieved pair, then the query and the output."""
+def _write_retrieved(out: Path, pipe, image, res) -> Path:
+    """OUT.retrieved.png: one labelled row per retrieved pair, then the query and the output (shown as the
+    model sees them, padded to its square, so a non-square photo is not squashed into the grid's cells)."""
     from xprompt.images import image_grid, write_png
 
     side = out.with_name(out.stem + ".retrieved.png")
-    rows = [list(p) for p in res.pairs] + [[image, res.image]]
+    rows = [list(p) for p in res.pairs] + [[pipe.fit(image), pipe.fit(res.image)]]
     caps = [f"retrieved {i + 1} (score {r.score:.2f}): {r.instruction}" for i, r in enumerate(res.retrieved)]
     caps.append(f"your image -> output: {res.instruction}")
     cell = rows[0][0].shape[:2]  # every cell at the first pair's size
     cell = (max(cell[0], 96), max(cell[1], 96))  # big enough to read the labels beside tiny images
-    write_png(side, image_grid(rows, cell, pad=4, header=["input", "output"], captions=caps, strip=14))
+    write_png(
+        side, image_grid(rows, cell, pad=4, header=["input", "output"], captions=caps, strip=26)
+    )  # 2 lines
     return side
 
 

@@ -327,7 +327,7 @@ def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
     assert edited.shape == (40, 40, 3) and edited.dtype == np.uint8  # the input's size, not the model's 32
     grid = np.asarray(Image.open(tmp_path / "out.retrieved.png"))
     # a label strip, then two retrieved pairs + the query/output row, each under a caption strip; 96 px cells
-    assert grid.shape[0] == 4 + (14 + 4) + 3 * (14 + 4 + 96 + 4)
+    assert grid.shape[0] == 4 + (26 + 4) + 3 * (26 + 4 + 96 + 4)
     assert (
         main(
             [
