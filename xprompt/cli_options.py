@@ -33,8 +33,19 @@ SHARED = {
 }
 
 
+def _shared(p: argparse.ArgumentParser):
+    """The parser's "shared options" help section (created once per parser)."""
+    g = getattr(p, "_xprompt_shared", None)
+    if g is None:
+        g = p.add_argument_group(
+            "shared options", "the same on every command that runs a model (docs/model.md)"
+        )
+        p._xprompt_shared = g
+    return g
+
+
 def add_threads_option(p: argparse.ArgumentParser, default: int = 1) -> None:
-    p.add_argument(
+    _shared(p).add_argument(
         "--threads",
         type=int,
         default=default,
@@ -49,9 +60,11 @@ def add_run_options(
     """``--threads``, ``--no-progress``, ``--quiet`` and (``device=True``) ``--device``."""
     add_threads_option(p, threads_default)
     if device:
-        p.add_argument("--device", default=device_default, help=f"torch device (default {device_default})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (stderr)")
-    p.add_argument(
+        _shared(p).add_argument(
+            "--device", default=device_default, help=f"torch device (default {device_default})"
+        )
+    _shared(p).add_argument("--no-progress", action="store_true", help="no progress bars (stderr)")
+    _shared(p).add_argument(
         "--quiet",
         action="store_true",
         help="no progress bars and no tables; still prints where the results were written",
@@ -62,7 +75,7 @@ def add_tokenizer_options(
     p: argparse.ArgumentParser, *, vq_default=None, bpe_default=None, vq_aliases=(), vq_dest="vq"
 ) -> None:
     """``--vq`` (image tokenizer dir, or grid:F) and ``--bpe`` (BPE tokenizer.json or its dir)."""
-    p.add_argument(
+    _shared(p).add_argument(
         "--vq",
         *vq_aliases,
         dest=vq_dest,
@@ -70,7 +83,7 @@ def add_tokenizer_options(
         help="image (VQ) tokenizer dir"
         + (f" (default {vq_default})" if vq_default else " (default: the one recorded with the model/data)"),
     )
-    p.add_argument(
+    _shared(p).add_argument(
         "--bpe",
         default=bpe_default,
         help="BPE tokenizer.json or its dir"
@@ -83,7 +96,7 @@ def add_tokenizer_options(
 def add_image_size_option(
     p: argparse.ArgumentParser, *, default=None, aliases=(), dest="image_size", help=None
 ) -> None:
-    p.add_argument(
+    _shared(p).add_argument(
         "--image-size",
         *aliases,
         dest=dest,
@@ -94,13 +107,13 @@ def add_image_size_option(
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    _shared(p).add_argument(
         "--json", action="store_true", help="print one JSON object on stdout (and nothing else there)"
     )
 
 
 def add_output_size_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    _shared(p).add_argument(
         "--keep-model-size",
         action="store_true",
         help="write the output at the model's size (default: the input's size and aspect ratio)",
@@ -112,7 +125,7 @@ def add_pipeline_options(p: argparse.ArgumentParser, image_out: bool = False) ->
     add_run_options(p)
     add_tokenizer_options(p)
     add_image_size_option(p)
-    p.add_argument(
+    _shared(p).add_argument(
         "--aspect",
         choices=("pad", "bucket"),
         default="pad",
