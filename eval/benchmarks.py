@@ -178,6 +178,8 @@ class EvalConfig:
     magicbrush: str = ""
     magicbrush_split: str = ""
     device: str = "cpu"
+    vq: str = ""  # image tokenizer override (default: the checkpoint's)
+    bpe: str = ""  # BPE override (default: the checkpoint's)
     # real datasets (``eval/real.py``): NAME=PATH specs, the generic folder pair, and reader options
     datasets: list[str] = field(default_factory=list)
     input_dir: str = ""
@@ -571,6 +573,7 @@ def raie_row(
             mode=mode,
             seed=seeds[bi],
             greedy=greedy,
+            keep_model_size=True,  # scored against items at the model's size
         )
         bar.update(1)
     retrieved = [{"instruction": r.retrieved[0].instruction, "task": r.retrieved[0].task,
@@ -862,7 +865,9 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     if pipe is None:
         from xprompt.pipeline import XPrompt
 
-        pipe = XPrompt.from_pretrained(check_checkpoint(cfg.checkpoint), device=cfg.device)
+        pipe = XPrompt.from_pretrained(
+            check_checkpoint(cfg.checkpoint), device=cfg.device, vq=cfg.vq or None, bpe=cfg.bpe or None
+        )
     size = int(cfg.size or pipe.image_size)
     t2i = cfg.benchmark == "t2i"
     greedy = (not t2i) if cfg.greedy is None else bool(cfg.greedy)

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xprompt.cli import add_threads_arg
+from xprompt.cli_options import (
+    add_image_size_option,
+    add_json_option,
+    add_run_options,
+    add_tokenizer_options,
+    emit,
+    progress_on,
+)
 from xprompt.errors import XPromptError
 
 
@@ -55,7 +62,12 @@ def cmd_compare(args) -> int:
         raise XPromptError("--gap takes two row labels: LOW,HIGH")
     md = compare_markdown(entries, gap, _csv(args.metrics) or None)
     atomic_write_text(args.out, md)
-    print(md)
+    if args.json:
+        emit(args, {"output": str(args.out), "rows": [e[0] for e in entries], "markdown": md})
+    elif args.quiet:
+        print(f"xprompt: wrote {args.out}")
+    else:
+        print(md)
     return 0
 
 
@@ -78,7 +90,7 @@ def cmd_probe(args) -> int:
     if args.limit < 1:
         raise XPromptError(f"--limit must be >= 1, got {args.limit}")
     ckpt = check_checkpoint(str(args.checkpoint or shipped("xprompt-tiny")))
-    model, vocab = load_pretrained(ckpt, dtype=torch.float32)
+    model, vocab = load_pretrained(ckpt, dtype=torch.float32, device=args.device)
     r = probe_data(model, args.data, vocab, n=args.limit, mode=args.example_mode or "xp", seed=args.seed)
     report = {"checkpoint": str(ckpt), "data": str(args.data), "samples": r.n_samples, "summary": r.summary(),
               "metrics": r.metrics, "by_family": r.by_family}  # fmt: skip
@@ -93,7 +105,9 @@ def cmd_probe(args) -> int:
             lines.append(
                 f"| {fam} | {cells} | {d['wrong']['changed_loss'] - d['right']['changed_loss']:+.4f} |"
             )
-    if not args.quiet:
+    if args.json:
+        emit(args, {"output": str(args.out), **report})
+    elif not args.quiet:
         print("\n".join(lines))
     print(f"xprompt: wrote {args.out}", file=sys.stderr)
     return 0
@@ -115,58 +129,79 @@ def cmd_eval(args) -> int:
         benchmark=args.name, checkpoint=str(args.checkpoint or shipped("xprompt-tiny")), limit=args.limit,
         seed=args.seed, size=args.size or 0, rows=_csv(args.rows), tasks=_csv(args.tasks),
         greedy=True if args.greedy else (False if args.sample else None), batch_size=args.batch_size,
-        train_mode=args.example_mode or "", clip_weights=args.clip_weights or "", clip_model=args.clip_model,
-        dino_weights=args.dino_weights or "", lpips_weights=args.lpips_weights or "", store=args.store or "",
-        magicbrush=args.magicbrush or "", magicbrush_split=args.split or "", device=args.device,
-        datasets=list(args.dataset or []), input_dir=args.input_dir or "", target_dir=args.target_dir or "",
-        columns=args.columns or "", depth_scale=args.depth_scale, instruction=args.instruction or "",
+        train_mode=getattr(args, "example_mode", None) or "", clip_weights=args.clip_weights or "", clip_model=args.clip_model,
+        dino_weights=args.dino_weights or "", lpips_weights=args.lpips_weights or "",
+        store=getattr(args, "store", None) or "", magicbrush=getattr(args, "magicbrush", None) or "",
+        magicbrush_split=getattr(args, "split", None) or "", device=args.device, vq=args.vq or "",
+        bpe=args.bpe or "", datasets=list(getattr(args, "dataset", None) or []),
+        input_dir=getattr(args, "input_dir", None) or "", target_dir=getattr(args, "target_dir", None) or "",
+        columns=getattr(args, "columns", None) or "", depth_scale=getattr(args, "depth_scale", 1000.0),
+        instruction=getattr(args, "instruction", None) or "",
     )  # fmt: skip
     out = Path(args.out)
     _check_out(out, args.overwrite)
     check_checkpoint(cfg.checkpoint)
-    report, visuals = run(cfg, progress=not args.quiet)
+    report, visuals = run(cfg, progress=progress_on(args))
     write_report(out, report, visuals, overwrite=args.overwrite)
-    if not args.quiet:
+    if args.json:
+        emit(args, {"output": str(out), "report": report})
+    elif not args.quiet:
         print(render_markdown(report))
     print(f"xprompt: wrote {out}/report.json, report.md, grids/, settings.png ({report['elapsed_s']} s)",
           file=sys.stderr)  # fmt: skip
     return 0
 
 
+BENCHMARK_HELP = {
+    "unseen": "unseen tasks (X-Prompt Table 4/5): derain, low-light, object add/remove, depth, inpaint, colorize",
+    "seen": "tasks seen in training: dense prediction, low-level restoration, style and geometry",
+    "raie": "retrieval-augmented editing: text only vs retrieved example vs oracle example",
+    "t2i": "text-to-image",
+}
+
+
 def register(root, groups) -> None:
     p = root.add_parser(
-        "eval", help="run a benchmark (unseen, seen, raie, t2i)",
-        description="Run a benchmark and write report.json, report.md, PNG grids and a bar plot to --out.",
+        "eval", help="run a benchmark (unseen, seen, raie, t2i), compare reports, or probe",
+        description="Run a benchmark and write report.json, report.md, PNG grids and a bar plot to --out; "
+        "`compare` tabulates reports; `probe` asks whether the model reads the example.",
     )  # fmt: skip
-    p.add_argument(
-        "name",
-        metavar="NAME",
-        help="benchmark: unseen | seen | raie | t2i; `compare` (a results table across reports); or `probe` "
-        "(answer loss with the right, a wrong and no example on --data: does the model read the example?)",
-    )
+    sub = p.add_subparsers(dest="name", metavar="NAME", required=True)
+    for name, help_ in BENCHMARK_HELP.items():
+        b = sub.add_parser(name, help=help_, description=help_)
+        _benchmark_args(b, name)
+        b.set_defaults(func=cmd_eval, name=name)
+    _register_compare(sub)
+    _register_probe(sub)
+
+
+def _model_args(p, out_help: str) -> None:
     p.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
-    p.add_argument(
-        "--out", required=True, help="report directory to write (compare: the .md file; probe: a .json file)"
-    )
-    p.add_argument("--limit", type=int, default=8, help="instances per task (default 8; probe: samples)")
-    p.add_argument("--data", default=None, help="probe: a dataset dir written by `xprompt data build`")
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--seed", type=int, default=0, help="instance and sampling seed (default 0)")
-    p.add_argument("--size", type=int, default=None, help="image size in px (default: the checkpoint's)")
-    p.add_argument(
-        "--rows",
-        default=None,
-        help="settings, comma-separated (unseen/seen: none,full,xp and the controls wrong,wrong-inst,identity; "
-        "raie: text,raie,oracle; xp-mask on unseen/seen/raie: only the ground-truth change box is decoded, "
-        "xp-paste: decoded freely and pasted with that box; "
-        "t2i: t2i)",
+    add_run_options(p)
+    add_json_option(p)
+
+
+def _benchmark_args(p, name: str) -> None:
+    _model_args(p, "report directory to write")
+    p.add_argument("--limit", type=int, default=8, help="instances per task (default 8)")
+    add_image_size_option(
+        p, aliases=("--size",), dest="size", help="image size in px (default: the checkpoint's)"
     )
+    add_tokenizer_options(p)
+    rows = {
+        "unseen": "none,full,xp and the controls wrong,wrong-inst,identity; xp-mask: only the ground-truth "
+        "change box is decoded, xp-paste: decoded freely and pasted with that box",
+        "raie": "text,raie,oracle; xp-mask / xp-paste as for unseen",
+        "t2i": "t2i",
+    }
+    rows["seen"] = rows["unseen"]
+    p.add_argument("--rows", default=None, help=f"settings, comma-separated: {rows[name]}")
     p.add_argument("--tasks", default=None, help="restrict to these tasks of the benchmark (comma-separated)")
-    p.add_argument(
-        "--example-mode",
-        choices=("xp", "full"),
-        default=None,
-        help="context mode of the raie/oracle rows and the wrong-example controls (default xp)",
-    )
+    if name != "t2i":
+        p.add_argument("--example-mode", choices=("xp", "full"), default=None,
+                       help="context mode of the raie/oracle rows and the wrong-example controls (default xp)")  # fmt: skip
     g = p.add_mutually_exclusive_group()
     g.add_argument("--greedy", action="store_true", help="greedy decoding everywhere (default: except t2i)")
     g.add_argument("--sample", action="store_true", help="seeded sampling everywhere")
@@ -175,50 +210,50 @@ def register(root, groups) -> None:
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture of --clip-weights")
     p.add_argument("--dino-weights", default=None, help="DINO ViT-S/16 state dict or a transformers dir")
     p.add_argument("--lpips-weights", default=None, help="torchvision AlexNet state dict for LPIPS")
-    p.add_argument("--store", default=None, help="RAIE store (default: the default suite store)")
-    p.add_argument("--magicbrush", default=None, help="raie: a local MagicBrush-format dataset directory")
-    p.add_argument("--split", default=None, help="split of --magicbrush (default test/dev)")
-    p.add_argument(
-        "--dataset",
-        action="append",
-        default=None,
-        metavar="NAME=PATH",
-        help="unseen/seen on a real dataset instead of the suite (repeatable): lol, rain100h, rain100l, nyuv2, "
-        "ade20k, magicbrush, instructpix2pix, edits (with --columns); layouts in docs/datasets.md",
-    )
-    p.add_argument(
-        "--input-dir", default=None, help="unseen/seen: a folder of inputs paired by stem with --target-dir"
-    )
+    if name == "raie":
+        p.add_argument("--store", default=None, help="RAIE store (default: the default suite store)")
+        p.add_argument("--magicbrush", default=None, help="a local MagicBrush-format dataset directory")
+        p.add_argument("--split", default=None, help="split of --magicbrush (default test/dev)")
+    if name in ("unseen", "seen"):
+        _real_dataset_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
+
+
+def _real_dataset_args(p) -> None:
+    p.add_argument("--dataset", action="append", default=None, metavar="NAME=PATH",
+                   help="a real dataset instead of the suite (repeatable): lol, rain100h, rain100l, nyuv2, ade20k, "
+                   "magicbrush, instructpix2pix, edits (with --columns); layouts in docs/datasets.md")  # fmt: skip
+    p.add_argument("--input-dir", default=None, help="a folder of inputs paired by stem with --target-dir")
     p.add_argument("--target-dir", default=None, help="the targets of --input-dir (same file stems)")
-    p.add_argument(
-        "--columns",
-        default=None,
-        help="edit sets: ROLE=COLUMN,... with roles source, target, instruction (required), mask, turn, img_id, "
-        "caption_in, caption_out",
-    )
-    p.add_argument(
-        "--depth-scale",
-        type=float,
-        default=1000.0,
-        help="nyuv2 16-bit PNGs: units per metre (default 1000: mm)",
-    )
+    p.add_argument("--columns", default=None,
+                   help="edit sets: ROLE=COLUMN,... with roles source, target, instruction (required), mask, turn, "
+                   "img_id, caption_in, caption_out")  # fmt: skip
+    p.add_argument("--depth-scale", type=float, default=1000.0,
+                   help="nyuv2 16-bit PNGs: units per metre (default 1000: mm)")  # fmt: skip
     p.add_argument(
         "--instruction", default=None, help="--dataset/--input-dir: replace the dataset's instruction"
     )
-    p.add_argument("--device", default="cpu")
-    add_threads_arg(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing report at --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
-    p.add_argument(
-        "--inputs",
-        nargs="+",
-        default=None,
-        help="compare: LABEL=REPORT_DIR[:ROW] per table row, e.g. 'No context=runs/u:none'",
-    )
-    p.add_argument("--metrics", default=None, help="compare: metric names to keep (default: the paper's)")
-    p.add_argument(
-        "--gap",
-        default=None,
-        help="compare: LOW,HIGH row labels; adds the fraction of the gap each other row closes",
-    )
-    p.set_defaults(func=cmd_eval)
+
+
+def _register_compare(sub) -> None:
+    c = sub.add_parser("compare", help="a results table across reports (Markdown)",
+                       description="Tabulate rows of several eval reports into one Markdown table.")  # fmt: skip
+    c.add_argument("--out", required=True, help="the Markdown file to write")
+    c.add_argument("--inputs", nargs="+", default=None,
+                   help="LABEL=REPORT_DIR[:ROW] per table row, e.g. 'No context=runs/u:none'")  # fmt: skip
+    c.add_argument("--metrics", default=None, help="metric names to keep (default: the paper's)")
+    c.add_argument("--gap", default=None,
+                   help="LOW,HIGH row labels; adds the fraction of the gap each other row closes")  # fmt: skip
+    c.add_argument("--quiet", action="store_true", help="no table on stdout; still prints where it went")
+    add_json_option(c)
+    c.set_defaults(func=cmd_eval, name="compare")
+
+
+def _register_probe(sub) -> None:
+    pr = sub.add_parser("probe", help="does the model read the example? (answer loss: right/wrong/no example)",
+                        description="Answer loss with the right, a wrong and no example on --data.")  # fmt: skip
+    _model_args(pr, "the JSON file to write")
+    pr.add_argument("--data", default=None, help="a dataset dir written by `xprompt data build`")
+    pr.add_argument("--limit", type=int, default=8, help="samples (default 8)")
+    pr.add_argument("--example-mode", choices=("xp", "full"), default=None, help="context mode (default xp)")
+    pr.set_defaults(func=cmd_eval, name="probe")

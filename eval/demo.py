@@ -18,12 +18,13 @@ Design choices
 from __future__ import annotations
 
 import html
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from xprompt.cli import add_threads_arg
+from xprompt.cli_options import add_pipeline_options, emit, pipeline_from_args, progress_on
 from xprompt.errors import XPromptError
 
 DEFAULT_TASKS = ("invert", "derain", "low_light_enhance")
@@ -41,7 +42,7 @@ def register(root, groups) -> None:
     p.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="task names from the task suite")
     p.add_argument("--queries", type=int, default=3, help="queries per task")
-    add_threads_arg(p)
+    add_pipeline_options(p)
     p.add_argument("--modes", nargs="+", default=["xp"], choices=["xp", "full", "none"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", action="store_true", help="sample (top-k) instead of greedy decoding")
@@ -67,7 +68,6 @@ def _photo_pairs(task_name: str, n: int, size: int, seed: int):
 
 def run(args) -> int:
     from xprompt.paths import shipped
-    from xprompt.pipeline import XPrompt
     from xprompt.train.heldout import excluded_tasks
 
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
@@ -76,7 +76,7 @@ def run(args) -> int:
             f"model checkpoint not found: {ckpt} (train one with `xprompt train model`, see docs/training.md)"
         )
     t0 = time.time()
-    xp = XPrompt.from_pretrained(ckpt)
+    xp = pipeline_from_args(args, ckpt)
     size = xp.image_size
     rows, meta = [], []
     held_out = set(excluded_tasks("train"))
@@ -93,6 +93,7 @@ def run(args) -> int:
                 mode=mode,
                 seed=args.seed,
                 greedy=not args.sample,
+                progress=progress_on(args) and sys.stderr.isatty(),
             )
             for q, vc, vq, out in zip(queries, vqcopy, ceiling, outs, strict=True):
                 rows.append([example[0], example[1], q.inputs[0], vc, out, q.output])
@@ -101,7 +102,12 @@ def run(args) -> int:
                 )
     out_dir = Path(args.out)
     grid_path, html_path = write_outputs(out_dir, rows, meta, ckpt, time.time() - t0)
-    print(f"rows beating the copy baseline's MSE: {sum(m['beats_copy'] for m in meta)}/{len(meta)}")
+    beats = sum(m["beats_copy"] for m in meta)
+    if args.json:
+        emit(args, {"grid": str(grid_path), "page": str(html_path), "rows": len(meta), "beats_copy": beats})
+        return 0
+    if not args.quiet:
+        print(f"rows beating the copy baseline's MSE: {beats}/{len(meta)}")
     print(f"grid: {grid_path}")
     print(f"page: {html_path}")
     return 0
@@ -127,9 +133,16 @@ def write_outputs(out_dir: Path, rows, meta, ckpt: Path, seconds: float) -> tupl
 
     out_dir.mkdir(parents=True, exist_ok=True)
     h, w = rows[0][0].shape[:2]
-    grid_path = write_png(
-        out_dir / "demo_grid.png", image_grid(rows, (2 * h, 2 * w), pad=4)
+    heads = ["example in", "example out", "query", "VQ copy", "output", "ground truth"]
+    caps = [
+        f"{m['task']} ({m['mode']}{', held out' if m['held_out'] else ''}): MSE {m['mse_output']:.0f} vs copy "
+        f"{m['mse_copy']:.0f}{' - beats copy' if m['beats_copy'] else ''}"
+        for m in meta
+    ]
+    grid = image_grid(
+        rows, (2 * h, 2 * w), pad=4, header=heads, captions=caps, strip=14
     )  # 2x: pixels visible
+    grid_path = write_png(out_dir / "demo_grid.png", grid)
     cells = []
     img_dir = out_dir / "images"
     img_dir.mkdir(exist_ok=True)

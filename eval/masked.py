@@ -108,7 +108,7 @@ def masked_raie(
 
     if paste:
         res = pipe.edit([it.query for it in items], [it.instruction for it in items], store=store, k=1,
-                        mode=mode, seed=seed, greedy=greedy)  # fmt: skip
+                        mode=mode, seed=seed, greedy=greedy, keep_model_size=True)  # fmt: skip
         return [blend(pipe.fit(it.query), r.image, item_mask(it)) for it, r in zip(items, res, strict=True)]
     res = pipe.edit(
         [it.query for it in items],
@@ -119,5 +119,6 @@ def masked_raie(
         seed=seed,
         greedy=greedy,
         mask=[item_mask(it) for it in items],
+        keep_model_size=True,
     )
     return [r.image for r in res]

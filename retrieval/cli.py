@@ -10,7 +10,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from xprompt.cli import add_mask_args, add_threads_arg, mask_kwargs
+from xprompt.cli import add_mask_args, mask_kwargs
+from xprompt.cli_options import (
+    add_image_size_option,
+    add_json_option,
+    add_pipeline_options,
+    add_run_options,
+    emit,
+    pipeline_from_args,
+    progress_on,
+)
 from xprompt.errors import XPromptError
 from xprompt.retrieval.default_store import open_store
 from xprompt.retrieval.sources import DEFAULT_SIZE, load_pairs
@@ -45,10 +54,15 @@ def cmd_index_build(args) -> int:
         target_column=args.target_column,
         limit=args.limit,
         columns=args.columns or "",
+        progress=progress_on(args),
     )
     store = InstructionStore(args.encoder, cfg)
-    store.add_table(table)
+    store.add_table(table, progress=None if progress_on(args) else False)
     store.save(out, overwrite=args.overwrite)
+    if args.json:
+        emit(args, {"output": str(out), "examples": len(store), "encoder": store.encoder.name,
+                    "dim": store.encoder.dim, "factory": cfg.factory, "seconds": round(time.time() - t0, 2)})  # fmt: skip
+        return 0
     print(
         f"wrote {out}: {len(store)} examples, encoder {store.encoder.name} (dim {store.encoder.dim}), "
         f"index {cfg.factory}, {time.time() - t0:.1f} s"
@@ -60,28 +74,22 @@ def cmd_index_search(args) -> int:
     store = open_store(args.store, args.encoder)
     results = store.search([args.instruction], k=args.k)[0]
     if args.json:
-        import json
-
-        print(
-            json.dumps(
-                [
-                    {
-                        "rank": r + 1,
-                        "score": round(s, 6),
-                        "id": rec.id,
-                        "task": rec.task,
-                        "instruction": rec.instruction,
-                        **(
-                            {"turn_index": rec.turn_index, "has_mask": rec.mask is not None}
-                            if store.has_extra
-                            else {}
-                        ),
-                    }
-                    for r, (s, rec) in enumerate(results)
-                ],
-                indent=2,
-            )
-        )
+        hits = [
+            {
+                "rank": r + 1,
+                "score": round(s, 6),
+                "id": rec.id,
+                "task": rec.task,
+                "instruction": rec.instruction,
+                **(
+                    {"turn_index": rec.turn_index, "has_mask": rec.mask is not None}
+                    if store.has_extra
+                    else {}
+                ),
+            }
+            for r, (s, rec) in enumerate(results)
+        ]
+        emit(args, {"instruction": args.instruction, "store": str(args.store or "default"), "results": hits})
         return 0
     print(f"{'rank':>4}  {'score':>6}  {'task':<20}  instruction")
     for r, (s, rec) in enumerate(results):
@@ -90,9 +98,8 @@ def cmd_index_search(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from xprompt.images import image_grid, write_png
+    from xprompt.images import write_png
     from xprompt.paths import shipped
-    from xprompt.pipeline import XPrompt
     from xprompt.retrieval.encoders import check_instructions
     from xprompt.tokenizer.image_io import load_image
 
@@ -104,7 +111,7 @@ def cmd_edit(args) -> int:
         raise XPromptError(f"-o {out}: the edited image is written as PNG; use a .png path")
     image = load_image(args.image)
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped("xprompt-tiny")
-    model = XPrompt.from_pretrained(ckpt)  # before retrieval: a bad checkpoint fails fast
+    model = pipeline_from_args(args, ckpt)  # before retrieval: a bad checkpoint fails fast
     res = model.edit(
         image,
         instruction,
@@ -114,21 +121,45 @@ def cmd_edit(args) -> int:
         image_weight=args.image_weight,
         seed=args.seed,
         greedy=args.greedy,
+        progress=progress_on(args) and sys.stderr.isatty(),
+        keep_model_size=args.keep_model_size,
         **mask_kwargs(args),
     )
-    if args.show_retrieved:
+    if args.show_retrieved and not args.json:
         for r, hit in enumerate(res.retrieved):
             print(
                 f"retrieved {r + 1}: score {hit.score:.3f}  [{hit.task}]  {hit.instruction}", file=sys.stderr
             )
     write_png(out, res.image)
-    print(f"wrote {out} (mode {res.mode}, {len(res.retrieved)} retrieved example(s))")
-    if args.show_retrieved and res.retrieved:
-        side = out.with_name(out.stem + ".retrieved.png")
-        rows = [list(p) for p in res.pairs] + [[image, res.image]]
-        write_png(side, image_grid(rows, rows[0][0].shape[:2]))  # every cell at the first pair's size
-        print(f"wrote {side} (rows: retrieved source -> target, then query -> output)")
+    side = _write_retrieved(out, model, image, res) if args.show_retrieved and res.retrieved else None
+    h, w = res.image.shape[:2]
+    if args.json:
+        retrieved = [{"instruction": r.instruction, "task": r.task, "score": round(r.score, 6)}
+                     for r in res.retrieved]  # fmt: skip
+        emit(args, {"output": str(out), "width": w, "height": h, "mode": res.mode, "retrieved": retrieved,
+                    "retrieved_grid": str(side) if side else None})  # fmt: skip
+        return 0
+    print(f"wrote {out} ({w}x{h}; mode {res.mode}, {len(res.retrieved)} retrieved example(s))")
+    if side is not None:
+        print(f"wrote {side} (labelled rows: retrieved source -> target, then your image -> output)")
     return 0
+
+
+def _write_retrieved(out: Path, pipe, image, res) -> Path:
+    """OUT.retrieved.png: one labelled row per retrieved pair, then the query and the output (shown as the
+    model sees them, padded to its square, so a non-square photo is not squashed into the grid's cells)."""
+    from xprompt.images import image_grid, write_png
+
+    side = out.with_name(out.stem + ".retrieved.png")
+    rows = [list(p) for p in res.pairs] + [[pipe.fit(image), pipe.fit(res.image)]]
+    caps = [f"retrieved {i + 1} (score {r.score:.2f}): {r.instruction}" for i, r in enumerate(res.retrieved)]
+    caps.append(f"your image -> output: {res.instruction}")
+    cell = rows[0][0].shape[:2]  # every cell at the first pair's size
+    cell = (max(cell[0], 96), max(cell[1], 96))  # big enough to read the labels beside tiny images
+    write_png(
+        side, image_grid(rows, cell, pad=4, header=["input", "output"], captions=caps, strip=26)
+    )  # 2 lines
+    return side
 
 
 def _json_texts(path: str) -> list[str]:
@@ -217,7 +248,13 @@ def _register_build(index) -> None:
         action="store_true",
         help="also embed the source images (openclip encoders) for image-aware retrieval",
     )
-    b.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image size of suite pairs (px)")
+    add_image_size_option(
+        b,
+        default=DEFAULT_SIZE,
+        aliases=("--size",),
+        dest="size",
+        help=f"image size of suite pairs in px ({DEFAULT_SIZE})",
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of suite pairs")
     b.add_argument("--split", default=None, help="split of a DatasetDict source (default train)")
     b.add_argument("--limit", type=int, default=None, help="use at most this many rows of a datasets source")
@@ -225,7 +262,8 @@ def _register_build(index) -> None:
     b.add_argument("--source-column", default="source_img")
     b.add_argument("--target-column", default="target_img")
     b.add_argument("--columns", default=None, help="--pairs edits=PATH: ROLE=COLUMN,... (docs/datasets.md)")
-    add_threads_arg(b)
+    add_run_options(b, device=False)
+    add_json_option(b)
     b.set_defaults(func=cmd_index_build)
 
 
@@ -241,8 +279,8 @@ def _register_search(index) -> None:
     s.add_argument(
         "--encoder", default=None, help="query encoder (default: the one the store was built with)"
     )
-    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_threads_arg(s)
+    add_run_options(s, device=False)
+    add_json_option(s)
     s.set_defaults(func=cmd_index_search)
 
 
@@ -273,7 +311,7 @@ def _register_train_encoder(index) -> None:
         default=d.order_weight,
         help="weight of the same-operation-over-same-object margin loss (0 = off)",
     )
-    add_threads_arg(t)
+    add_run_options(t, device=False)
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick runs)")
     t.add_argument(
         "--exclude",
@@ -304,6 +342,7 @@ def _register_edit(root) -> None:
         help="print the retrieved instructions and write OUT.retrieved.png",
     )
     e.add_argument("--checkpoint", default=None, help="model directory (default: checkpoints/xprompt-tiny)")
+    add_pipeline_options(e, image_out=True)
     e.add_argument(
         "--encoder",
         default=None,
@@ -318,5 +357,4 @@ def _register_edit(root) -> None:
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     add_mask_args(e)
-    add_threads_arg(e)
     e.set_defaults(func=cmd_edit)

@@ -161,9 +161,11 @@ def reader_table(spec: str, *, split: str | None = None, columns: str = "", limi
     return _with_extra(table)
 
 
-def load_pairs(spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, columns: str = "", **kw):
+def load_pairs(
+    spec: str, *, size: int = DEFAULT_SIZE, seed: int = 0, columns: str = "", progress: bool = True, **kw
+):
     if spec.startswith("suite:"):
-        return suite_table(spec, size=size, seed=seed)
+        return suite_table(spec, size=size, seed=seed, progress=progress)
     from xprompt.readers import DATASETS
 
     if spec.partition("=")[0].strip().lower() in DATASETS and "=" in spec:

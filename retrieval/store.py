@@ -320,9 +320,12 @@ class InstructionStore:
         )
         self.add_table(table, vectors=vectors)
 
-    def add_table(self, table, *, vectors: np.ndarray | None = None, batch: int = 4096) -> None:
+    def add_table(
+        self, table, *, vectors: np.ndarray | None = None, batch: int = 4096, progress: bool | None = None
+    ) -> None:
         """Append a ``datasets.Dataset`` with the store's columns (images as ``Image`` features); only the
-        instruction column is read into memory, the images stay in the table's Arrow files."""
+        instruction column is read into memory, the images stay in the table's Arrow files. ``progress``: the
+        encoder's bar (None: shown for large tables only; False: never)."""
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise XPromptError(f"metadata table lacks column(s) {missing}; needs {list(COLUMNS)}")
@@ -336,7 +339,9 @@ class InstructionStore:
                 with quiet_datasets():
                     table = table.cast(_features())
         if vectors is None:
-            vectors = self.encoder.encode(table["instruction"])
+            vectors = self.encoder.encode(
+                table["instruction"], **({} if progress is None else {"progress": progress})
+            )
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D)
         if vectors.shape != (len(table), self.encoder.dim):
             raise XPromptError(

@@ -37,8 +37,9 @@ def test_demo_writes_grid_and_page(tmp_path, capsys):
     assert f"grid: {out / 'demo_grid.png'}" in printed and f"page: {out / 'index.html'}" in printed
     assert "rows beating the copy baseline's MSE: " in printed and "/8" in printed
     grid = Image.open(out / "demo_grid.png")
-    # 2 tasks x 2 queries x 2 modes rows, 6 columns of 32 px images at scale 2
-    assert grid.size == (6 * (64 + 4) + 4, 8 * (64 + 4) + 4)
+    # 2 tasks x 2 queries x 2 modes rows, 6 columns of 32 px images at scale 2, a 14 px column-label strip
+    # and a 14 px caption strip above every row (each followed by 4 px of padding)
+    assert grid.size == (6 * (64 + 4) + 4, 8 * (64 + 4) + 4 + 9 * (14 + 4))
     page = (out / "index.html").read_text()
     assert page.count("<tr>") == 9 and "(held out)" in page and "copy" in page and "VQ-copy" in page
     assert page.count("beats copy") + page.count("does not beat copy") >= 8  # a verdict on every row

@@ -145,8 +145,9 @@ def test_raie_with_magicbrush_and_a_store(ckpt, pipe, tmp_path):
 
 def test_cli_errors_exit_2(ckpt, tmp_path, capsys):
     out = str(tmp_path / "o")
-    assert main(["eval", "nope", "--checkpoint", str(ckpt), "--out", out]) == 2
-    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # each benchmark is a subcommand: argparse names the choices
+        main(["eval", "nope", "--checkpoint", str(ckpt), "--out", out])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
     (tmp_path / "notck").mkdir()
     assert main(["eval", "unseen", "--checkpoint", str(tmp_path / "notck"), "--out", out]) == 2
     assert "is not a model checkpoint" in capsys.readouterr().err
@@ -187,7 +188,10 @@ def test_cli_runs_and_writes(ckpt, tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert list(rep["tasks"]) == ["derain", "colorization"] and rep["config"]["limit"] == 1
     assert main(args) == 2  # exists now
-    assert main(args + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--overwrite", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)  # --json: one JSON object on stdout, nothing else
+    assert rec["output"] == str(out) and list(rec["report"]["tasks"]) == ["derain", "colorization"]
 
 
 def test_gap_closed_and_compare_table(ckpt, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """``xprompt export``: a run's model becomes a bf16 release folder that records its tokenizers relatively."""
 
 import json
+import stat
 import subprocess
 import sys
 
@@ -21,10 +22,14 @@ def test_export_bf16_release_loads_with_its_tokenizers(tmp_path):
         "path": str(shipped("vq-64")),
         "fingerprint": tokenizer_fingerprint("vq", shipped("vq-64")),
     }
+    meta["extra"]["training"]["train_config"] = {"mode": "xp", "mode_mix": {"full": 1.0, "xp": 3.0}}
     (src / "meta.json").write_text(json.dumps(meta))
     out = export(src, tmp_path / "release")
     rel = json.loads((out / "meta.json").read_text())
     assert rel["dtype"] == "bfloat16"
+    assert rel["extra"]["trained_mode"] == ["xp", "full"]  # the layouts it read examples in, most used first
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes["model.safetensors"] == modes["meta.json"], modes  # not safetensors' own 0600
     assert not any(p.startswith("/") for p in rel["extra"]["tokenizers"].values())
     a, _ = load_pretrained(src)
     b, _ = load_pretrained(out)

@@ -57,7 +57,7 @@ def test_build_from_suite_and_search(suite_store, capsys):
         )
         == 0
     )
-    hits = json.loads(capsys.readouterr().out)
+    hits = json.loads(capsys.readouterr().out)["results"]  # one JSON object on stdout
     assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     assert hits[0]["task"] == "remove_object"
     assert main(["index", "search", "--store", str(suite_store), "--instruction", "Swap the backdrop"]) == 0
@@ -324,9 +324,10 @@ def test_edit_show_retrieved_and_no_retrieval(suite_store, tmp_path, capsys):
     cap = capsys.readouterr()
     assert cap.err.count("retrieved ") == 2 and "mode xp, 2 retrieved" in cap.out
     edited = np.asarray(Image.open(out))
-    assert edited.shape == (32, 32, 3) and edited.dtype == np.uint8
+    assert edited.shape == (40, 40, 3) and edited.dtype == np.uint8  # the input's size, not the model's 32
     grid = np.asarray(Image.open(tmp_path / "out.retrieved.png"))
-    assert grid.shape[0] == 3 * 32  # two retrieved pairs + the query/output row
+    # a label strip, then two retrieved pairs + the query/output row, each under a caption strip; 96 px cells
+    assert grid.shape[0] == 4 + (26 + 4) + 3 * (26 + 4 + 96 + 4)
     assert (
         main(
             [
@@ -417,7 +418,7 @@ def test_op_encoder_store_end_to_end(tmp_path, capsys):
         ("Get rid of the grain in this photo", "denoise"),
     ):
         assert main(["index", "search", "--store", str(out), "--instruction", text, "-k", "1", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)[0]["task"] == task, text
+        assert json.loads(capsys.readouterr().out)["results"][0]["task"] == task, text
     assert main(["index", "search", "--store", str(out), "--instruction", "x", "--encoder", "minilm"]) == 2
     err = capsys.readouterr().err
     assert "was built with encoder all-MiniLM-L6-v2 (dim 398" in err and len(err.strip().splitlines()) == 1

@@ -304,3 +304,32 @@ def test_real_sigint_saves_a_usable_checkpoint(tmp_path, data):
         os.environ.clear()
         os.environ.update(saved)
     assert res["steps"] == step + 1
+
+
+def test_resume_with_changed_settings_warns_once_listing_them(tmp_path, data, capsys, env):
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(dict(TINY, steps=1)))
+    base = ["--config", c, "--data", data, "--out", tmp_path / "r", "--no-progress"]
+    code, err = _cli(base, capsys)
+    assert code == 0 and "xprompt: warning" not in err
+    assert "No CUDA runtime is found" not in err  # expected on a CPU machine: not shown
+    code, err = _cli([*base, "--resume", "--set", "steps=2", "--set", "lr=0.001"], capsys)
+    assert code == 0 and err.count("xprompt: warning:") == 1 and "changed setting(s) lr, steps" in err
+    code, err = _cli([*base, "--resume", "--set", "steps=2", "--set", "lr=0.001"], capsys)
+    assert (
+        code == 0 and "xprompt: warning" not in err
+    )  # the same settings as the last session: nothing to say
+
+
+def test_first_run_says_what_deepspeed_builds(tmp_path, capsys, monkeypatch):
+    from xprompt.train import dist
+
+    monkeypatch.setattr(dist, "device_type", lambda: "cpu")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    dist.note_extension_build()
+    err = capsys.readouterr().err
+    assert "DeepSpeed compiles its CPU communication op into" in err and str(tmp_path / "ext") in err
+    (tmp_path / "ext" / "deepspeed_shm_comm").mkdir(parents=True)
+    (tmp_path / "ext" / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").write_bytes(b"")
+    dist.note_extension_build()
+    assert capsys.readouterr().err == ""  # built already: nothing to say

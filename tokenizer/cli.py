@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from xprompt.cli import add_threads_arg
+from xprompt.cli_options import add_threads_option, progress_on
 from xprompt.errors import XPromptError
 
 
@@ -42,7 +42,7 @@ def register(root, groups) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-images", type=int, default=64, help="held-out images per source for the monitor")
     p.add_argument("--seed", type=int, default=0)
-    add_threads_arg(p)
+    add_threads_option(p)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this wall time")
     p.add_argument("--init", help="continue from this checkpoint (same architecture)")
     p.add_argument(
@@ -52,7 +52,8 @@ def register(root, groups) -> None:
         metavar="PATH",
         help="validate an image file with the tokenizer's loader and exit (repeatable)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (stderr)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; still prints where results went")
     p.set_defaults(func=_train_tokenizer)
 
     b = train.add_parser(
@@ -112,7 +113,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
     )
     if args.init and not Path(args.init, "config.json").is_file():
         raise XPromptError(f"--init {args.init}: no VQ checkpoint there (config.json missing)")
-    result = train_vq(cfg, args.out, init=args.init, progress=not args.quiet)
+    result = train_vq(cfg, args.out, init=args.init, progress=progress_on(args))
     print(json.dumps({"out": str(args.out), **result}))
     return 0
 
@@ -165,5 +166,14 @@ def _train_bpe(args: argparse.Namespace) -> int:
     if counter["n"] == 0:
         raise XPromptError("no training text: the corpus and --text files are empty")
     tok.save(out)
+    if tok.vocab_size < args.vocab_size:
+        from xprompt.errors import xprompt_warn
+
+        xprompt_warn(
+            f"the BPE has {tok.vocab_size:,} entries, fewer than the {args.vocab_size:,} asked for: the text "
+            f"has no more pairs seen at least --min-frequency {args.min_frequency} times (add --text files "
+            "or lower --min-frequency)",
+            stacklevel=2,
+        )
     print(json.dumps({"out": str(out), "vocab_size": tok.vocab_size, "texts": counter["n"]}))
     return 0

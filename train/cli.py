@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from xprompt.cli_options import add_run_options, progress_on
 from xprompt.errors import ConfigError
 
 
@@ -52,9 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="stop this session after N optimizer steps (checkpointed; continue with --resume)",
     )
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)"
-    )
+    add_run_options(p, threads_default=0, device_default="auto")  # training: torch's threads per process
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -75,7 +74,11 @@ def run(args) -> int:
     from xprompt.train.train_config import load_train_config
     from xprompt.train.trainer import train
 
-    cfg = load_train_config(args.config, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.threads > 0:  # --threads N is --set num_threads=N
+        overrides.setdefault("num_threads", args.threads)
+    cfg = load_train_config(args.config, overrides)
+    _use_device(args.device)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError("--stop-after must be >= 1")
     summary = train(
@@ -87,7 +90,7 @@ def run(args) -> int:
         val_data=args.val_data,
         stop_after=args.stop_after,
         local_rank=args.local_rank,
-        progress=not args.no_progress,
+        progress=progress_on(args),
         zero_stage_override=args.zero_stage,
     )
     if summary.get("is_main", True):
@@ -96,6 +99,22 @@ def run(args) -> int:
             f"({summary['tokens_seen']:,} tokens); model: {summary['model']}"
         )
     return 0
+
+
+def _use_device(device: str) -> None:
+    """``--device cpu`` hides any GPU (and DeepSpeed uses its CPU accelerator); ``cuda`` requires one."""
+    import os
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda for training, got {device!r}")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["DS_ACCELERATOR"] = "cpu"
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible here; use --device cpu (or auto)")
 
 
 def register(root, groups) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from xprompt.cli_options import add_image_size_option, add_run_options, add_tokenizer_options, progress_on
 from xprompt.errors import XPromptError
 
 
@@ -22,15 +23,12 @@ def register(root, groups) -> None:
                      description="Build a pre-tokenized task-suite dataset (datasets.save_to_disk, xp layout).")  # fmt: skip
     b.add_argument("--split", default="train", help="train | full | eval | no_<task> (see docs/tasks.md)")
     b.add_argument("--n", type=int, required=True, help="number of samples")
-    b.add_argument(
-        "--size", type=int, default=64, help="image side in pixels (a multiple of the tokenizer factor)"
-    )
+    add_image_size_option(b, default=64, aliases=("--size",), dest="size",
+                          help="image side in pixels (a multiple of the tokenizer factor; default 64)")  # fmt: skip
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument(
-        "--tokenizer", default=str(shipped("vq-64")), help="VQ checkpoint dir (or grid:F for tests)"
-    )
-    b.add_argument("--bpe", default=str(shipped("bpe")), help="BPE tokenizer.json or its directory")
+    add_tokenizer_options(b, vq_default=str(shipped("vq-64")), bpe_default=str(shipped("bpe")),
+                          vq_aliases=("--tokenizer",), vq_dest="tokenizer")  # fmt: skip
     b.add_argument("--num-xp", type=int, default=16, help="number of X-Prompt tokens S in the vocabulary")
     b.add_argument("--vocab", default="", help="tokenize into this vocab.json (a model's, e.g. from `xprompt "
                    "convert published`) instead of building one from the tokenizers")  # fmt: skip
@@ -60,7 +58,7 @@ def register(root, groups) -> None:
     )
     b.add_argument("--depth-scale", type=float, default=1000.0, help="nyuv2 16-bit PNGs: units per metre")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(b, device=False)
     b.set_defaults(func=cmd_build)
 
     s = g.add_parser("show", help="write a PNG grid of decoded samples",
@@ -108,7 +106,7 @@ def cmd_build(args) -> int:
         raise XPromptError(
             "--shard-size, --workers and --group-size must be >= 1, --num-xp and --source-limit >= 0"
         )
-    if args.quiet:
+    if not progress_on(args):
         import datasets
 
         datasets.disable_progress_bars()
@@ -120,7 +118,7 @@ def cmd_build(args) -> int:
         source_limit=args.source_limit, columns=args.columns, depth_scale=args.depth_scale, vocab=args.vocab,
     )  # fmt: skip
     card = build_dataset(cfg, args.out, tokenizer=args.tokenizer, bpe=args.bpe, overwrite=args.overwrite,
-                         progress=not args.quiet)  # fmt: skip
+                         progress=progress_on(args))  # fmt: skip
     summary = {
         k: card[k]
         for k in ("split", "n", "n_total", "size", "num_shards", "tokens", "build_seconds")

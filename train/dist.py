@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from xprompt.paths import REPO_ROOT
 
@@ -49,6 +50,7 @@ def setup_env(local_rank_arg: int | None = None) -> DistInfo:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # skips DeepSpeed's "unable to detect" warning
+        _quiet_cpu_build_noise()
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if not launched:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
@@ -66,6 +68,34 @@ def setup_env(local_rank_arg: int | None = None) -> DistInfo:
         world_size=world,
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         launched=launched,
+    )
+
+
+def _quiet_cpu_build_noise() -> None:
+    """On a CPU machine, DeepSpeed's op builder imports ``torch.utils.cpp_extension``, which logs "No CUDA
+    runtime is found" (expected here: the op is built for the CPU) and setuptools' distutils deprecation
+    warning; neither says anything to act on, so they are not shown (``note_extension_build`` says what runs)."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+
+
+def note_extension_build() -> None:
+    """Say what the first run on a machine waits for: DeepSpeed JIT-compiles its CPU shared-memory op into
+    ``TORCH_EXTENSIONS_DIR`` once (tens of seconds; later runs load it)."""
+    import sys
+
+    if device_type() != "cpu":
+        return
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", REPO_ROOT / ".cache" / "torch_extensions"))
+    if any(root.glob("deepspeed_shm_comm*/*.so")):
+        return
+    print(
+        f"xprompt: first run here: DeepSpeed compiles its CPU communication op into {root} "
+        "(about 20-60 s, once; later runs reuse it)",
+        file=sys.stderr,
     )
 
 

@@ -20,6 +20,7 @@ Design choices
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def load_train_config(path, overrides: dict | None = None) -> TrainConfig:
 
         data = config_to_dict(cfg)
         data.update(overrides)
-        cfg = config_from_dict(TrainConfig, data, where=str(path))
+        # the file itself loaded cleanly above, so whatever fails now is a --set value: say so
+        sets = " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+        cfg = config_from_dict(TrainConfig, data, where=f"--set {sets} (on {path})")
     return cfg
 
 

@@ -643,6 +643,14 @@ def train(
         val_data=val_data,
         zero_stage_override=zero_stage_override,
     )
+    if run.changed and info.is_main:
+        from xprompt.errors import xprompt_warn
+
+        changes = ", ".join(f"{k}" for k in run.changed)
+        xprompt_warn(f"--resume: continuing with changed setting(s) {changes} (the run started with others; "
+                     "see train_config.json)", stacklevel=2)  # fmt: skip
+    if info.is_main and progress:
+        dist.note_extension_build()
     device = dist.init_process_group(info)
     _write_run_files(run, dist.set_threads(info, cfg.num_threads))
     dist.barrier()

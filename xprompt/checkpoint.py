@@ -16,13 +16,14 @@ unexpected or mis-shaped weight). No pickles anywhere.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from xprompt.config_io import config_from_dict, config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
-from xprompt.io_utils import atomic_dir
+from xprompt.io_utils import atomic_dir, file_mode
 from xprompt.model_config import ModelConfig
 
 FORMAT = "xprompt-model/1"
@@ -61,6 +62,7 @@ def save_pretrained(
             json.dumps(config_to_dict(model.cfg), indent=2, sort_keys=True) + "\n"
         )
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        os.chmod(tmp / "model.safetensors", file_mode())  # safetensors writes 0600; match the siblings
         vocab.save(tmp / "vocab.json")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path

@@ -16,7 +16,9 @@ where a process starts, and not when the package is imported, so a program impor
 environment.
 
 Errors: ``XPromptError`` (bad input) is printed as one line ``xprompt: error: ...`` with exit code 2;
-argparse usage errors also exit 2.
+argparse usage errors also exit 2. Warnings (``XPromptWarning``) are one line ``xprompt: warning: ...``.
+Shared options (``--threads``, ``--device``, ``--no-progress``, ``--quiet``, ``--vq``/``--bpe``,
+``--image-size``, ``--json``, ``--keep-model-size``) are defined once in ``xprompt.cli_options``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
-from xprompt.errors import XPromptError
+from xprompt.errors import XPromptError, XPromptWarning
 
 GROUPS = {
     "train": "train the text tokenizer, the VQ image tokenizer or the model",
@@ -94,13 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=default,
-        help=f"torch CPU threads (default {default}; 0 = torch's default, one per core). More threads "
-        "help big models on an idle machine; on a shared one they spin and slow everything down",
-    )
+    """``--threads`` alone (the shared option sets are in ``xprompt.cli_options``)."""
+    from xprompt.cli_options import add_threads_option
+
+    add_threads_option(p, default)
 
 
 def add_mask_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -144,11 +144,21 @@ def _apply_threads(args) -> None:
         torch.set_num_threads(n)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``XPromptWarning`` as one line ``xprompt: warning: ...`` on stderr; others as Python shows them."""
+    if issubclass(category, XPromptWarning):
+        print(f"xprompt: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_command(func, args) -> int:
     """Run ``func(args)`` (after ``--threads``): ``XPromptError`` -> one line on stderr, exit 2; Ctrl-C -> 130."""
     try:
-        _apply_threads(args)
-        return int(func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            _apply_threads(args)
+            return int(func(args) or 0)
     except XPromptError as e:
         print(f"xprompt: error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ Design choices
 * ``--lora ADAPTER`` merges a LoRA adapter (``xprompt.lora``) into the base weights first, so the release holds
   plain weights; the base may be an xprompt checkpoint or a Chameleon / Lumina-mGPT HF folder (its tokenizer
   folder is then recorded as the release's tokenizers).
+* ``extra.trained_mode`` records the context mode(s) the model saw examples in (from the run's train config),
+  so ``XPrompt`` can warn when asked for another layout. ``model.safetensors`` gets the usual 0644 mode.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
     import torch
 
     from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta, save_pretrained
-    from xprompt.pipeline import check_trained_with, dig
+    from xprompt.pipeline import check_trained_with, dig, trained_mode
 
     src, out = Path(src), Path(out)
     if not (src / "meta.json").is_file() or is_hf_checkpoint(src):
@@ -103,6 +105,9 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
         check_trained_with(src, extra, kind, spec)
         refs[kind] = os.path.relpath(Path(spec).resolve(), out.resolve().parent / out.name)
     extra["tokenizers"] = refs
+    modes = trained_mode(extra)
+    if modes:  # the layout(s) the model read examples in, for the pipeline's mode-mismatch warning
+        extra["trained_mode"] = list(modes)
     model, vocab = load_pretrained(src)
     return save_pretrained(
         out, model, vocab, extra=extra, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32

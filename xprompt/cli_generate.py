@@ -17,30 +17,18 @@ import io
 import sys
 from pathlib import Path
 
-from xprompt.cli import add_mask_args, add_threads_arg, mask_kwargs
+from xprompt.cli import add_mask_args, mask_kwargs
+from xprompt.cli_options import add_pipeline_options, emit, pipeline_from_args, progress_on
 from xprompt.errors import XPromptError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def _common(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, sampling: bool = True, image_out: bool = False) -> None:
     p.add_argument(
         "--checkpoint", help="model checkpoint dir (default: the shipped checkpoints/xprompt-tiny)"
     )
-    p.add_argument(
-        "--vq", help="image tokenizer dir (default: the one recorded in the checkpoint, else vq-64)"
-    )
-    p.add_argument("--bpe", help="BPE tokenizer.json or dir (default: recorded in the checkpoint, else bpe)")
-    p.add_argument(
-        "--tokenizer",
-        help="Chameleon tokenizer folder (text_tokenizer.json, vqgan.yaml, vqgan.ckpt) of a Chameleon / "
-        "Lumina-mGPT --checkpoint (default: found beside it)",
-    )
-    p.add_argument(
-        "--image-size", type=int, help="fit images to this many pixels per side (default: as trained)"
-    )
-    p.add_argument("--device", default="cpu")
-    add_threads_arg(p)
+    add_pipeline_options(p, image_out=image_out)
     if sampling:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         p.add_argument("--greedy", action="store_true", help="argmax decoding")
@@ -49,7 +37,6 @@ def _common(p: argparse.ArgumentParser, sampling: bool = True) -> None:
         )
         p.add_argument("--temperature", type=float, default=1.0)
         p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(root, groups) -> None:
@@ -77,7 +64,7 @@ def register(root, groups) -> None:
     )
     g.add_argument("-o", "--output", required=True, help="output image (.png)")
     add_mask_args(g)
-    _common(g)
+    _common(g, image_out=True)
     g.set_defaults(func=cmd_generate)
 
     i = root.add_parser(
@@ -94,7 +81,7 @@ def register(root, groups) -> None:
     i.add_argument("--mode", default="xp", choices=["xp", "full"], help="context mode of the examples")
     i.add_argument("-o", "--output", required=True, help="output image (.png)")
     add_mask_args(i, required=True)
-    _common(i)
+    _common(i, image_out=True)
     i.set_defaults(func=cmd_inpaint)
 
     d = root.add_parser("describe", help="describe the difference between two images")
@@ -132,16 +119,7 @@ def register(root, groups) -> None:
 
 
 def _pipe(args):
-    from xprompt.pipeline import XPrompt
-
-    return XPrompt.from_pretrained(
-        args.checkpoint,
-        vq=args.vq,
-        bpe=args.bpe,
-        image_size=args.image_size,
-        device=args.device,
-        tokenizer=args.tokenizer,
-    )
+    return pipeline_from_args(args)
 
 
 def _pairs(example_args) -> list[tuple[str, str]]:
@@ -180,8 +158,21 @@ def _kw(args) -> dict:
         "top_k": args.top_k,
         "temperature": args.temperature,
         "cfg_scale": args.cfg,
-        "progress": not args.no_progress and sys.stderr.isatty(),
+        "progress": progress_on(args) and sys.stderr.isatty(),
     }
+
+
+def _out_kw(args) -> dict:
+    return {"keep_model_size": args.keep_model_size}
+
+
+def _wrote(args, out: Path, img, extra: dict | None = None, note: str = "") -> None:
+    """Say where the image went: one JSON object with --json, else a line (also under --quiet)."""
+    h, w = img.shape[:2]
+    if args.json:
+        emit(args, {"output": str(out), "width": w, "height": h, **(extra or {})})
+    else:
+        print(f"wrote {out} ({w}x{h}{note})")
 
 
 def cmd_generate(args) -> int:
@@ -195,13 +186,19 @@ def cmd_generate(args) -> int:
     if args.task:
         if args.instruction:
             raise XPromptError("the instruction is part of the compiled task; compile a new one to change it")
-        img = pipe.generate_from(args.task, args.query, **_kw(args), **mask_kwargs(args))
+        img = pipe.generate_from(args.task, args.query, **_kw(args), **_out_kw(args), **mask_kwargs(args))
     else:
         img = pipe.generate(
-            pairs, args.query, instruction=args.instruction, mode=args.mode, **_kw(args), **mask_kwargs(args)
+            pairs,
+            args.query,
+            instruction=args.instruction,
+            mode=args.mode,
+            **_kw(args),
+            **_out_kw(args),
+            **mask_kwargs(args),
         )
     _save_image(img, out)
-    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
+    _wrote(args, out, img, {"mode": "task" if args.task else args.mode, "examples": len(pairs)})
     return 0
 
 
@@ -216,10 +213,11 @@ def cmd_inpaint(args) -> int:
         mode=args.mode if pairs else "none",
         **kw,
         **_kw(args),
+        **_out_kw(args),
         **mask_kwargs(args),
     )
     _save_image(img, out)
-    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]}; pixels outside the mask kept)")
+    _wrote(args, out, img, note="; pixels outside the mask kept")
     return 0
 
 
@@ -230,15 +228,26 @@ def cmd_describe(args) -> int:
         "greedy": args.greedy or args.top_k is None,
         "top_k": args.top_k,
         "max_new_tokens": args.max_tokens,
+        "progress": progress_on(args) and sys.stderr.isatty(),
     }
     if args.instruction:
         kw["instruction"] = args.instruction
-    text = pipe.describe(args.before, args.after, **kw)
-    print(text)
+    d = pipe.describe(args.before, args.after, return_confidence=True, **kw)
+    note = f"confidence: mean token probability {d.token_prob:.2f} (log-prob {d.mean_logprob:.2f})" + (
+        ""
+        if d.confident
+        else "; low: treat this description as a guess (the shipped tiny model described 0 of 24 test differences correctly)"
+    )
+    if args.json:
+        emit(args, {"text": d.text, "mean_logprob": round(d.mean_logprob, 4), "token_prob": round(d.token_prob, 4),
+                    "tokens": d.tokens, "confident": d.confident})  # fmt: skip
+    else:
+        print(d.text)
+        print(f"xprompt: {note}", file=sys.stderr)
     if args.output:
         from xprompt.io_utils import atomic_write_text
 
-        atomic_write_text(args.output, text + "\n")
+        atomic_write_text(args.output, d.text + "\n")
     return 0
 
 
@@ -247,7 +256,7 @@ def cmd_t2i(args) -> int:
     pipe = _pipe(args)
     img = pipe.text_to_image(args.prompt, size=tuple(args.size) if args.size else None, **_kw(args))
     _save_image(img, out)
-    print(f"wrote {out} ({img.shape[1]}x{img.shape[0]})")
+    _wrote(args, out, img)
     return 0
 
 
@@ -257,6 +266,9 @@ def cmd_compile(args) -> int:
     pipe = _pipe(args)
     task = pipe.compile_prompt(pairs, instruction=args.instruction, mode=args.mode)
     task.save(out)
+    if args.json:
+        emit(args, {"output": str(out), "positions": task.length, "examples": len(pairs), "mode": args.mode})
+        return 0
     print(
         f"wrote {out}: {task.length} cached positions per layer from {len(pairs)} example(s) "
         f"({task.cache.nbytes() / 1024:.0f} KiB)"

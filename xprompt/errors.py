@@ -24,3 +24,15 @@ class ImageInputError(XPromptError):
 
 class CheckpointError(XPromptError):
     """A checkpoint directory that is missing, incomplete, or disagrees with itself or with the model."""
+
+
+class XPromptWarning(UserWarning):
+    """Something the user should know (the result may be poor, a setting was not what was asked), not an error.
+    The CLI prints each as one line ``xprompt: warning: ...`` on stderr."""
+
+
+def xprompt_warn(message: str, stacklevel: int = 3) -> None:
+    """Issue an ``XPromptWarning`` (one line; shown once per call site and message by Python's default filter)."""
+    import warnings
+
+    warnings.warn(message, XPromptWarning, stacklevel=stacklevel)

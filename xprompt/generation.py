@@ -221,7 +221,7 @@ def decode(
     if progress and report is None:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="generating", unit="tok", leave=False)
+        it = tqdm(it, desc="generating", unit="tok", leave=True)  # stays: the person sees what ran
     for s in it:
         forced = proc.forced(s, b, dev).to(dev) if hasattr(proc, "forced") else None
         if forced is not None and (all_forced(s) if all_forced is not None else bool((forced >= 0).all())):
@@ -380,3 +380,19 @@ def generate_text(
             text.append(t)
         out.append(text)
     return out
+
+
+@torch.no_grad()
+def score_text(model, vocab, prompt: TokenSequence, ids: list[int]) -> np.ndarray:
+    """Log-probabilities (n+1,) of the answer ``ids`` and the ``<eot>`` that ends it after ``prompt``, under the
+    model's own next-token distribution (one teacher-forced forward with the X-Prompt mask): how sure the model
+    is of a text it generated."""
+    answer = np.asarray(list(ids) + [vocab.eot_id], dtype=np.int64)
+    seq = _with_tail(prompt, answer)
+    dev = next(model.parameters()).device
+    x = torch.as_tensor(seq.ids, dtype=torch.long, device=dev)[None]  # (1, T)
+    mask = build_attention_mask(torch.as_tensor(seq.segs, device=dev))[None]  # (1, T, T)
+    logits = model(x, attn_mask=mask)[0].float()  # (T, V)
+    n = len(answer)
+    logp = torch.log_softmax(logits[-n - 1 : -1], dim=-1)  # (n, V): the positions predicting the answer
+    return logp.gather(1, x[0, -n:, None])[:, 0].cpu().numpy()  # (n,)

@@ -39,6 +39,11 @@ def _umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode a plain new file gets here (0o666 minus the umask): for files a library wrote as 0600."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -9,9 +9,12 @@ Design choices
   ``tokenizers.vq``/``tokenizers.bpe``, or the training data's ``tokenizers.json`` as the trainer stores it);
   otherwise the shipped ``checkpoints/vq-64`` and ``checkpoints/bpe``. The image tokenizer's codebook must
   match the vocabulary's image range, and the BPE must fit the text range (one-line errors otherwise).
-* Image sizes: every image is fitted (cover + centre crop, Lumina-mGPT's aspect-ratio buckets) to at most
-  ``(image_size / factor)^2`` codes; ``image_size`` defaults to what the model was trained at. The answer has
-  the query's grid (tasks here map an image to an image of the same size).
+* Image sizes (``xprompt.placement``): every image is processed at the model's size (``image_size``, by
+  default what the model was trained at) and every image output is returned at its query's size and aspect
+  ratio. Non-square images are scaled to fit and padded (``aspect="pad"``, the default: the models here were
+  trained on squares) or fitted to Lumina-mGPT's aspect-ratio buckets (``aspect="bucket"``, centre crop); never
+  squashed. ``keep_model_size=True`` returns the model-size image instead. With a mask, the result is blended
+  into the original at the user's size, so every pixel outside the mask is the user's, bit for bit.
 * ``XPrompt.edit`` is the one retrieval-augmented editing (RAIE) flow: retrieve the nearest stored instructions
   (``xprompt.retrieval``; the default store when none is given), use their pairs as the in-context examples,
   generate. ``xprompt edit``, ``xprompt eval raie`` and the web app (``xprompt serve``) call it and get an
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from xprompt.errors import XPromptError
+from xprompt.errors import XPromptError, xprompt_warn
 from xprompt.sampling import SamplingConfig
 from xprompt.sequence import MODES, build_sample
 from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_fingerprint
@@ -104,7 +107,7 @@ class Retrieved:
 class EditResult:
     """What ``XPrompt.edit`` returns for one image: the edited image and what was retrieved for it."""
 
-    image: np.ndarray  # uint8 (H, W, 3) at the model's image size
+    image: np.ndarray  # uint8 (H, W, 3) at the input's size (the model's with keep_model_size=True)
     instruction: str
     mode: str  # the context mode used: "xp"/"full" with retrieved examples, "none" without
     retrieved: list[Retrieved] = field(default_factory=list)  # best first
@@ -123,13 +126,83 @@ class EditResult:
         return [r.pair for r in self.retrieved]
 
 
+DESCRIBE_CONFIDENT = -0.3  # mean token log-prob (74 % per token) below which a description is flagged: the
+# shipped tiny model scored -6.5 to -0.53 on 24 suite difference pairs and got none of them right (docs/model.md)
+
+
+@dataclass
+class Description:
+    """A difference description and the model's confidence in it: ``mean_logprob`` is the mean natural-log
+    probability of its tokens (and of the end-of-text token) under the model; ``token_prob`` its exp."""
+
+    text: str
+    mean_logprob: float
+    tokens: int
+
+    @property
+    def token_prob(self) -> float:
+        return float(np.exp(self.mean_logprob))
+
+    @property
+    def confident(self) -> bool:
+        return self.mean_logprob >= DESCRIBE_CONFIDENT
+
+
+@dataclass
+class _Queries:
+    """The queries of one call: raw and fitted images, code grids, placements, and (mask-guided) the masks at
+    the input's size, at the model's size and on the code grid."""
+
+    raw: list[np.ndarray]
+    fitted: list[np.ndarray]
+    codes: list[np.ndarray]
+    places: list
+    raw_masks: list[np.ndarray] | None = None
+    pmasks: list[np.ndarray] | None = None
+    tmasks: list[np.ndarray] | None = None
+
+    def keep(self):
+        """``generate_images``' ``keep``: (codes, token mask) per row, or None without masks."""
+        return None if self.tmasks is None else list(zip(self.codes, self.tmasks, strict=True))
+
+
+def trained_mode(extra: dict) -> tuple[str, ...] | None:
+    """The context modes a checkpoint's model saw examples in (its training config's ``mode``/``mode_mix``, or
+    an export's ``trained_mode``), most used first; None when not recorded."""
+    rec = dig(extra, "trained_mode")
+    if isinstance(rec, list) and rec:
+        return tuple(str(m) for m in rec)
+    tc = dig(extra, "training", "train_config")
+    if not isinstance(tc, dict) or "mode" not in tc:
+        return None
+    mix = tc.get("mode_mix") or {}
+    if isinstance(mix, dict) and any(float(w) > 0 for w in mix.values()):
+        return tuple(m for m, w in sorted(mix.items(), key=lambda kv: -float(kv[1])) if float(w) > 0)
+    return (str(tc["mode"]),)
+
+
 class XPrompt:
     def __init__(
-        self, model, vocab, text_tok, image_tok, *, image_size: int = 64, checkpoint: str | None = None
+        self,
+        model,
+        vocab,
+        text_tok,
+        image_tok,
+        *,
+        image_size: int = 64,
+        checkpoint: str | None = None,
+        aspect: str = "pad",
+        trained_mode: tuple[str, ...] | None = None,
     ):
+        from xprompt.placement import ASPECTS
+
         self.model, self.vocab, self.text_tok, self.image_tok = model, vocab, text_tok, image_tok
         self.image_size = int(image_size)
         self.checkpoint = checkpoint
+        if aspect not in ASPECTS:
+            raise XPromptError(f"unknown aspect handling {aspect!r}; choose one of {', '.join(ASPECTS)}")
+        self.aspect = aspect
+        self.trained_mode = trained_mode  # the context modes the model was trained in, when recorded
         if int(image_tok.codebook_size) != vocab.num_image_codes:
             raise XPromptError(
                 f"the image tokenizer has {image_tok.codebook_size} codes but the model's vocabulary "
@@ -155,6 +228,7 @@ class XPrompt:
         dtype=None,
         tokenizer=None,
         num_xp: int = 32,
+        aspect: str = "pad",
     ) -> XPrompt:
         """Load a model checkpoint dir (default: the shipped ``xprompt-tiny``) with its tokenizers.
 
@@ -177,7 +251,9 @@ class XPrompt:
                 path, tokenizer or vq or bpe, num_xp=num_xp, dtype=dtype, device=device
             )
             size = int(image_size or DEFAULT_IMAGE_SIZE)
-            return cls(model, vocab, text_tok, image_tok, image_size=size, checkpoint=str(path))
+            return cls(
+                model, vocab, text_tok, image_tok, image_size=size, checkpoint=str(path), aspect=aspect
+            )
         model, vocab = load_pretrained(path, dtype=dtype, device=device)
         extra = {} if is_hf_checkpoint(path) else read_meta(path).get("extra", {})
 
@@ -207,7 +283,16 @@ class XPrompt:
                 or dig(extra, "training", "data", "meta", "dataset_card.json", "size")
                 or 64
             )
-        return cls(model, vocab, text_tok, image_tok, image_size=int(image_size), checkpoint=str(path))
+        return cls(
+            model,
+            vocab,
+            text_tok,
+            image_tok,
+            image_size=int(image_size),
+            checkpoint=str(path),
+            aspect=aspect,
+            trained_mode=trained_mode(extra),
+        )
 
     # ------------------------------------------------------------------ images
     def load(self, image) -> np.ndarray:
@@ -223,12 +308,16 @@ class XPrompt:
             )
         return arr
 
-    def fit(self, img: np.ndarray) -> np.ndarray:
-        from xprompt.tokenizer.image_io import fit_image_any
+    def place(self, img: np.ndarray):
+        """uint8 (H, W, 3) -> (the image at the model's size, its ``xprompt.placement.Placement``)."""
+        from xprompt.placement import place
 
         f = int(self.image_tok.factor)
-        side = max(1, self.image_size // f)
-        return fit_image_any(img, side * side, f, max_ratio=2.0)
+        return place(img, max(1, self.image_size // f) * f, f, self.aspect)
+
+    def fit(self, img: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) -> the image the model sees (padded or bucketed to the model's size)."""
+        return self.place(img)[0]
 
     def encode(self, image) -> np.ndarray:
         """An image -> its code grid (h, w)."""
@@ -238,27 +327,49 @@ class XPrompt:
         return self.image_tok.decode(np.asarray(codes)[None])[0]
 
     # ------------------------------------------------------------------ masks (mask-guided editing)
-    def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1):
-        """Fitted queries, their code grids, and (fitted pixel masks, token masks) or (None, None)."""
-        from xprompt.edit_mask import fit_mask, masks_for, token_mask
+    def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1) -> _Queries:
+        """Fitted queries, their code grids and placements, and the masks (None without mask/box)."""
+        from xprompt.edit_mask import masks_for, token_mask
+        from xprompt.placement import place_mask
 
-        fitted = [self.fit(im) for im in raw]
-        qcodes = [self.image_tok.encode(f[None])[0] for f in fitted]
-        pm = masks_for([im.shape[:2] for im in raw], mask, box)
-        if pm is None:
-            return fitted, qcodes, None, None
-        pmasks = [fit_mask(m, f.shape[:2]) for m, f in zip(pm, fitted, strict=True)]
-        tmasks = [token_mask(m, int(self.image_tok.factor), dilate) for m in pmasks]
-        return fitted, qcodes, pmasks, tmasks
+        placed = [self.place(im) for im in raw]
+        fitted, places = [p[0] for p in placed], [p[1] for p in placed]
+        q = _Queries(raw, fitted, [self.image_tok.encode(f[None])[0] for f in fitted], places)
+        q.raw_masks = masks_for([im.shape[:2] for im in raw], mask, box)
+        if q.raw_masks is not None:
+            q.pmasks = [place_mask(m, pl) for m, pl in zip(q.raw_masks, places, strict=True)]
+            q.tmasks = [token_mask(m, int(self.image_tok.factor), dilate) for m in q.pmasks]
+        return q
 
-    def _finish(self, out_codes, fitted, pmasks, feather: int) -> list[np.ndarray]:
-        """Decode generated code grids; with masks, blend them into the fitted inputs (outside = input)."""
+    def _finish(
+        self, out_codes, q: _Queries, feather: int, keep_model_size: bool = False
+    ) -> list[np.ndarray]:
+        """Decode generated code grids and return them at the queries' sizes (or the model's with
+        ``keep_model_size``); with masks, blend them into the inputs so every pixel outside is the input's."""
         from xprompt.edit_mask import blend
+        from xprompt.placement import restore
 
         imgs = [self.decode(c) for c in out_codes]
-        if pmasks is None:
+        if keep_model_size or self.aspect == "bucket":  # bucket: blend at the model's size, then restore
+            if q.pmasks is not None:
+                imgs = [blend(f, im, m, feather) for f, im, m in zip(q.fitted, imgs, q.pmasks, strict=True)]
+            return (
+                imgs if keep_model_size else [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
+            )
+        imgs = [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
+        if q.raw_masks is None:
             return imgs
-        return [blend(f, im, m, feather) for f, im, m in zip(fitted, imgs, pmasks, strict=True)]
+        return [blend(r, im, m, feather) for r, im, m in zip(q.raw, imgs, q.raw_masks, strict=True)]
+
+    def _out_masks(self, q: _Queries, keep_model_size: bool) -> list[np.ndarray] | None:
+        """The pixel masks at the size of ``_finish``'s outputs."""
+        from xprompt.placement import restore
+
+        if q.pmasks is None or keep_model_size:
+            return q.pmasks
+        if self.aspect == "pad":
+            return q.raw_masks
+        return [restore(m.astype(np.uint8) * 255, pl) > 127 for m, pl in zip(q.pmasks, q.places, strict=True)]
 
     def _examples(self, examples, text_outputs: bool = False) -> list[tuple]:
         """``[(input or [inputs], output), ...]`` -> code grids. Inputs are images (a ``str`` is a path); outputs
@@ -309,6 +420,15 @@ class XPrompt:
         if mode in ("xp", "full") and not examples:
             raise XPromptError(f"mode {mode!r} needs at least one example pair (or use mode 'none')")
 
+    def warn_mode(self, mode: str) -> None:
+        """Warn (once per call) when the examples' context ``mode`` is not a layout the model was trained in."""
+        if mode == "none" or not self.trained_mode or mode in self.trained_mode:
+            return
+        xprompt_warn(
+            f"this model was trained with examples in mode {'/'.join(self.trained_mode)}, not {mode!r}; its "
+            f"output in mode {mode!r} is likely noise (use --mode {self.trained_mode[0]})"
+        )
+
     # ------------------------------------------------------------------ tasks
     def generate(
         self,
@@ -327,35 +447,38 @@ class XPrompt:
         box=None,
         dilate: int = 1,
         feather: int = 2,
+        keep_model_size: bool = False,
     ):
         """In-context generation: ``examples=[(a, b), ...]`` show the task, ``query`` (one image, or a list for a
         batch) gets the same treatment. Returns a uint8 (H, W, 3) image (a list for a list of queries).
 
         ``mask`` (white = change) or ``box=(x0, y0, x1, y1)`` restrict the change to a region of the query:
         only its (``dilate``-token dilated) tokens are sampled and the output keeps every pixel outside it
-        (blended over a ``feather`` px border inside the mask)."""
+        (blended over a ``feather`` px border inside the mask). The output has the query's size and aspect
+        ratio (``keep_model_size=True``: the model's size, as the model made it)."""
         from xprompt.generation import generate_images
 
         if query is None:
             raise XPromptError("generate needs a query image")
         self._check_mode(mode, examples)
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
+        self.warn_mode(mode)
         ex = self._examples(examples) if mode != "none" else []
-        fitted, qcodes, pmasks, tmasks = self._queries([self.load(q) for q in queries], mask, box, dilate)
+        q = self._queries([self.load(x) for x in queries], mask, box, dilate)
         seqs = [
-            build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=q)
-            for q in qcodes
+            build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=c)
+            for c in q.codes
         ]
         out = generate_images(
             self.model,
             self.vocab,
             seqs,
-            [q.shape for q in qcodes],
+            [c.shape for c in q.codes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
-            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
+            keep=q.keep(),
         )
-        imgs = self._finish(out, fitted, pmasks, feather)
+        imgs = self._finish(out, q, feather, keep_model_size)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
 
     def edit(
@@ -378,6 +501,7 @@ class XPrompt:
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
         progress: bool = False,
+        keep_model_size: bool = False,
     ):
         """Retrieval-augmented editing (RAIE): edit ``image`` by ``instruction`` with the ``k`` most similar stored
         edit pairs as in-context examples (context ``mode``); ``k=0`` edits from the instruction alone.
@@ -391,6 +515,7 @@ class XPrompt:
         for a list) or ``box=(x0, y0, x1, y1)`` (pixels) limit the edit to a region: only its tokens (dilated by
         ``dilate``) are decoded, the query's own tokens are forced elsewhere, and the result is blended into
         the input with a ``feather`` px border inside the mask, so every pixel outside it is unchanged.
+        Results have the input's size (``keep_model_size=True``: the model's).
         """
         from xprompt.generation import generate_images
         from xprompt.retrieval.encoders import check_instructions
@@ -408,33 +533,33 @@ class XPrompt:
             )
         check_instructions(texts)
         raw = [self.load(im) for im in images]
-        fitted, qcodes, pmasks, tmasks = self._queries(
-            raw, mask, box, dilate
-        )  # bad masks fail before retrieval
+        q = self._queries(raw, mask, box, dilate)  # bad masks fail before retrieval
         hits = self._retrieve(texts, raw, store, k, encoder, image_weight)
         modes = [mode if h else "none" for h in hits]
+        if k > 0:
+            self.warn_mode(mode)
         seqs = [
             build_sample(
                 self.vocab,
                 self.text_tok,
                 mode=m,
                 instruction=t,
-                query=q,
+                query=c,
                 examples=self._examples([r.pair for r in h]) if h else [],
             )
-            for m, t, q, h in zip(modes, texts, qcodes, hits, strict=True)
+            for m, t, c, h in zip(modes, texts, q.codes, hits, strict=True)
         ]
         out = generate_images(
             self.model,
             self.vocab,
             seqs,
-            [q.shape for q in qcodes],
+            [c.shape for c in q.codes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
-            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
+            keep=q.keep(),
         )
-        imgs = self._finish(out, fitted, pmasks, feather)
-        pms = pmasks or [None] * len(imgs)
+        imgs = self._finish(out, q, feather, keep_model_size)
+        pms = self._out_masks(q, keep_model_size) or [None] * len(imgs)
         results = [
             EditResult(im, t, m, h, mask=pm)
             for im, t, m, h, pm in zip(imgs, texts, modes, hits, pms, strict=True)
@@ -458,6 +583,7 @@ class XPrompt:
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
         progress: bool = False,
+        keep_model_size: bool = False,
     ):
         """Fill the masked region of ``image`` (``mask`` white = fill, or ``box``) from its surroundings.
 
@@ -474,9 +600,11 @@ class XPrompt:
             raise XPromptError("inpaint needs at least one image")
         if mask is None and box is None:
             raise XPromptError("inpaint needs a mask (white = fill) or a box x0,y0,x1,y1")
-        fitted, codes, pmasks, tmasks = self._queries([self.load(im) for im in images], mask, box, dilate)
+        if mode != "none":
+            self.warn_mode(mode)
+        q = self._queries([self.load(im) for im in images], mask, box, dilate)
         holed = [
-            np.where(m[..., None], np.uint8(INPAINT_FILL), f) for f, m in zip(fitted, pmasks, strict=True)
+            np.where(m[..., None], np.uint8(INPAINT_FILL), f) for f, m in zip(q.fitted, q.pmasks, strict=True)
         ]
         ex = self._examples(examples) if mode != "none" else []
         seqs = [
@@ -494,12 +622,12 @@ class XPrompt:
             self.model,
             self.vocab,
             seqs,
-            [c.shape for c in codes],
+            [c.shape for c in q.codes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
-            keep=list(zip(codes, tmasks, strict=True)),  # the image's own tokens outside the hole
+            keep=q.keep(),  # the image's own tokens outside the hole
         )
-        imgs = self._finish(out, fitted, pmasks, feather)
+        imgs = self._finish(out, q, feather, keep_model_size)
         return imgs if isinstance(image, (list, tuple)) else imgs[0]
 
     @staticmethod
@@ -561,10 +689,14 @@ class XPrompt:
         greedy: bool = True,
         top_k: int | None = None,
         max_new_tokens: int = 64,
+        return_confidence: bool = False,
         progress: bool = False,
-    ) -> str:
-        """Describe, as text, what changed from ``before`` to ``after``."""
-        from xprompt.generation import generate_text
+    ):
+        """Describe, as text, what changed from ``before`` to ``after``.
+
+        ``return_confidence=True`` returns a ``Description`` (the text and how sure the model is of it: the mean
+        log-probability of its tokens) instead of the bare string."""
+        from xprompt.generation import generate_text, score_text
 
         if examples and mode == "none":
             mode = "xp"
@@ -586,7 +718,11 @@ class XPrompt:
             max_new_tokens=max_new_tokens,
             progress=progress,
         )[0]
-        return self.text_tok.decode(self.vocab.ids_to_text(ids)).strip()
+        text = self.text_tok.decode(self.vocab.ids_to_text(ids)).strip()
+        if not return_confidence:
+            return text
+        logp = score_text(self.model, self.vocab, seq, ids)
+        return Description(text, float(logp.mean()), len(ids))
 
     # ------------------------------------------------------------------ compiled task prompts
     def compile_prompt(self, examples, instruction: str | None = None, mode: str = "xp"):
@@ -596,6 +732,7 @@ class XPrompt:
         if mode == "none":
             raise XPromptError("a task prompt needs examples: use mode 'xp' (compressed) or 'full'")
         self._check_mode(mode, examples)
+        self.warn_mode(mode)
         ex = self._examples(examples)
         ctx = build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex)
         return compile_prompt(
@@ -625,6 +762,7 @@ class XPrompt:
         box=None,
         dilate: int = 1,
         feather: int = 2,
+        keep_model_size: bool = False,
     ):
         """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries
         (``mask``/``box`` as in ``generate``)."""
@@ -636,18 +774,18 @@ class XPrompt:
         else:
             task.check(self.model, self.vocab)
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
-        fitted, qcodes, pmasks, tmasks = self._queries([self.load(q) for q in queries], mask, box, dilate)
-        seqs = [td_only(build_sample(self.vocab, self.text_tok, mode="none", query=q)) for q in qcodes]
+        q = self._queries([self.load(x) for x in queries], mask, box, dilate)
+        seqs = [td_only(build_sample(self.vocab, self.text_tok, mode="none", query=c)) for c in q.codes]
         out = generate_images(
             self.model,
             self.vocab,
             seqs,
-            [q.shape for q in qcodes],
+            [c.shape for c in q.codes],
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             context=task.cache,
             context_segs=task.segs,
             progress=progress,
-            keep=None if tmasks is None else list(zip(qcodes, tmasks, strict=True)),
+            keep=q.keep(),
         )
-        imgs = self._finish(out, fitted, pmasks, feather)
+        imgs = self._finish(out, q, feather, keep_model_size)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
