@@ -41,8 +41,12 @@ PIPELINE = {  # load an XPrompt: every shared option
     ("index", "search"): {"run", "json"},
     ("index", "train-encoder"): {"run"},
     ("train", "tokenizer"): {"run"},
+    ("serve",): {"run", "device", "tokenizers", "image_size"},
 }
-NO_MODEL = {("train", "bpe"), ("data", "show"), ("eval", "compare"), ("export",)}
+NO_MODEL = {
+    ("train", "bpe"), ("data", "show"), ("data", "photos"), ("eval", "compare"), ("export",),
+    ("convert", "published"), ("convert", "vqgan"),
+}  # fmt: skip
 
 
 def _leaves(parser: argparse.ArgumentParser, path=()):

@@ -35,9 +35,9 @@ def test_index_build_from_magicbrush_keeps_masks_and_turns(tmp_path, capsys):
         np.testing.assert_array_equal(rec.source_image(), pair.input)
     (score, rec), *_ = st.search(["make the sky red"], k=1)[0]
     assert rec.id == 0 and score > 0.99
+    capsys.readouterr()  # the build's "wrote ..." line
     assert main(["index", "search", "--store", str(out), "--instruction", "make the sea red", "--json"]) == 0
-    out_text = capsys.readouterr().out
-    hits = json.loads(out_text[out_text.index("[") :])  # after the build's "wrote ..." line
+    hits = json.loads(capsys.readouterr().out)["results"]
     assert hits[0]["instruction"] == "make the sea red" and hits[0]["turn_index"] == 1 and hits[0]["has_mask"]
     # the dev split on request; a non-edit set is refused
     assert len(load_pairs(f"magicbrush={mb}", split="dev")) == 1
