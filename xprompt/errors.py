@@ -24,3 +24,7 @@ class ImageInputError(XPromptError):
 
 class CheckpointError(XPromptError):
     """A checkpoint directory that is missing, incomplete, or disagrees with itself or with the model."""
+
+
+class IntegrityError(CheckpointError):
+    """An artefact whose files do not match the checksums recorded when it was written (truncated, altered)."""
