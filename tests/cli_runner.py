@@ -2,6 +2,7 @@
 ``tests/test_bad_inputs.py`` in subprocesses; not a test module).
 
     python tests/cli_runner.py batch CASES.json        run many argv lists, print one JSON result per case
+    python tests/cli_runner.py plain -- ARGV...            no fault
     python tests/cli_runner.py kill-at-rename TARGET -- ARGV...
         SIGKILL this process when it is about to move a finished file or directory onto TARGET (the worst
         moment: everything written, nothing swapped in yet)
@@ -11,7 +12,7 @@
     python tests/cli_runner.py disk-full N -- ARGV...
         the same limit with SIGXFSZ ignored: that write fails with EFBIG, as on a full disk
     python tests/cli_runner.py pause-at-rename TARGET READY GO -- ARGV...
-        before moving the result onto TARGET, create READY and wait (up to 60 s) for GO to exist: holds the
+        before moving the result onto TARGET, create READY and wait (up to 600 s) for GO to exist: holds the
         output's write lock for as long as a test needs
 
 Batch cases are argv lists; a string starting with "b:" is hex-decoded bytes (what a shell passes for text
@@ -42,7 +43,7 @@ def batch(cases_file: str) -> None:
     results = []
     for argv in json.loads(Path(cases_file).read_text()):
         err, out = io.StringIO(), io.StringIO()
-        tb = None
+        tb, t0 = None, time.perf_counter()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
                 code = main([_arg(a) for a in argv])
@@ -50,7 +51,9 @@ def batch(cases_file: str) -> None:
                 code = e.code
             except BaseException:  # noqa: BLE001 - exactly what the battery must never see
                 code, tb = "traceback", traceback.format_exc()
-        results.append({"argv": argv, "code": code, "err": err.getvalue(), "traceback": tb})
+        results.append(
+            {"argv": argv, "code": code, "err": err.getvalue(), "traceback": tb, "seconds": time.perf_counter() - t0}
+        )
     print(json.dumps(results))
 
 
@@ -78,7 +81,7 @@ def _watch_renames(target: Path, action) -> None:
 def _wait_for(ready: Path, go: Path) -> None:
     ready.write_text("1")
     t0 = time.time()
-    while not go.exists() and time.time() - t0 < 60:
+    while not go.exists() and time.time() - t0 < 600:
         time.sleep(0.05)
 
 
@@ -89,7 +92,9 @@ def run() -> int:
         return 0
     sep = rest.index("--")
     params, argv = rest[:sep], rest[sep + 1 :]
-    if mode == "kill-at-rename":
+    if mode == "plain":
+        pass
+    elif mode == "kill-at-rename":
         _watch_renames(Path(params[0]), lambda: os.kill(os.getpid(), signal.SIGKILL))
     elif mode in ("kill-after-bytes", "disk-full"):
         n = int(params[0])
