@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass

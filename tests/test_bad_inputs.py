@@ -20,11 +20,9 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -45,7 +43,12 @@ pytestmark = pytest.mark.skipif(not (shipped("bpe") / "tokenizer.json").is_file(
 def runner(*args, timeout=600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(RUNNER.parent), OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, str(RUNNER), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -84,7 +87,11 @@ def required_argv(parser) -> list[str]:
         if g.required:
             argv += [g._group_actions[0].option_strings[0], "x"]
     for a in parser._actions:
-        if a.required and a.option_strings and not any(a in g._group_actions for g in parser._mutually_exclusive_groups):
+        if (
+            a.required
+            and a.option_strings
+            and not any(a in g._group_actions for g in parser._mutually_exclusive_groups)
+        ):
             dummy = "1" if a.type in (int, float) else "x"
             argv += [a.option_strings[0], *([dummy] * (a.nargs if isinstance(a.nargs, int) else 1))]
         elif not a.option_strings and a.nargs not in ("?", "*", 0) and a.dest != "help" and not a.choices:
@@ -254,7 +261,19 @@ def damaged(art) -> dict[str, Path]:
 
 def battery_cases(art, bad) -> list[tuple[list[str], int, str]]:
     ck, a, b, c, d = str(art["ck"]), str(art["a"]), str(art["b"]), str(art["c"]), art["d"]
-    gen = ["generate", "--checkpoint", ck, "--example", a, b, "--query", c, "--greedy", "-o", str(d / "o.png")]
+    gen = [
+        "generate",
+        "--checkpoint",
+        ck,
+        "--example",
+        a,
+        b,
+        "--query",
+        c,
+        "--greedy",
+        "-o",
+        str(d / "o.png"),
+    ]
     out = str(d / "o.png")
     xff = "b:" + b"a\xffb".hex()
     cases = [
@@ -265,35 +284,150 @@ def battery_cases(art, bad) -> list[tuple[list[str], int, str]]:
         ([*gen, "--instruction", "\x01\x02\x1b"], 2, "only control characters"),
         ([*gen, "--instruction", "x" * 5000], 2, "--instruction is too long (5,000 characters"),
         ([*gen, "--instruction", "make\tit\x07 red\n"], 0, ""),  # normalised, then works
-        (["index", "search", "--store", str(art["store"]), "--instruction", "caf" + "e\u0301", "-k", "1"], 0, ""),
+        (
+            ["index", "search", "--store", str(art["store"]), "--instruction", "caf" + "e\u0301", "-k", "1"],
+            0,
+            "",
+        ),
         # --set
-        (["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "lr=NaN"], 2, "--set lr: NaN is not a finite"),
-        (["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "z_loss=-Infinity"], 2, "not a finite"),
-        (["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "lr"], 2, "--set expects KEY=VALUE"),
-        (["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "a b=1"], 2, "not a config field"),
-        (["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "x=" + "1" * 20000], 2, "too long"),
+        (
+            ["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "lr=NaN"],
+            2,
+            "--set lr: NaN is not a finite",
+        ),
+        (
+            ["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "z_loss=-Infinity"],
+            2,
+            "not a finite",
+        ),
+        (
+            ["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "lr"],
+            2,
+            "--set expects KEY=VALUE",
+        ),
+        (
+            ["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "a b=1"],
+            2,
+            "not a config field",
+        ),
+        (
+            ["train", "model", "--config", "x", "--data", "x", "--out", "x", "--set", "x=" + "1" * 20000],
+            2,
+            "too long",
+        ),
         # images: bombs refused before decoding, damaged files named, every mode works
         ([*gen[:-2], "-o", out, "--query", str(bad["bomb"])], 2, "bomb.png: image is too large"),
         ([*gen[:-2], "-o", out, "--query", str(bad["badpng"])], 2, "damaged or truncated"),
         ([*gen[:-2], "-o", out, "--query", str(d / "missing.png")], 2, "file not found"),
-        *[([*gen[:-2], "-o", out, "--query", str(bad[m])], 0, "") for m in ("CMYK", "P", "LA", "RGBA", "1", "I;16", "1x1", "aspect")],
+        *[
+            ([*gen[:-2], "-o", out, "--query", str(bad[m])], 0, "")
+            for m in ("CMYK", "P", "LA", "RGBA", "1", "I;16", "1x1", "aspect")
+        ],
         # model checkpoints
         (["generate", *gen[3:], "--checkpoint", str(bad["ck_trunc"])], 2, "model.safetensors is truncated"),
-        (["generate", *gen[3:], "--checkpoint", str(bad["ck_flip"])], 2, "model.safetensors was modified or corrupted"),
+        (
+            ["generate", *gen[3:], "--checkpoint", str(bad["ck_flip"])],
+            2,
+            "model.safetensors was modified or corrupted",
+        ),
         (["generate", *gen[3:], "--checkpoint", str(bad["ck_pickle"])], 2, "model.safetensors is"),
-        (["generate", *gen[3:], "--checkpoint", str(bad["ck_pickle_old"])], 2, "model.safetensors is unreadable"),
-        (["export", "--checkpoint", str(bad["ck_flip"]), "--out", str(d / "rel"), "--vq", str(shipped("vq-64")), "--bpe", BPE], 2, "modified or corrupted"),
+        (
+            ["generate", *gen[3:], "--checkpoint", str(bad["ck_pickle_old"])],
+            2,
+            "model.safetensors is unreadable",
+        ),
+        (
+            [
+                "export",
+                "--checkpoint",
+                str(bad["ck_flip"]),
+                "--out",
+                str(d / "rel"),
+                "--vq",
+                str(shipped("vq-64")),
+                "--bpe",
+                BPE,
+            ],
+            2,
+            "modified or corrupted",
+        ),
         # compiled task prompts
-        (["generate", "--checkpoint", ck, "--task", str(bad["xpt_pickle"]), "--query", c, "-o", out], 2, "not a readable task prompt"),
-        (["generate", "--checkpoint", ck, "--task", str(bad["xpt_flip"]), "--query", c, "-o", out], 2, "modified or corrupted"),
-        (["generate", "--checkpoint", ck, "--task", str(bad["xpt_trunc"]), "--query", c, "-o", out], 2, "not a readable task prompt"),
+        (
+            ["generate", "--checkpoint", ck, "--task", str(bad["xpt_pickle"]), "--query", c, "-o", out],
+            2,
+            "not a readable task prompt",
+        ),
+        (
+            ["generate", "--checkpoint", ck, "--task", str(bad["xpt_flip"]), "--query", c, "-o", out],
+            2,
+            "modified or corrupted",
+        ),
+        (
+            ["generate", "--checkpoint", ck, "--task", str(bad["xpt_trunc"]), "--query", c, "-o", out],
+            2,
+            "not a readable task prompt",
+        ),
         (["generate", "--checkpoint", ck, "--task", str(art["xpt"]), "--query", c, "-o", out], 0, ""),
         # stores, datasets, tokenizers
-        (["index", "search", "--store", str(bad["store_trunc"]), "--instruction", "x"], 2, ".arrow is truncated"),
-        (["edit", "--store", str(bad["store_trunc"]), "--image", a, "--instruction", "x", "--checkpoint", ck, "-o", out], 2, "is truncated"),
-        (["data", "show", str(bad["data_flip"]), "-o", str(d / "g.png")], 2, ".arrow was modified or corrupted"),
-        (["data", "build", "--n", "2", "--out", str(d / "nd"), "--tokenizer", str(bad["vq_flip"]), "--bpe", BPE], 2, "VQ checkpoint"),
-        (["data", "build", "--n", "2", "--out", str(d / "nd"), "--tokenizer", "grid:8", "--bpe", str(bad["bpe_edit"])], 2, "BPE tokenizer"),
+        (
+            ["index", "search", "--store", str(bad["store_trunc"]), "--instruction", "x"],
+            2,
+            ".arrow is truncated",
+        ),
+        (
+            [
+                "edit",
+                "--store",
+                str(bad["store_trunc"]),
+                "--image",
+                a,
+                "--instruction",
+                "x",
+                "--checkpoint",
+                ck,
+                "-o",
+                out,
+            ],
+            2,
+            "is truncated",
+        ),
+        (
+            ["data", "show", str(bad["data_flip"]), "-o", str(d / "g.png")],
+            2,
+            ".arrow was modified or corrupted",
+        ),
+        (
+            [
+                "data",
+                "build",
+                "--n",
+                "2",
+                "--out",
+                str(d / "nd"),
+                "--tokenizer",
+                str(bad["vq_flip"]),
+                "--bpe",
+                BPE,
+            ],
+            2,
+            "VQ checkpoint",
+        ),
+        (
+            [
+                "data",
+                "build",
+                "--n",
+                "2",
+                "--out",
+                str(d / "nd"),
+                "--tokenizer",
+                "grid:8",
+                "--bpe",
+                str(bad["bpe_edit"]),
+            ],
+            2,
+            "BPE tokenizer",
+        ),
     ]
     return cases
 
@@ -312,7 +446,9 @@ def test_battery(art):
         ok = res["code"] == code and frag in err and res["traceback"] is None
         ok = ok and (code == 0 or (err.count("\n") == 0 and err.startswith("xprompt: error: ")))
         if not ok:
-            failures.append(f"{argv[:2]}...{argv[-4:]}: got {res['code']} {err[-300:]!r} {res['traceback'] or ''}")
+            failures.append(
+                f"{argv[:2]}...{argv[-4:]}: got {res['code']} {err[-300:]!r} {res['traceback'] or ''}"
+            )
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures[:20])
     assert not bad["marker"].exists(), "a pickle was executed"
 
@@ -321,6 +457,32 @@ def test_raw_bytes_argv_in_a_real_process(art):
     """The bytes a shell passes (not via the batch helper): one line, exit 2."""
     r = subprocess.run(
         [sys.executable, "-m", "xprompt", "t2i", "--prompt", b"caf\xe9", "-o", str(art["d"] / "x.png")],
-        capture_output=True, timeout=300,
+        capture_output=True, timeout=300, check=False,
     )  # fmt: skip
-    assert r.returncode == 2 and r.stderr.strip() == b"xprompt: error: --prompt is not valid UTF-8 (byte 0xe9 at byte 3); pass the text in UTF-8"
+    assert (
+        r.returncode == 2
+        and r.stderr.strip()
+        == b"xprompt: error: --prompt is not valid UTF-8 (byte 0xe9 at byte 3); pass the text in UTF-8"
+    )
+
+
+def test_no_pickle_loading_in_the_code():
+    """No ``torch.load`` without ``weights_only=True``, no pickle-based module, no ``allow_pickle=True``
+    anywhere outside the tests (the grep the issue asks for, kept as a test)."""
+    import re
+
+    from xprompt.paths import REPO_ROOT
+
+    bad = []
+    for folder in ("xprompt", "tokenizer", "retrieval", "train", "eval", "bench"):
+        for f in sorted((REPO_ROOT / folder).rglob("*.py")):
+            text = f.read_text()
+            for m in re.finditer(r"torch\.load\((?:[^()]|\([^()]*\))*\)", text):
+                if "weights_only=True" not in m.group(0):
+                    bad.append(f"{f.name}: {m.group(0)[:60]}")
+            for pat in (
+                r"^\s*(import|from)\s+(c?pickle|dill|joblib|shelve|marshal)\b",
+                r"allow_pickle\s*=\s*True",
+            ):
+                bad += [f"{f.name}: {m.group(0).strip()}" for m in re.finditer(pat, text, re.MULTILINE)]
+    assert not bad, bad

@@ -164,3 +164,70 @@ def test_two_writers_of_one_store(tmp_path):
 @pytest.mark.slow
 def test_two_writers_of_one_export_folder(tmp_path):
     _concurrent("export", tmp_path)
+
+
+@pytest.mark.slow
+def test_kill_9_from_outside_at_random_moments(tmp_path):
+    """The literal test: ``kill -9`` a ``data build --overwrite`` at random moments; the output is always
+    one complete dataset (the old or the new one), never a mix or a half."""
+    import os
+    import random
+
+    argv, out = _job("data", tmp_path, second=False)
+    assert main(argv) == 0
+    rng = random.Random(0)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    for i in range(5):
+        argv, _ = _job("data", tmp_path, second=bool(i % 2))
+        p = subprocess.Popen([sys.executable, "-m", "xprompt", *argv], env=env, stderr=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(rng.uniform(1.0, 12.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        _load("data", out)
+        assert _visible(tmp_path) == {"data"}
+    assert main(argv) == 0
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_training_checkpoint_save(tmp_path):
+    """Killed while step 2's checkpoint is swapped in: ``latest`` still names step 1, which verifies, loads
+    and resumes; a resumed run finishes; a tampered checkpoint file (or a pickle put in its place) is refused
+    before DeepSpeed unpickles it."""
+    import pickle
+
+    from test_bad_inputs import WritesAFile
+    from test_packing import make_dataset
+    from test_trainer import TINY
+
+    from xprompt.checkpoint import load_pretrained
+    from xprompt.train.trainer import verify_training_checkpoint
+
+    data = make_dataset(tmp_path / "d", n=40)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(dict(TINY, steps=2, save_every=1, val_fraction=0.0)))
+    run = tmp_path / "run"
+    argv = ["train", "model", "--config", str(cfg), "--data", str(data), "--out", str(run), "--zero-stage", "0",
+            "--no-progress"]  # fmt: skip
+    ckpts = run / "checkpoints"
+    r = runner("kill-at-rename", ckpts / "step_0000002", "--", *argv)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert (ckpts / "latest").read_text().strip() == "step_0000001"
+    assert _visible(ckpts) == {"latest", "step_0000001"}
+    assert verify_training_checkpoint(ckpts / "step_0000001")
+    load_pretrained(ckpts / "step_0000001" / "model")
+    r = runner("plain", "--", *argv, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (ckpts / "latest").read_text().strip() == "step_0000002"
+    # a damaged or replaced DeepSpeed file is refused before torch.load(weights_only=False) sees it
+    state = next(p for p in (ckpts / "step_0000002").rglob("*.pt"))
+    original = state.read_bytes()
+    state.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    more = [*argv, "--resume", "--set", "steps=3"]
+    r = runner("plain", "--", *more)
+    assert r.returncode == 2 and "was modified or corrupted" in r.stderr, r.stderr[-2000:]
+    marker = tmp_path / "PICKLE_RAN"
+    state.write_bytes(pickle.dumps(WritesAFile(marker)))
+    r = runner("plain", "--", *more)
+    assert r.returncode == 2 and f"training checkpoint {ckpts / 'step_0000002'}" in r.stderr, r.stderr[-2000:]
+    assert not marker.exists()

@@ -112,7 +112,10 @@ def _decode(src, name: str, max_pixels: int, head: bytes) -> np.ndarray:
             if wh is not None and 0 in wh:  # PIL refuses to identify a 0-sized PNG: say what is wrong
                 raise ImageInputError(f"{name}: image has no pixels ({wh[0]}x{wh[1]})") from None
             raise ImageInputError(f"{name}: not a readable image file") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # PIL's own, earlier guard
+        except (
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ) as e:  # PIL's own, earlier guard
             msg = str(e).split(" could be")[0]
             raise ImageInputError(f"{name}: image is too large ({msg}); downscale it first") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -20,7 +20,6 @@ from pathlib import Path
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_write_text
 
-
 BPE_FORMAT = "xprompt-bpe/1"
 
 

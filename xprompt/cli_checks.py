@@ -54,11 +54,11 @@ class Range:
         return above and x <= self.hi
 
 
-def Int(lo: int, hi: int = BIG) -> Range:  # noqa: N802 (reads as a type in the table)
+def Int(lo: int, hi: int = BIG) -> Range:
     return Range(lo, hi)
 
 
-def Real(lo: float, hi: float, *, lo_open: bool = False) -> Range:  # noqa: N802
+def Real(lo: float, hi: float, *, lo_open: bool = False) -> Range:
     return Range(lo, hi, integer=False, lo_open=lo_open)
 
 

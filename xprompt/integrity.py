@@ -61,8 +61,10 @@ def verify(root: str | Path, record: dict | None, what: str, fix: str) -> bool:
     if record is None:
         return False
     root = Path(root)
-    if not isinstance(record, dict) or record.get("algorithm") != ALGORITHM or not isinstance(
-        record.get("files"), dict
+    if (
+        not isinstance(record, dict)
+        or record.get("algorithm") != ALGORITHM
+        or not isinstance(record.get("files"), dict)
     ):
         raise IntegrityError(f"{what}: unreadable integrity record (expected {ALGORITHM} file hashes); {fix}")
     for name, want in sorted(record["files"].items()):

@@ -178,7 +178,9 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False, marker: str | None 
                 raise XPromptError(f"{path} exists and is not a directory; choose another output path")
             if any(path.iterdir()):
                 if not overwrite:
-                    raise XPromptError(f"{path} exists and is not empty; pass --overwrite or choose another path")
+                    raise XPromptError(
+                        f"{path} exists and is not empty; pass --overwrite or choose another path"
+                    )
                 if marker is not None and not (path / marker).exists():
                     raise XPromptError(
                         f"{path} exists but is not an xprompt output (no {marker}); refusing to overwrite it"
