@@ -52,14 +52,20 @@ def batch(cases_file: str) -> None:
             except BaseException:  # noqa: BLE001 - exactly what the battery must never see
                 code, tb = "traceback", traceback.format_exc()
         results.append(
-            {"argv": argv, "code": code, "err": err.getvalue(), "traceback": tb, "seconds": time.perf_counter() - t0}
+            {
+                "argv": argv,
+                "code": code,
+                "err": err.getvalue(),
+                "traceback": tb,
+                "seconds": time.perf_counter() - t0,
+            }
         )
     print(json.dumps(results))
 
 
 def _watch_renames(target: Path, action) -> None:
     """Call ``action()`` just before anything is renamed onto ``target``."""
-    import xprompt.io_utils as io_utils
+    from xprompt import io_utils
 
     target = target.resolve()
     real_replace, real_exchange = os.replace, io_utils.exchange_paths
