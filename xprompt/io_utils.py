@@ -14,7 +14,8 @@ Design choices
   kernel drops the lock when its holder dies, so a killed writer never blocks the next one (its empty lock
   file stays until then). The holder removes the file on release; a taker checks that the file it locked
   is still the one at the path, so the removal cannot let two writers in.
-* A write that fails because the disk is full, over quota, the file too large or the filesystem read-only
+* A write that fails because the disk is full, over quota, the file too large, the filesystem read-only or
+  the directory not writable
   (whichever library did the writing: safetensors, FAISS, Arrow...) becomes one ``XPromptError`` line saying
   so; the temp files are removed and the previous output is untouched.
 """
@@ -35,7 +36,8 @@ from pathlib import Path
 from xprompt.errors import XPromptError
 
 # errnos of a write that failed for lack of room or permission to write, not because of a bug
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _disk_error(exc: BaseException) -> str | None:
@@ -66,9 +68,10 @@ def _disk_errors(path: Path) -> Iterator[None]:
         reason = _disk_error(e)
         if reason is None:
             raise
+        room = reason in [os.strerror(n) for n in _NO_ROOM]
         raise XPromptError(
-            f"cannot write {path}: {reason}; free some space or choose another output "
-            "(nothing was changed at that path)"
+            f"cannot write {path}: {reason}; {'free some space' if room else 'make it writable'} or choose "
+            "another output (nothing was changed at that path)"
         ) from None
 
 
@@ -123,10 +126,10 @@ def write_lock(path: str | Path) -> Iterator[None]:
     a mistake)."""
     path = Path(path)
     lock = path.parent / f".{path.name}.lock"
-    with _disk_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        with _disk_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
