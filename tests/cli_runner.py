@@ -7,8 +7,8 @@
         SIGKILL this process when it is about to move a finished file or directory onto TARGET (the worst
         moment: everything written, nothing swapped in yet)
     python tests/cli_runner.py kill-after-bytes N -- ARGV...
-        RLIMIT_FSIZE = N with SIGXFSZ's default action: the process dies inside the first write that would
-        make a file larger than N bytes (a kill in the middle of writing)
+        RLIMIT_FSIZE = N with SIGXFSZ's default action (Python ignores it unless told): the process dies
+        inside the first write that would make a file larger than N bytes (a kill in the middle of writing)
     python tests/cli_runner.py disk-full N -- ARGV...
         the same limit with SIGXFSZ ignored: that write fails with EFBIG, as on a full disk
     python tests/cli_runner.py pause-at-rename TARGET READY GO -- ARGV...
@@ -105,8 +105,9 @@ def run() -> int:
     elif mode in ("kill-after-bytes", "disk-full"):
         n = int(params[0])
         resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-        if mode == "disk-full":
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        # Python ignores SIGXFSZ from startup (the write then fails with EFBIG: a full disk); the default
+        # action kills the process inside the write instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN if mode == "disk-full" else signal.SIG_DFL)
     elif mode == "pause-at-rename":
         _watch_renames(Path(params[0]), lambda: _wait_for(Path(params[1]), Path(params[2])))
     else:
