@@ -110,13 +110,18 @@ def _check_fault(kind: str, tmp_path: Path, fault: list[str], expect_rc: int, ex
 KINDS = ("index", "export", "data", "compile")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+SLOW = pytest.mark.slow  # the kinds that load MiniLM or a model in every process: run by `make test-slow`
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param("index", marks=SLOW), pytest.param("export", marks=SLOW), "data", "compile"]
+)
 def test_kill_9_at_the_swap_keeps_the_previous_artefact(kind, tmp_path):
     _, out = _job(kind, tmp_path, second=False)
     _check_fault(kind, tmp_path, ["kill-at-rename", out], -signal.SIGKILL)
 
 
-@pytest.mark.parametrize("kind", ("data", "compile"))
+@pytest.mark.parametrize("kind", [pytest.param("data", marks=SLOW), "compile"])
 def test_full_disk_is_one_line_and_keeps_the_previous_artefact(kind, tmp_path):
     _check_fault(kind, tmp_path, ["disk-full", 300], 2, "File too large; free some space")
 
@@ -157,6 +162,11 @@ def _concurrent(kind: str, tmp_path: Path) -> None:
     _load(kind, out)
 
 
+def test_two_writers_of_one_dataset(tmp_path):
+    _concurrent("data", tmp_path)
+
+
+@pytest.mark.slow
 def test_two_writers_of_one_store(tmp_path):
     _concurrent("index", tmp_path)
 

@@ -690,7 +690,7 @@ def train(
 
 def verify_training_checkpoint(path: Path) -> bool:
     """Check a step directory against its ``integrity.json`` before DeepSpeed reads it (DeepSpeed loads its
-    files with ``torch.load(weights_only=False)``, i.e. unpickles them: a replaced file must never get there).
+    files with torch.load and weights_only=False, i.e. unpickles them: a replaced file must never get there).
     False: a checkpoint written before checksums (resumed unchecked)."""
     what, fix = f"training checkpoint {path}", "resume from an earlier checkpoint or start a new run"
     return verify(path, read_record(path, what, fix), what, fix)
