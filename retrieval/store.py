@@ -21,7 +21,8 @@ Design choices
 * Saving is atomic (``atomic_dir``: build in a temp dir, swap at the end) — an interrupted build leaves the
   previous store intact. Loading trusts nothing: the manifest is checked against the encoder used for
   queries (name, dim, weights fingerprint), the index file against its recorded size and SHA-256 and
-  ``ntotal``, and the table's row count against the index. Every failure is a one-line ``XPromptError``.
+  ``ntotal``, every file (index, table, config, image vectors) against its size and SHA-256 in the
+  manifest (``xprompt.integrity``), and the table's row count against the index. Every failure is a one-line ``XPromptError``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +41,8 @@ import numpy as np
 from xprompt.config_io import config_from_dict, config_to_dict, load_config
 from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
+from xprompt.integrity import record_tree
+from xprompt.integrity import verify as verify_files
 from xprompt.io_utils import atomic_dir
 
 FORMAT = "xprompt-raie-store"
@@ -126,16 +128,14 @@ def encode_image(img: Any) -> bytes:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, 3)."""
-    from PIL import Image
+    """Encoded image bytes -> uint8 (H, W, 3), bounded in pixels before decoding (``load_image``)."""
+    from xprompt.errors import ImageInputError
+    from xprompt.tokenizer.image_io import load_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise XPromptError(
-            f"stored image cannot be decoded ({type(e).__name__}); the store is corrupted"
-        ) from None
+        return load_image(data, name="stored image")
+    except ImageInputError as e:
+        raise XPromptError(f"{e}; the store is corrupted") from None
 
 
 def _features(extra: bool = False):
@@ -545,6 +545,7 @@ class InstructionStore:
             man = self.manifest()
             man["index_bytes"] = (tmp / INDEX).stat().st_size
             man["index_sha256"] = _sha256(tmp / INDEX)
+            man["integrity"] = record_tree(tmp, exclude=(MANIFEST,))  # every file: table, config, vectors
             (tmp / MANIFEST).write_text(json.dumps(man, indent=2) + "\n")  # last: marks a complete store
         self.path = path
         self._parts, self._meta = [_load_meta(path, len(self))], None  # re-map the saved table
@@ -555,7 +556,8 @@ class InstructionStore:
     @classmethod
     def load(cls, path: str | Path, encoder=None, *, verify: bool = True) -> InstructionStore:
         """Open a saved store. ``encoder`` (an encoder or spec) must match the one it was built with; by
-        default the manifest's encoder spec is loaded. ``verify`` checks the index file's SHA-256."""
+        default the manifest's encoder spec is loaded. ``verify`` checks every file's size and SHA-256 against
+        the manifest (stores written before per-file checksums: the index file's)."""
         import faiss
 
         from xprompt.retrieval.encoders import get_encoder
@@ -576,6 +578,8 @@ class InstructionStore:
                 f"{idx_path} is {size} bytes, the manifest says {man['index_bytes']}: "
                 "the index file is truncated or corrupted; rebuild the store"
             )
+        if verify:
+            verify_files(path, man.get("integrity"), f"store {path}", "rebuild it with `xprompt index build`")
         if verify and "index_sha256" in man and _sha256(idx_path) != man["index_sha256"]:
             raise XPromptError(
                 f"{idx_path} does not match its SHA-256 in the manifest: the index file is "

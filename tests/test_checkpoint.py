@@ -23,6 +23,14 @@ def saved(tmp_path):
     return path, model, vocab
 
 
+def _legacy(path):
+    """Drop meta.json's checksums, as in a checkpoint written before them: the deeper checks below then run
+    (with checksums the altered files are refused earlier, as tampering; see tests/test_integrity.py)."""
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["integrity"]
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
 def test_round_trip_exact(saved):
     path, model, vocab = saved
     loaded, v2 = load_pretrained(path)
@@ -60,6 +68,7 @@ def test_same_size_other_vocab_refused(saved):
         text_size=39, num_image_codes=17, num_xp=4, max_grid=8
     )  # same size, other layout
     assert other.size == vocab.size
+    _legacy(path)
     other.save(path / "vocab.json")
     with pytest.raises(CheckpointError, match="fingerprint"):
         load_pretrained(path)
@@ -67,6 +76,7 @@ def test_same_size_other_vocab_refused(saved):
 
 def test_weights_disagreeing_with_config(saved):
     path = saved[0]
+    _legacy(path)
     cfg = json.loads((path / "config.json").read_text())
     cfg["n_layers"] = 3
     (path / "config.json").write_text(json.dumps(cfg))
@@ -86,6 +96,7 @@ def test_missing_and_corrupt_files(saved, tmp_path):
     path, _, _ = saved
     with pytest.raises(CheckpointError, match="not found"):
         load_pretrained(tmp_path / "nope")
+    _legacy(path)
     (path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_pretrained(path)

@@ -222,6 +222,6 @@ def test_threads_option(capsys):
             assert seen[-1] == want
         assert run_command(lambda a: 0, p.parse_args(["--threads", "0"])) == 0  # torch's default: untouched
         assert main(["demo", "--threads", "-1"]) == 2
-        assert "--threads must be >= 0" in capsys.readouterr().err
+        assert "--threads must be an integer >= 0" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)

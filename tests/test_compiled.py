@@ -1,5 +1,7 @@
 """Compiled task prompts: same logits/outputs as in-context generation, file round trip, refusal on mismatch."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,5 +121,10 @@ def test_damaged_cache_shapes_refused(tmp_path):
         meta = f.metadata()
     tensors["k.1"] = tensors["k.1"][:, :, :-1].contiguous()  # one layer shorter than the others
     save_file(tensors, str(tmp_path / "bad.xpt"), metadata=meta)
+    with pytest.raises(XPromptError, match="modified or corrupted"):  # its tensor checksum
+        CompiledPrompt.load(tmp_path / "bad.xpt")
+    header = json.loads(meta["xprompt"])
+    del header["tensors_sha256"]  # as in a file compiled before checksums: the shape checks still hold
+    save_file(tensors, str(tmp_path / "bad.xpt"), metadata={"xprompt": json.dumps(header)})
     with pytest.raises(XPromptError, match="damaged task prompt"):
         CompiledPrompt.load(tmp_path / "bad.xpt")

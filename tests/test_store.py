@@ -168,8 +168,10 @@ def test_load_detects_damage(store, tmp_path):
     shutil.rmtree(bad / "meta")
     with quiet_datasets():
         meta.save_to_disk(str(bad / "meta"))
-    with pytest.raises(XPromptError, match="has 4 rows but the index holds 6"):
+    with pytest.raises(XPromptError, match="meta/.* is truncated"):  # per-file checksums catch it first
         InstructionStore.load(bad, HashEncoder())
+    with pytest.raises(XPromptError, match="has 4 rows but the index holds 6"):
+        InstructionStore.load(bad, HashEncoder(), verify=False)
     # manifest problems
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(XPromptError, match="not valid JSON"):
@@ -282,8 +284,10 @@ def test_image_aware_rerank(tmp_path):
     re.add(["Remove the circle"], [np.full((8, 8, 3), 128, np.uint8)], [red])
     assert re.image_vectors.shape == (5, 32)
     np.save(path / "image_vectors.npy", np.zeros((3, 32), np.float32))  # disagrees with the index
-    with pytest.raises(XPromptError, match="has shape"):
+    with pytest.raises(XPromptError, match="image_vectors.npy is truncated"):
         InstructionStore.load(path, HashImageEncoder())
+    with pytest.raises(XPromptError, match="has shape"):
+        InstructionStore.load(path, HashImageEncoder(), verify=False)
     text_only = InstructionStore.build(instr, [red] * 4, [red] * 4, encoder=HashImageEncoder())
     with pytest.raises(XPromptError, match="no image embeddings"):
         text_only.search(["Remove the circle"], k=1, images=[red])

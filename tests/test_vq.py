@@ -76,7 +76,11 @@ def test_config_validation():
 def test_checkpoint_roundtrip_strict(tmp_path):
     tok = _tok()
     tok.model.save_pretrained(tmp_path / "ck")
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "config.json",
+        "integrity.json",
+        "model.safetensors",
+    ]
     tok2 = VQTokenizer.from_pretrained(tmp_path / "ck")
     imgs = _imgs(2, 16, 24)
     np.testing.assert_array_equal(tok2.encode(imgs), tok.encode(imgs))
@@ -86,6 +90,9 @@ def test_checkpoint_roundtrip_strict(tmp_path):
     cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
     cfg["codebook_size"] = 64
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="config.json is truncated"):  # integrity.json's checksums
+        VQTokenizer.from_pretrained(tmp_path / "ck")
+    (tmp_path / "ck" / "integrity.json").unlink()  # as before checksums: the deeper checks below
     with pytest.raises(CheckpointError, match="shape"):
         VQTokenizer.from_pretrained(tmp_path / "ck")
     cfg["codebook_size"], cfg["mid_blocks"] = 32, 2

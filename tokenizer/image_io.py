@@ -17,6 +17,7 @@ Design choices
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,31 +59,41 @@ def _to_rgb(im, name: str) -> np.ndarray:
         raise ImageInputError(f"{name}: cannot convert image mode {mode} to RGB ({e})") from None
 
 
-def _png_header_size(p: Path) -> tuple[int, int] | None:
-    """(width, height) from a PNG's IHDR, or None if ``p`` is not a PNG."""
-    with open(p, "rb") as f:
-        head = f.read(24)
+def _png_header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR (the first 24 bytes of the file), or None if it is not a PNG."""
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file (or take a PIL image) as uint8 (H, W, 3) RGB; bad input raises ``ImageInputError``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def load_image(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Read an image file, encoded image bytes or a PIL image as uint8 (H, W, 3) RGB; bad input raises
+    ``ImageInputError`` (``name`` labels bytes in messages)."""
+    from PIL import Image
 
     if isinstance(path, Image.Image):
-        return _to_rgb(path, "image")
+        return _to_rgb(path, name or "image")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+        return _decode(io.BytesIO(data), name or "image data", max_pixels, data[:24])
     p = Path(path)
     name = str(p)
     if not p.exists():
         raise ImageInputError(f"{name}: file not found")
     if not p.is_file():
         raise ImageInputError(f"{name}: not a file")
+    with open(p, "rb") as f:
+        head = f.read(24)
+    return _decode(p, name, max_pixels, head)
+
+
+def _decode(src, name: str, max_pixels: int, head: bytes) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(p) as im:
+            with Image.open(src) as im:
                 w, h = im.size  # header only: nothing decoded yet
                 if w <= 0 or h <= 0:
                     raise ImageInputError(f"{name}: image has no pixels ({w}x{h})")
@@ -97,12 +108,16 @@ def load_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         except ImageInputError:
             raise
         except UnidentifiedImageError:
-            wh = _png_header_size(p)
+            wh = _png_header_size(head)
             if wh is not None and 0 in wh:  # PIL refuses to identify a 0-sized PNG: say what is wrong
                 raise ImageInputError(f"{name}: image has no pixels ({wh[0]}x{wh[1]})") from None
             raise ImageInputError(f"{name}: not a readable image file") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageInputError(f"{name}: image is too large (decompression-bomb guard)") from None
+        except (
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ) as e:  # PIL's own, earlier guard
+            msg = str(e).split(" could be")[0]
+            raise ImageInputError(f"{name}: image is too large ({msg}); downscale it first") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ImageInputError(f"{name}: image data is damaged or truncated ({msg})") from None

@@ -4,6 +4,9 @@ Design choices
 * Byte-level pre-tokenisation and decoding, so every Unicode string round-trips exactly (no unknown token).
 * The BPE tokenizer holds no model specials: ``<bos>``, ``<eot>`` ... belong to the ``Vocabulary``, which
   places text ids at an offset. This keeps one owner for every id range.
+* ``save`` also writes ``tokenizer.json.integrity.json`` (size + SHA-256, ``xprompt.integrity``); ``load``
+  refuses a file that no longer matches it. Text that is not valid Unicode (lone surrogates, as Python makes
+  of undecodable bytes) is refused by ``encode`` with a one-line error instead of a Rust panic message.
 * Training reads an iterator of strings (the task suite's instructions, captions and difference texts, plus
   any text file the user passes).
 """
@@ -17,6 +20,17 @@ from pathlib import Path
 from xprompt.errors import XPromptError
 from xprompt.io_utils import atomic_write_text
 
+BPE_FORMAT = "xprompt-bpe/1"
+
+
+def _verify(path: Path) -> bool:
+    """Check ``tokenizer.json`` against its sidecar record (False: none, e.g. a tokenizer from elsewhere)."""
+    from xprompt.integrity import read_record, sidecar, verify
+
+    what, fix = f"BPE tokenizer {path}", "retrain it with `xprompt train bpe` or copy it again"
+    record = read_record(path.parent, what, fix, name=sidecar(path).name)
+    return verify(path.parent, record, what, fix)
+
 
 class TextTokenizer:
     def __init__(self, tok):
@@ -27,7 +41,12 @@ class TextTokenizer:
         return self._tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        try:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        except (UnicodeEncodeError, TypeError) as e:
+            raise XPromptError(
+                f"text is not valid Unicode ({type(e).__name__}: e.g. undecodable bytes); pass UTF-8 text"
+            ) from None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
@@ -55,7 +74,15 @@ class TextTokenizer:
         return cls(tok)
 
     def save(self, path: str | Path) -> None:
+        """Write ``tokenizer.json`` atomically, then its size + SHA-256 in ``tokenizer.json.integrity.json``
+        (the old sidecar is removed first, so an interrupted save is never checked against stale hashes)."""
+        from xprompt.integrity import record_files, sidecar
+
+        path = Path(path)
+        sidecar(path).unlink(missing_ok=True)
         atomic_write_text(path, self._tok.to_str(pretty=False))
+        record = dict(record_files(path.parent, [path.name]), format=BPE_FORMAT)
+        atomic_write_text(sidecar(path), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TextTokenizer:
@@ -66,6 +93,7 @@ class TextTokenizer:
             path = path / "tokenizer.json"
         if not path.is_file():
             raise XPromptError(f"text tokenizer not found: {path} (train one with `xprompt train bpe`)")
+        _verify(path)
         try:
             return cls(Tokenizer.from_str(path.read_text()))
         except Exception as e:  # noqa: BLE001 (tokenizers raises a bare Exception on malformed files)

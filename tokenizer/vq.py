@@ -193,6 +193,18 @@ class VectorQuantizer(nn.Module):
         return int(idx.numel())
 
 
+VQ_FORMAT = "xprompt-vq/1"
+_VQ_FILES = ("config.json", "model.safetensors")
+
+
+def verify_vq(path: Path) -> bool:
+    """Check a VQ checkpoint's files against its ``integrity.json`` (False: written before checksums)."""
+    from xprompt.integrity import read_record, verify
+
+    what, fix = f"VQ checkpoint {path}", "retrain it or copy it again"
+    return verify(path, read_record(path, what, fix), what, fix)
+
+
 class VQModel(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
@@ -221,16 +233,20 @@ class VQModel(nn.Module):
 
     # -------------------------------------------------------------- checkpoints
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (each file atomically)."""
+        """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (each file atomically), then their
+        sizes and SHA-256 as ``integrity.json`` (removed first, so an interrupted save is never "verified")."""
         from safetensors.torch import save
 
+        from xprompt.integrity import RECORD_FILE, record_files, write_record
         from xprompt.io_utils import atomic_write_bytes
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        (out / RECORD_FILE).unlink(missing_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "pt"}))
         save_config(self.config, out / "config.json")
+        write_record(out, record_files(out, _VQ_FILES), VQ_FORMAT)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> VQModel:
@@ -244,6 +260,7 @@ class VQModel(nn.Module):
                 f"VQ checkpoint not found or incomplete at {path} (need config.json and model.safetensors; "
                 "train one with `xprompt train tokenizer`)"
             )
+        verify_vq(path)
         model = cls(load_config(VQConfig, cfg_path))
         try:
             state = load_file(str(w_path))

@@ -13,6 +13,8 @@ import argparse
 import sys
 
 from xprompt.cli import run_command, set_offline_env
+from xprompt.cli_checks import check_args
+from xprompt.errors import XPromptError
 from xprompt.train.cli import add_arguments, run
 
 
@@ -24,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xprompt.train", description="train the X-Prompt model")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        check_args(parser, args)
+    except XPromptError as e:
+        print(f"python -m xprompt.train: error: {e}", file=sys.stderr)
+        return 2
     return run_command(run, args)
 
 

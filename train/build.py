@@ -15,7 +15,8 @@ Design choices:
   split also keeps the raw images (PNG) and texts of example, query and target, and the scene graphs.
 - Output directory (written atomically: temp dir + rename): ``data/`` (``datasets.save_to_disk`` in shards),
   ``vocab.json``, ``tokenizers.json`` (paths + fingerprints of the VQ and BPE tokenizers), ``build_config.json``,
-  ``dataset_card.json`` + ``README.md`` (counts per task and family, held-out list, seeds, mixture). An
+  ``dataset_card.json`` + ``README.md`` (counts per task and family, held-out list, seeds, mixture), and last
+  ``integrity.json`` (size + SHA-256 of every file, checked by ``load_built`` and the trainer's loader). An
   existing directory is only replaced with ``overwrite`` and only if it holds a ``dataset_card.json``.
 - Generation of raw samples (numpy/PIL) can run in worker processes; encoding stays in the parent.
 """
@@ -34,6 +35,7 @@ import numpy as np
 from xprompt.config_io import config_from_dict, load_config, save_config
 from xprompt.errors import XPromptError
 from xprompt.images import png_bytes
+from xprompt.integrity import read_record, record_tree, verify, write_record
 from xprompt.io_utils import atomic_dir, atomic_write_text
 from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_ref
 from xprompt.train import photo_pool, sources
@@ -42,6 +44,7 @@ from xprompt.train.pairing import RawSample, draw_contrast_group, draw_group, ra
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
 
 CARD = "dataset_card.json"
+DATASET_FORMAT = "xprompt-dataset/1"
 
 
 @dataclass
@@ -514,6 +517,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, tokenizer="checkpoints/v
             card.update(real_sources=real, holdout=list(cfg.holdout), n_total=len(ds))
         atomic_write_text(tmp / CARD, json.dumps(card, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", card_markdown(card))
+        write_record(tmp, record_tree(tmp), DATASET_FORMAT)  # last: sizes + SHA-256 of every file above
     return card
 
 
@@ -540,6 +544,12 @@ def card_markdown(card: dict) -> str:
 # ------------------------------------------------------------------------------------------ loading
 
 
+def verify_dataset(path: Path) -> bool:
+    """Check a built dataset's files against its ``integrity.json`` (False: built before checksums)."""
+    what, fix = f"dataset {path}", "rebuild it with `xprompt data build --overwrite`"
+    return verify(path, read_record(path, what, fix), what, fix)
+
+
 def load_built(path: str | Path):
     """(datasets.Dataset, Vocabulary, card dict) of a built dataset directory."""
     import datasets
@@ -551,6 +561,7 @@ def load_built(path: str | Path):
         raise XPromptError(
             f"{p} is not an xprompt dataset (no {CARD} or data/); build one with `xprompt data build`"
         )
+    verify_dataset(p)
     card = json.loads((p / CARD).read_text())
     return datasets.load_from_disk(str(p / "data")), Vocabulary.load(p / "vocab.json"), card
 

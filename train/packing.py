@@ -373,6 +373,9 @@ def open_dataset(path) -> tuple[object, object | None, object, dict, Path]:
     root = Path(path)
     if not root.is_dir():
         raise XPromptError(f"data directory not found: {root} (build one with `xprompt data build`)")
+    from xprompt.train.build import verify_dataset
+
+    verify_dataset(root)  # before any Arrow file is parsed: damage is reported as damage
     ds, ds_dir = _find_dataset(root)
     val = None
     if isinstance(ds, DatasetDict):

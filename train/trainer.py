@@ -21,7 +21,8 @@ Design choices
 
   A checkpoint is written under a temporary tag and renamed when complete; ``latest`` is then replaced
   atomically, and only the newest ``keep_last`` step dirs are kept. So an interrupted save never damages the
-  previous checkpoint. The DeepSpeed part holds model, optimizer, scheduler and (as client state) the step,
+  previous checkpoint. Each step dir gets an ``integrity.json`` (size + SHA-256 of every file) before its
+  rename; ``--resume`` checks it before DeepSpeed unpickles anything. The DeepSpeed part holds model, optimizer, scheduler and (as client state) the step,
   tokens seen and the RNG states; the data position is the step itself (``packing.SequencePlan``).
 * Resume: the model config must equal the run's; DeepSpeed restores the engine, the loop continues at the
   saved step with the same data order; metrics after that step are dropped. In fp32 on one process the
@@ -48,6 +49,7 @@ import numpy as np
 
 from xprompt.config_io import config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
+from xprompt.integrity import read_record, record_tree, verify, write_record
 from xprompt.io_utils import atomic_write_text
 from xprompt.model_config import ModelConfig, get_preset
 from xprompt.paths import REPO_ROOT
@@ -65,6 +67,7 @@ from xprompt.train.train_config import (
 
 RUN_MARKER = "run.json"
 TAG_PREFIX = "step_"
+CKPT_FORMAT = "xprompt-train-checkpoint/1"
 
 
 # ---------------------------------------------------------------------- run directory helpers
@@ -393,6 +396,7 @@ def start_or_resume(run: Run, engine, log: MetricsLog, n_params: int) -> TrainSt
         )
         return TrainState()
     tag = latest_tag(run.out)
+    verify_training_checkpoint(run.ckpt_dir / tag)  # DeepSpeed unpickles these files: check them first
     try:
         _, client = engine.load_checkpoint(
             str(run.ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
@@ -718,6 +722,14 @@ def _export_model(path: Path, model, vocab, meta: dict) -> None:
     save_adapter(path / "lora", model, spec_from_dict(tcfg["lora"]), vocab, base=tcfg.get("init_from", ""))
 
 
+def verify_training_checkpoint(path: Path) -> bool:
+    """Check a step directory against its ``integrity.json`` before DeepSpeed reads it (DeepSpeed loads its
+    files with torch.load and weights_only=False, i.e. unpickles them: a replaced file must never get there).
+    False: a checkpoint written before checksums (resumed unchecked)."""
+    what, fix = f"training checkpoint {path}", "resume from an earlier checkpoint or start a new run"
+    return verify(path, read_record(path, what, fix), what, fix)
+
+
 def _save_checkpoint(
     engine, ckpt_dir: Path, step: int, state: TrainState, vocab, keep_last: int, info, extra: dict, out: Path
 ) -> None:
@@ -742,6 +754,7 @@ def _save_checkpoint(
         _export_model(ckpt_dir / tmp_tag / "model", model, vocab, meta)
     dist.barrier()
     if info.is_main:
+        write_record(ckpt_dir / tmp_tag, record_tree(ckpt_dir / tmp_tag), CKPT_FORMAT)  # complete: hash it
         final = ckpt_dir / tag
         if final.exists():
             shutil.rmtree(final)

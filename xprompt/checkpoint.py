@@ -5,10 +5,12 @@ Layout of a checkpoint directory (written atomically with ``xprompt.io_utils.ato
     config.json        ModelConfig (strict: unknown keys are an error)
     model.safetensors  weights (fp32, or bf16 when asked); parameter names are ours
     vocab.json         the Vocabulary the ids refer to
-    meta.json          {"format": "xprompt-model/1", "vocab_fingerprint", "dtype", "extra": {...}}
+    meta.json          {"format": "xprompt-model/1", "vocab_fingerprint", "dtype", "extra": {...},
+                        "integrity": sha256 + size of the three other files (``xprompt.integrity``)}
                        ``extra`` records e.g. the tokenizer dirs the model was trained with, training info.
 
-Loading checks, each with a one-line ``CheckpointError``: files present; config valid; vocabulary size equals
+Loading checks, each with a one-line ``CheckpointError``: files present; their sizes and SHA-256 as recorded
+(truncation or tampering is reported as such; checkpoints written before checksums skip this); config valid; vocabulary size equals
 ``config.vocab_size`` and the fingerprint in meta.json; the tensors match the model exactly (no missing,
 unexpected or mis-shaped weight). No pickles anywhere.
 """
@@ -23,6 +25,7 @@ import torch
 
 from xprompt.config_io import config_from_dict, config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
+from xprompt.integrity import record_files, verify
 from xprompt.io_utils import atomic_dir, file_mode
 from xprompt.model_config import ModelConfig
 
@@ -64,6 +67,7 @@ def save_pretrained(
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         os.chmod(tmp / "model.safetensors", file_mode())  # safetensors writes 0600; match the siblings
         vocab.save(tmp / "vocab.json")
+        meta["integrity"] = record_files(tmp, _FILES[:3])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -94,6 +98,7 @@ def load_config_and_vocab(path):
     if missing:
         raise CheckpointError(f"{path} is not a complete xprompt checkpoint: missing {', '.join(missing)}")
     meta = read_meta(path)
+    verify_checkpoint(path, meta)
     try:
         cfg = config_from_dict(
             ModelConfig, json.loads((path / "config.json").read_text()), where=str(path / "config.json")
@@ -117,6 +122,11 @@ def load_config_and_vocab(path):
             f"weights were saved with ({meta.get('vocab_fingerprint')})"
         )
     return cfg, vocab, meta
+
+
+def verify_checkpoint(path, meta: dict) -> bool:
+    """Check the files of checkpoint ``path`` against ``meta["integrity"]`` (False: none recorded, skipped)."""
+    return verify(path, meta.get("integrity"), f"model checkpoint {path}", "re-export or re-download it")
 
 
 def load_state_strict(model, sd: dict, where: str) -> None:

@@ -15,6 +15,9 @@ libraries offline (nothing may be downloaded at run time) and tokenizers' fork w
 where a process starts, and not when the package is imported, so a program importing xprompt keeps its
 environment.
 
+Validation: after parsing, ``xprompt.cli_checks.check_args`` checks every numeric option against its range
+(NaN and infinities refused), normalises free text and checks ``--set`` values, for every command at once.
+
 Errors: ``XPromptError`` (bad input) is printed as one line ``xprompt: error: ...`` with exit code 2;
 argparse usage errors also exit 2. Warnings (``XPromptWarning``) are one line ``xprompt: warning: ...``.
 Shared options (``--threads``, ``--device``, ``--no-progress``, ``--quiet``, ``--vq``/``--bpe``,
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 import warnings
@@ -87,13 +91,31 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xprompt.cli_checks import check_args
+
     set_offline_env()
+    _tolerant_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    try:
+        check_args(parser, args)  # every numeric option, free text and --set value (xprompt.cli_checks)
+    except XPromptError as e:
+        return _report(e)
     return run_command(args.func, args)
+
+
+def _tolerant_stdout() -> None:
+    """Paths from argv may hold undecodable bytes (as surrogates): print them back as the same bytes."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        sys.stdout.reconfigure(errors="surrogateescape")
+
+
+def _report(e: XPromptError) -> int:
+    print(f"xprompt: error: {e}", file=sys.stderr)
+    return 2
 
 
 def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
@@ -160,8 +182,7 @@ def run_command(func, args) -> int:
             _apply_threads(args)
             return int(func(args) or 0)
     except XPromptError as e:
-        print(f"xprompt: error: {e}", file=sys.stderr)
-        return 2
+        return _report(e)
     except KeyboardInterrupt:
         print("xprompt: interrupted", file=sys.stderr)
         return 130

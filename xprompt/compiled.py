@@ -7,7 +7,9 @@ Design choices
   A ``full``-layout prompt (no XP tokens) can be compiled too; nothing is dropped then.
 * File = safetensors (tensors ``k.i``/``v.i`` per layer, ``key_mask``, ``next_pos``, ``segs``) with one
   metadata entry ``xprompt`` holding a JSON header: format, model fingerprint, vocabulary fingerprint, and
-  info (instruction, number of examples, layout). Written atomically.
+  info (instruction, number of examples, layout), and ``tensors_sha256`` (``xprompt.integrity.tensor_digest``:
+  a damaged or altered file is refused as such on load; files from before it skip the check). Written
+  atomically. A file that is not safetensors (e.g. a pickle) is refused by the parser without being run.
 * The model fingerprint hashes the model config *and* a strided sample of every weight tensor, so two models
   with the same shape but different training runs are told apart; loading a prompt with another model or
   vocabulary raises a one-line ``XPromptError``.
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 
 from xprompt.config_io import config_to_dict
-from xprompt.errors import XPromptError
+from xprompt.errors import IntegrityError, XPromptError
+from xprompt.integrity import tensor_digest
 from xprompt.io_utils import atomic_write_bytes
 from xprompt.kv_cache import KVCache
 from xprompt.masks import kept_entries
@@ -84,6 +87,7 @@ class CompiledPrompt:
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.cache.state_dict().items()}
         tensors["segs"] = self.segs.detach().cpu().to(torch.int8).contiguous()
+        header["tensors_sha256"] = tensor_digest(tensors)
         atomic_write_bytes(path, save(tensors, metadata={"xprompt": json.dumps(header, sort_keys=True)}))
         return path
 
@@ -108,6 +112,12 @@ class CompiledPrompt:
         if header.get("format") != FORMAT:
             raise XPromptError(
                 f"{path}: unsupported task prompt format {header.get('format')!r} (expected {FORMAT})"
+            )
+        want = header.get("tensors_sha256")
+        if want is not None and tensor_digest(tensors) != want:
+            raise IntegrityError(
+                f"{path}: the task prompt's tensors were modified or corrupted (SHA-256 differs from the one "
+                "recorded when it was compiled); recompile it with `xprompt compile-prompt`"
             )
         try:
             cache = KVCache.from_state_dict(tensors, int(header["n_layers"]))

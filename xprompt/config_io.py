@@ -1,13 +1,14 @@
 """Typed config dataclasses <-> JSON, strictly.
 
 Every component has one dataclass config. ``config_from_dict`` rejects unknown keys (a typo must not be
-silently ignored) and checks the basic types, so a bad ``config.json`` fails with a one-line message.
+silently ignored) and checks the basic types (floats must be finite: Python's json reads NaN and Infinity), so a bad ``config.json`` fails with a one-line message.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,8 @@ def _check_type(cls, name: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):  # JSON NaN/Infinity
+        raise ConfigError(f"{cls.__name__}.{name} must be a finite number, got {value}")
     wrong = hint in (int, float, str, bool) and (
         not isinstance(value, hint) or (hint is int and isinstance(value, bool))
     )

@@ -26,6 +26,10 @@ class CheckpointError(XPromptError):
     """A checkpoint directory that is missing, incomplete, or disagrees with itself or with the model."""
 
 
+class IntegrityError(CheckpointError):
+    """An artefact whose files do not match the checksums recorded when it was written (truncated, altered)."""
+
+
 class XPromptWarning(UserWarning):
     """Something the user should know (the result may be poor, a setting was not what was asked), not an error.
     The CLI prints each as one line ``xprompt: warning: ...`` on stderr."""
