@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import shutil
 from pathlib import Path
+from pickle import UnpicklingError  # the exception a refused weights_only load raises; nothing is unpickled
 
 import torch
 
@@ -90,7 +90,7 @@ def read_ckpt_weights_only(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except UnpicklingError:
         names = _unsafe_globals(path)
         raise CheckpointError(
             f"{path} pickles objects beyond tensors ({', '.join(names[:3]) or 'refused globals'}) that "
@@ -107,7 +107,7 @@ def read_ckpt_weights_only(path) -> dict[str, torch.Tensor]:
 def _unsafe_globals(path: Path) -> list[str]:
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError):
+    except (RuntimeError, ValueError, OSError, UnpicklingError):
         return []
 
 
@@ -136,7 +136,7 @@ def extract_state_dict(path) -> tuple[dict[str, torch.Tensor], list[str]]:
     try:
         with torch.serialization.safe_globals(stubs):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, OSError, RuntimeError) as e:
+    except (UnpicklingError, OSError, RuntimeError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "GLOBAL" in ln or "unrecognized" in ln), lines[0] if lines else "")
         raise CheckpointError(

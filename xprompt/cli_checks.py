@@ -85,6 +85,10 @@ RULES: dict[str, Range] = {
     "size": Int(1, 8192),
     "n": Int(1, BIG),
     "limit": Int(1, BIG),
+    "source_limit": Int(0, BIG),  # data build --source-limit: 0 = all pairs
+    "depth_scale": Real(0, 1e9, lo_open=True),  # NYUv2 16-bit PNG units per metre
+    "port": Int(0, 65_535),  # serve: 0 = any free port
+    "queue_size": Int(1, 10_000),
     "scale": Int(1, 64),
     "num_xp": Int(0, 4096),
     "shard_size": Int(1, BIG),
