@@ -32,6 +32,7 @@ from pathlib import Path
 from xprompt.errors import XPromptError
 
 WEIGHTS, CONFIG, LOG = "model.safetensors", "config.json", "train_log.json"
+ENCODER_FORMAT = "xprompt-minilm-edit/1"  # the integrity record's format (integrity.json beside the files)
 DTYPES = ("float32", "float16", "bfloat16")
 ALL_DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
 
@@ -200,6 +201,7 @@ def _save_checkpoint(
     from safetensors.torch import save_file
 
     from xprompt.config_io import config_to_dict
+    from xprompt.integrity import record_files, write_record
     from xprompt.io_utils import atomic_dir
 
     dtype = getattr(torch, cfg.save_dtype)
@@ -212,6 +214,7 @@ def _save_checkpoint(
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "layers": json.dumps(layers)})
         (tmp / CONFIG).write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
         (tmp / LOG).write_text(json.dumps(record, indent=2) + "\n")
+        write_record(tmp, record_files(tmp, [WEIGHTS, CONFIG]), ENCODER_FORMAT)
 
 
 def train_edit_encoder(
@@ -282,7 +285,9 @@ def train_edit_encoder(
 
 
 def load_edit_config(ckpt: str | Path) -> EditEncoderConfig:
+    """The checkpoint's config, after its files are checked against their integrity record (if it has one)."""
     from xprompt.config_io import load_config
+    from xprompt.integrity import read_record, verify
 
     path = Path(ckpt) / CONFIG
     if not path.is_file():
@@ -290,6 +295,8 @@ def load_edit_config(ckpt: str | Path) -> EditEncoderConfig:
             f"{path} not found: not a minilm-edit checkpoint (train one with "
             "`xprompt index train-encoder --out DIR`)"
         )
+    what, fix = f"text encoder {ckpt}", "retrain it with `xprompt index train-encoder` or restore it"
+    verify(ckpt, read_record(ckpt, what, fix), what, fix)
     return load_config(EditEncoderConfig, path)
 
 

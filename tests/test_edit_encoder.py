@@ -162,3 +162,22 @@ def test_shipped_corpus_has_no_test_sentences():
     steps = json.loads((edit_checkpoint() / "train_log.json").read_text())["steps"]  # the margin-loss triples
     order = build_order_corpus(steps * cfg["order_batch"], cfg["corpus_seed"], exclude=ae)
     assert not {canon(x) for t in order for x in t} & {canon(t) for t in ae + [t for p in F_SET for t in p]}
+
+
+def test_encoder_checkpoint_is_checked_against_its_integrity_record(tmp_path):
+    import shutil
+
+    from xprompt.errors import IntegrityError
+    from xprompt.paths import shipped
+    from xprompt.retrieval.train_encoder import WEIGHTS, load_edit_config
+
+    ckpt = tmp_path / "enc"
+    shutil.copytree(shipped("minilm-edit"), ckpt)
+    assert (ckpt / "integrity.json").is_file() and load_edit_config(ckpt).layers
+    with open(ckpt / WEIGHTS, "r+b") as f:  # same size, one byte altered
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(IntegrityError, match="modified or corrupted"):
+        load_edit_config(ckpt)

@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 from xprompt.errors import XPromptError
+from xprompt.integrity import sha256_file
 
 PACKAGES: tuple[str, ...] = (
     "opencv-doc",
@@ -36,14 +37,6 @@ PACKAGES: tuple[str, ...] = (
 POOLS: tuple[str, ...] = ("packaged", "debian")
 MANIFEST = Path(__file__).with_name("photo_manifest_debian.json")
 FIX_HINT = "run `make photos` (apt-get installs " + " ".join(PACKAGES) + ")"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(checksums: list[str]) -> str:
