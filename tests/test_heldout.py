@@ -66,7 +66,7 @@ def test_requesting_a_held_out_task_is_refused():
 def test_sampled_training_data_never_contains_held_out(monkeypatch):
     seen = []
     real = sources._load_rgb
-    monkeypatch.setattr(sources, "_load_rgb", lambda p: seen.append(p) or real(p))
+    monkeypatch.setattr(sources, "_load_rgb", lambda p, cap=False: seen.append(p) or real(p, cap))
     cfg = BuildConfig(split="train", n=600, seed=3)
     ex = set(excluded_tasks("train"))
     table = task_table(cfg)

@@ -389,6 +389,6 @@ def test_cli_serve_bad_arguments(tmp_path, capsys):
     from xprompt.cli import main
 
     assert main(["serve", "--port", "70000"]) == 2
-    assert "--port must be 1-65535" in capsys.readouterr().err
+    assert "--port must be an integer >= 1 and <= 65,535" in capsys.readouterr().err
     assert main(["serve", "--store", str(tmp_path)]) == 2
     assert "is not a store (no manifest.json)" in capsys.readouterr().err

@@ -181,7 +181,7 @@ def test_eval_instances_deterministic_and_eval_photos(monkeypatch):
         assert x.params == y.params and x.instruction == y.instruction
     seen = []
     real = sources._load_rgb
-    monkeypatch.setattr(sources, "_load_rgb", lambda p: seen.append(p) or real(p))
+    monkeypatch.setattr(sources, "_load_rgb", lambda p, cap=False: seen.append(p) or real(p, cap))
     make_eval_instances("sepia", 20, 64, seed=2)
     photos = [
         p for p in seen if "texture" not in p and not p.endswith(("brick.png", "grass.png", "gravel.png"))

@@ -87,7 +87,7 @@ RULES: dict[str, Range] = {
     "limit": Int(1, BIG),
     "source_limit": Int(0, BIG),  # data build --source-limit: 0 = all pairs
     "depth_scale": Real(0, 1e9, lo_open=True),  # NYUv2 16-bit PNG units per metre
-    "port": Int(0, 65_535),  # serve: 0 = any free port
+    "port": Int(1, 65_535),
     "queue_size": Int(1, 10_000),
     "scale": Int(1, 64),
     "num_xp": Int(0, 4096),
@@ -126,6 +126,7 @@ RULES: dict[str, Range] = {
 # (command path, dest) -> rule, where a dest means something else in one command
 COMMAND_RULES: dict[tuple[str, str], Range] = {
     ("t2i", "size"): Int(1, 1024),  # grid size in codes (H W), not pixels
+    ("data build", "n"): Int(0, BIG),  # 0 = only the --source pairs (build_dataset refuses 0 without them)
 }
 
 

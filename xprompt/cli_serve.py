@@ -51,10 +51,7 @@ def parse_stores(specs) -> dict:
 
 
 def cmd_serve(args) -> int:
-    if not 0 < args.port < 65536:
-        raise XPromptError(f"--port must be 1-65535, got {args.port}")
-    if args.queue_size < 1:
-        raise XPromptError(f"--queue-size must be >= 1, got {args.queue_size}")
+    # --port and --queue-size ranges: xprompt/cli_checks.py (checked before any command runs)
     stores = parse_stores(args.store)
     pipe = _pipe(args)
     from xprompt.serve.app import build_app, launch
