@@ -25,7 +25,8 @@ def _copy_edit_ckpt(dst):
     from xprompt.retrieval.encoders import edit_checkpoint
 
     shutil.copytree(edit_checkpoint(), dst)
-    (dst / "integrity.json").unlink()  # these tests rewrite the weights to exercise the strict loader behind it
+    # these tests rewrite the weights to exercise the strict loader behind the integrity check
+    (dst / "integrity.json").unlink()
     return dst
 
 
