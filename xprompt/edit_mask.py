@@ -24,15 +24,15 @@ import numpy as np
 from xprompt.errors import XPromptError
 
 
-def parse_box(text: str) -> tuple[int, int, int, int]:
-    """``"x0,y0,x1,y1"`` -> ints (the CLI's ``--box``)."""
+def parse_box(text: str, what: str = "--box") -> tuple[int, int, int, int]:
+    """``"x0,y0,x1,y1"`` -> ints (the CLI's ``--box``; ``what`` names the field in the error)."""
     parts = [p.strip() for p in str(text).split(",")]
     try:
         box = tuple(int(p) for p in parts)
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise XPromptError(f"--box must be four integers x0,y0,x1,y1 in pixels, got {text!r}")
+        raise XPromptError(f"{what} must be four integers x0,y0,x1,y1 in pixels, got {text!r}")
     return box  # type: ignore[return-value]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xprompt.edit_mask import parse_box
 from xprompt.errors import ImageInputError, XPromptError
 from xprompt.pipeline import EditResult
 
@@ -124,14 +125,7 @@ def parse_box_text(text) -> tuple[int, int, int, int] | None:
     """``"x0,y0,x1,y1"`` -> a box; empty -> None."""
     if text is None or not str(text).strip():
         return None
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        box = tuple(int(p) for p in parts)
-    except ValueError:
-        box = ()
-    if len(box) != 4:
-        raise XPromptError(f"the box must be four integers x0,y0,x1,y1 in pixels (or empty), got {text!r}")
-    return box  # type: ignore[return-value]
+    return parse_box(text, what="the box (or leave it empty)")
 
 
 def _instruction(text, required: bool, what: str = "the instruction") -> str | None:
