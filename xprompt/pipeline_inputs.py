@@ -4,8 +4,8 @@ sampling settings and context-mode checks (the ``PipelineInputs`` mixin of ``XPr
 Design choices
 * Split from ``pipeline.py``: the preparation every task shares, so ``pipeline.py`` reads as the tasks. A
   mixin (not free functions) keeps the public methods where users call them (``XPrompt.encode``, ``decode``,
-  ``fit``, ``encode_examples``, ``sampling_config``); it needs ``model``-free attributes only:
-  ``image_tok``, ``image_size``, ``aspect``, ``trained_mode``.
+  ``fit``, ``encode_examples``, ``sampling_config``); it uses only the object's ``image_tok``,
+  ``image_size``, ``aspect`` and ``trained_mode``, never the model.
 * Every image goes to the model's size with ``xprompt.placement`` and back to its own size, never squashed;
   with a mask, the result is blended into the input so every pixel outside the mask is the input's.
 """
