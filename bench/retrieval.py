@@ -109,7 +109,7 @@ def bench_index(
     ``centroids``: reuse an already trained IVF coarse quantizer (faiss then skips its k-means)."""
     import faiss
 
-    from xprompt.retrieval.store import StoreConfig, make_index, train_index
+    from xprompt.retrieval.faiss_index import StoreConfig, make_index, train_index
 
     cfg = StoreConfig(factory=factory, max_train=args.max_train)
     faiss.omp_set_num_threads(args.threads)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from xprompt.errors import XPromptError
-from xprompt.eval.benchmarks import Item, TaskSpec
+from xprompt.eval.eval_config import TaskSpec
+from xprompt.eval.items import Item
 
 _LOWLEVEL = ("psnr", "ssim", "changed_psnr", "closer")
 SPECS = {

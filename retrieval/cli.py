@@ -29,7 +29,8 @@ from xprompt.retrieval.sources import DEFAULT_SIZE, load_pairs
 def cmd_index_build(args) -> int:
     import time
 
-    from xprompt.retrieval.store import MANIFEST, InstructionStore, StoreConfig, store_config_from_args
+    from xprompt.retrieval.store import InstructionStore, StoreConfig, store_config_from_args
+    from xprompt.retrieval.store_format import MANIFEST
 
     out = Path(args.out)
     # Checked before the (slow) encoding; save() itself is atomic and re-checks.

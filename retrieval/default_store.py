@@ -43,7 +43,8 @@ def default_store_path(encoder=None) -> Path:
 
 def open_store(path: str | Path | None = None, encoder=None, *, quiet: bool = False):
     """Load a store; with ``path=None`` the default store, built from ``DEFAULT_SUITE`` on first use."""
-    from xprompt.retrieval.store import MANIFEST, InstructionStore
+    from xprompt.retrieval.store import InstructionStore
+    from xprompt.retrieval.store_format import MANIFEST
 
     if path is not None:
         return InstructionStore.load(path, encoder)

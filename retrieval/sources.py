@@ -64,7 +64,7 @@ def suite_table(spec: str, size: int = DEFAULT_SIZE, seed: int = 0, progress: bo
     from datasets import Dataset
     from tqdm.auto import tqdm
 
-    from xprompt.retrieval.store import _features, encode_image
+    from xprompt.retrieval.records import _features, encode_image
 
     selectors, n = parse_suite_spec(spec)
     tasks = suite_tasks(selectors)
@@ -94,7 +94,7 @@ def datasets_table(
     """A local ``datasets`` directory with MagicBrush-style columns -> a Dataset in store layout."""
     from datasets import DatasetDict, load_from_disk
 
-    from xprompt.retrieval.store import _features, quiet_datasets
+    from xprompt.retrieval.records import _features, quiet_datasets
 
     src = Path(src)
     if not src.is_dir():
@@ -137,7 +137,7 @@ def reader_table(spec: str, *, split: str | None = None, columns: str = "", limi
     """``NAME=PATH`` of an edit set (``xprompt.readers``) -> a Dataset in store layout with the extra columns
     (mask, turn_index, img_id; null where the set has none); images copied Arrow-to-Arrow."""
     from xprompt.readers import open_dataset, parse_spec
-    from xprompt.retrieval.store import _with_extra, quiet_datasets
+    from xprompt.retrieval.records import _with_extra, quiet_datasets
 
     name, path = parse_spec(spec, "--pairs")
     ds = open_dataset(name, path, columns=columns)

@@ -23,224 +23,59 @@ Design choices
   queries (name, dim, weights fingerprint), the index file against its recorded size and SHA-256 and
   ``ntotal``, every file (index, table, config, image vectors) against its size and SHA-256 in the
   manifest (``xprompt.integrity``), and the table's row count against the index. Every failure is a one-line ``XPromptError``.
+* Layout: this module is ``InstructionStore`` (add, search, save, load); a stored row and the table schema are
+  ``records.py``, the FAISS index and ``StoreConfig`` ``faiss_index.py``, the files and their checks
+  ``store_format.py``. The names of ``__all__`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from xprompt.config_io import config_from_dict, config_to_dict, load_config
+from xprompt.config_io import config_to_dict, load_config
 from xprompt.errors import XPromptError
-from xprompt.images import png_bytes
 from xprompt.integrity import record_tree
 from xprompt.integrity import verify as verify_files
 from xprompt.io_utils import atomic_dir
-
-FORMAT = "xprompt-raie-store"
-FORMAT_VERSION = 1
-MANIFEST, CONFIG, INDEX, META = "manifest.json", "config.json", "index.faiss", "meta"
-IMAGE_VECTORS = "image_vectors.npy"
-COLUMNS = ("instruction", "task", "source", "target", "description")
-EXTRA_COLUMNS = (
-    "mask",
-    "turn_index",
-    "img_id",
-)  # optional; a store has all three or none (null where unknown)
-
-
-@dataclass
-class StoreConfig:
-    """How the FAISS index is built and searched (saved as the store's config.json)."""
-
-    factory: str = "Flat"  # faiss index_factory string; metric is always inner product (cosine)
-    nprobe: int = 32  # IVF: inverted lists visited per query
-    ef_search: int = 64  # HNSW: search beam width
-    max_train: int = 100_000  # IVF/PQ training uses at most this many vectors (a seeded random sample)
-    seed: int = 0
-    image_vectors: bool = False  # also embed the source images (encoder needs encode_images: openclip)
-
-    def __post_init__(self):
-        if not self.factory.strip():
-            raise ValueError("factory must be a faiss index_factory string such as 'Flat' or 'IVF1024,PQ64'")
-        if self.nprobe < 1 or self.ef_search < 1 or self.max_train < 1:
-            raise ValueError("nprobe, ef_search and max_train must be >= 1")
-
-
-@dataclass
-class Record:
-    """One stored edit example. ``source`` / ``target`` are encoded image bytes (PNG, JPEG...)."""
-
-    id: int
-    instruction: str
-    task: str
-    source: bytes
-    target: bytes
-    description: str | None = None
-    mask: bytes | None = None  # encoded mask image (white = edited region), when the source set had one
-    turn_index: int | None = None  # MagicBrush: 1 = the real image, >= 2 = an edit of the previous turn
-    img_id: str | None = None
-
-    def mask_array(self) -> np.ndarray | None:
-        """bool (H, W): the edited region of the stored pair (white in the mask image), or None."""
-        return None if self.mask is None else decode_image(self.mask).astype(np.float32).mean(-1) > 127.0
-
-    def source_image(self) -> np.ndarray:
-        return decode_image(self.source)
-
-    def target_image(self) -> np.ndarray:
-        return decode_image(self.target)
-
-    def pair(self) -> tuple[np.ndarray, np.ndarray]:
-        """(source, target) as uint8 (H, W, 3) arrays: the in-context example for RAIE."""
-        return self.source_image(), self.target_image()
+from xprompt.retrieval.faiss_index import (
+    StoreConfig,
+    _faiss_msg,
+    apply_search_params,
+    make_index,
+    store_config_from_args,
+    train_index,
+)
+from xprompt.retrieval.records import (
+    COLUMNS,
+    EXTRA_COLUMNS,
+    Record,
+    _features,
+    _with_extra,
+    decode_image,
+    encode_image,
+    quiet_datasets,
+)
+from xprompt.retrieval.store_format import (
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_VECTORS,
+    INDEX,
+    MANIFEST,
+    META,
+    _load_image_vectors,
+    _load_meta,
+    _sha256,
+    check_encoder,
+    read_manifest,
+)
 
 
-# ---------------------------------------------------------------------------------------------- images
-def encode_image(img: Any) -> bytes:
-    """uint8 (H, W, 3|4|1) array, PIL image, encoded bytes or a datasets Image dict -> encoded image bytes."""
-    from PIL import Image
-
-    if isinstance(img, (bytes, bytearray)):
-        return bytes(img)
-    if isinstance(img, dict) and ("bytes" in img or "path" in img):
-        if img.get("bytes"):
-            return bytes(img["bytes"])
-        if img.get("path"):
-            return Path(img["path"]).read_bytes()
-        raise XPromptError("image entry has neither bytes nor path")
-    if isinstance(img, Image.Image):
-        pil = img
-    else:
-        arr = np.asarray(img)
-        if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-            raise XPromptError(f"expected a uint8 (H, W, 3) image array, got {arr.dtype} {arr.shape}")
-        pil = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    return png_bytes(pil)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, 3), bounded in pixels before decoding (``load_image``)."""
-    from xprompt.errors import ImageInputError
-    from xprompt.tokenizer.image_io import load_image
-
-    try:
-        return load_image(data, name="stored image")
-    except ImageInputError as e:
-        raise XPromptError(f"{e}; the store is corrupted") from None
-
-
-def _features(extra: bool = False):
-    from datasets import Features, Image, Value
-
-    f = {
-        "instruction": Value("string"),
-        "task": Value("string"),
-        "source": Image(),
-        "target": Image(),
-        "description": Value("string"),
-    }
-    if extra:
-        f.update({"mask": Image(), "turn_index": Value("int32"), "img_id": Value("string")})
-    return Features(f)
-
-
-def _with_extra(table):
-    """``table`` with every ``EXTRA_COLUMNS`` column (null where it has none), in store order and types."""
-    with quiet_datasets():
-        for c in EXTRA_COLUMNS:
-            if c not in table.column_names:
-                table = table.add_column(c, [None] * len(table))
-        table = table.select_columns([*COLUMNS, *EXTRA_COLUMNS])
-        return table if table.features == _features(True) else table.cast(_features(True))
-
-
-@contextlib.contextmanager
-def quiet_datasets():
-    """Silence datasets' per-operation progress bars (casting/saving a few rows is not news)."""
-    import datasets
-    from datasets.utils import logging as ds_logging
-
-    was = datasets.are_progress_bars_disabled()
-    level = ds_logging.get_verbosity()
-    datasets.disable_progress_bars()
-    ds_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        ds_logging.set_verbosity(level)
-        if not was:
-            datasets.enable_progress_bars()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _faiss_msg(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    err = [ln for ln in lines if ln.lower().startswith("error")]
-    return (err or lines or [type(e).__name__])[0][:200]
-
-
-# ---------------------------------------------------------------------------------------------- index
-def make_index(dim: int, cfg: StoreConfig):
-    import faiss
-
-    if "idmap" in cfg.factory.lower():
-        raise XPromptError(
-            f"factory {cfg.factory!r}: IDMap is not supported (store ids are table row numbers)"
-        )
-    try:
-        return faiss.index_factory(dim, cfg.factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise XPromptError(
-            f"bad faiss factory string {cfg.factory!r} for dim {dim}: {_faiss_msg(e)}"
-        ) from None
-
-
-def apply_search_params(index, cfg: StoreConfig) -> None:
-    """Set nprobe (IVF) / efSearch (HNSW) wherever they apply in a (possibly wrapped) index."""
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.nprobe = cfg.nprobe
-    base = faiss.downcast_index(index)
-    for cand in (base, getattr(base, "index", None)):
-        if cand is not None and hasattr(cand, "hnsw"):
-            faiss.downcast_index(cand).hnsw.efSearch = cfg.ef_search
-
-
-def train_index(index, vectors: np.ndarray, cfg: StoreConfig) -> None:
-    """Train ``index`` (if it needs training) on at most ``cfg.max_train`` of ``vectors`` (N, D)."""
-    if index.is_trained:
-        return
-    if len(vectors) > cfg.max_train:
-        rng = np.random.default_rng(cfg.seed)
-        vectors = vectors[np.sort(rng.choice(len(vectors), cfg.max_train, replace=False))]
-    try:
-        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-    except RuntimeError as e:
-        raise XPromptError(
-            f"cannot train faiss index {index.__class__.__name__} on {len(vectors)} vectors: {_faiss_msg(e)} "
-            "(use --factory Flat for small stores, or fewer IVF lists / PQ bits)"
-        ) from None
-
-
-# ---------------------------------------------------------------------------------------------- store
 class InstructionStore:
     """FAISS instruction index + metadata table. Build with ``build``/``add``, query with ``search``."""
 
@@ -611,80 +446,6 @@ class InstructionStore:
         )
         apply_search_params(store.index, cfg)
         return store
-
-
-def read_manifest(path: Path) -> dict:
-    mp = Path(path) / MANIFEST
-    if not Path(path).is_dir():
-        raise XPromptError(f"store not found: {path} (build one with `xprompt index build`)")
-    if not mp.is_file():
-        raise XPromptError(f"{path} is not an xprompt instruction store (no {MANIFEST})")
-    try:
-        man = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise XPromptError(f"{mp} is not valid JSON ({e}); rebuild the store") from None
-    if not isinstance(man, dict) or man.get("format") != FORMAT:
-        raise XPromptError(f"{mp} is not an xprompt instruction-store manifest")
-    if man.get("format_version", 0) > FORMAT_VERSION:
-        raise XPromptError(f"{path} was written by a newer xprompt (store format {man['format_version']})")
-    for key in ("encoder", "factory", "count"):
-        if key not in man:
-            raise XPromptError(f"{mp} lacks {key!r}; rebuild the store")
-    return man
-
-
-def check_encoder(man: dict, encoder, path) -> None:
-    """Refuse to query a store with an encoder other than the one that built it."""
-    want = man["encoder"]
-    got = encoder.describe()
-    for key in ("name", "dim", "version"):
-        if want.get(key) != got[key]:
-            raise XPromptError(
-                f"store {path} was built with encoder {want.get('name')} (dim {want.get('dim')}, weights "
-                f"{want.get('version')}), the query encoder is {got['name']} (dim {got['dim']}, weights "
-                f"{got['version']}): use the same --encoder or rebuild the store"
-            )
-
-
-def _load_image_vectors(path: Path, count: int, dim: int) -> np.ndarray:
-    p = Path(path) / IMAGE_VECTORS
-    try:
-        iv = np.load(p, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise XPromptError(f"cannot read {p} ({type(e).__name__}); rebuild the store") from None
-    if iv.shape != (count, dim):
-        raise XPromptError(f"{p} has shape {iv.shape}, expected ({count}, {dim}); rebuild the store")
-    return iv
-
-
-def _load_meta(path: Path, count: int):
-    from datasets import load_from_disk
-
-    mp = Path(path) / META
-    if not mp.is_dir():
-        raise XPromptError(f"store {path} has no {META}/ table; rebuild it")
-    try:
-        meta = load_from_disk(str(mp))
-    except Exception as e:  # noqa: BLE001 - datasets raises many kinds (OSError, ValueError, ArrowInvalid...)
-        raise XPromptError(
-            f"cannot read the metadata table {mp} ({type(e).__name__}); rebuild the store"
-        ) from None
-    missing = [c for c in COLUMNS if c not in getattr(meta, "column_names", [])]
-    if missing:
-        raise XPromptError(f"metadata table {mp} lacks column(s) {missing}; rebuild the store")
-    if len(meta) != count:
-        raise XPromptError(
-            f"metadata table {mp} has {len(meta)} rows but the index holds {count} vectors; "
-            "the store is inconsistent, rebuild it"
-        )
-    return meta
-
-
-def store_config_from_args(factory: str | None = None, **overrides) -> StoreConfig:
-    data = {k: v for k, v in overrides.items() if v is not None}
-    if factory:
-        data["factory"] = factory
-    return config_from_dict(StoreConfig, data)
 
 
 __all__ = [

@@ -9,7 +9,12 @@ import torch
 from xprompt.cli import main
 from xprompt.eval import benchmarks as B
 from xprompt.eval import metrics as M
+from xprompt.eval import rows as eval_rows
+from xprompt.eval.controls import copy_vq_gap, example_sensitivity, mean_gap_closed
+from xprompt.eval.eval_config import TASKS
+from xprompt.eval.items import suite_items
 from xprompt.eval.report import render_markdown, write_report
+from xprompt.eval.scoring import Scorers, reduce_scores, sample_scores
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def test_unseen_report_structure_baselines_and_determinism(ckpt, pipe, tmp_path)
                 v = res[row][m]
                 assert isinstance(v, float) or str(v).startswith("unavailable:"), (t, row, m, v)
     # the copy baseline is exactly the metric of the query against the ground truth
-    items = B.suite_items("derain", 2, 64, 0)
+    items = suite_items("derain", 2, 64, 0)
     want = np.mean([M.psnr(it.query, it.target) for it in items])
     assert rep["tasks"]["derain"]["results"]["copy"]["psnr"] == pytest.approx(want)
     assert rep["tasks"]["derain"]["results"]["copy"]["closer"] == 0.0
@@ -221,8 +226,8 @@ def test_gap_closed_and_compare_table(ckpt, tmp_path, capsys):
 
 def test_sample_scores_of_the_ground_truth_are_perfect():
     """No model: scoring the ground truth itself must give each metric's best value (and the detector agrees)."""
-    specs = {s.task: s for b in ("unseen", "seen", "raie") for s in B.TASKS[b]}
-    sc = B.Scorers()
+    specs = {s.task: s for b in ("unseen", "seen", "raie") for s in TASKS[b]}
+    sc = Scorers()
     for task, check in {
         "derain": lambda r: (
             r["psnr"] == M.PSNR_CAP and r["ssim"] == pytest.approx(1.0) and r["closer"] == 1.0
@@ -234,18 +239,18 @@ def test_sample_scores_of_the_ground_truth_are_perfect():
         "recolor": lambda r: r["success"] == 1.0 and r["l1"] == 0.0,
         "inpainting": lambda r: r["mse"] == 0.0,
     }.items():
-        for it in B.suite_items(task, 2, 64, 5):
-            r = B.sample_scores(specs[task], it, it.target, sc)
+        for it in suite_items(task, 2, 64, 5):
+            r = sample_scores(specs[task], it, it.target, sc)
             assert check(r), (task, r)
             if task == "segmentation":
-                assert B.reduce_scores("miou", [r["miou"]]) == pytest.approx(100.0)
+                assert reduce_scores("miou", [r["miou"]]) == pytest.approx(100.0)
 
 
 # ---------------------------------------------------------------------- controls and references (issue 13)
 def test_seen_covers_the_trained_families_and_no_held_out_task():
     from xprompt.train.heldout import excluded_tasks, split_tasks
 
-    seen = [s.task for s in B.TASKS["seen"]]
+    seen = [s.task for s in TASKS["seen"]]
     assert not set(seen) & set(excluded_tasks("train"))
     assert set(seen) <= set(split_tasks("train"))
     for t in (
@@ -265,26 +270,26 @@ def test_seen_covers_the_trained_families_and_no_held_out_task():
 
 def test_wrong_rows_use_another_pair_with_the_same_query(ckpt, pipe, monkeypatch):
     calls = []
-    real = B.generate_batch
+    real = eval_rows.generate_batch
 
     def spy(p, items, mode, examples, **kw):
         calls.append((mode, [it.query for it in items], list(examples)))
         return real(p, items, mode, examples, **kw)
 
-    monkeypatch.setattr(B, "generate_batch", spy)
+    monkeypatch.setattr(eval_rows, "generate_batch", spy)
     tasks = ["invert", "channel_swap"]
     rep, _ = _run(ckpt, pipe, benchmark="seen", limit=2, tasks=tasks, rows=["xp", "wrong", "wrong-inst", "identity"],
                   batch_size=2)  # fmt: skip
     assert rep["rows"] == ["xp", "wrong", "wrong-inst", "identity", "copy", "vqcopy", "vq"]
     assert len(calls) == 2 * 4  # 2 tasks x 4 rows, one batch each
-    names = [s.task for s in B.TASKS["seen"]]
+    names = [s.task for s in TASKS["seen"]]
     for ti, task in enumerate(tasks):
-        items = B.suite_items(task, 3, 64, 0)
+        items = suite_items(task, 3, 64, 0)
         (m_xp, q_xp, ex_xp), (m_w, q_w, ex_w), (m_wi, q_wi, ex_wi), (m_id, q_id, ex_id) = calls[
             4 * ti : 4 * ti + 4
         ]
         assert m_xp == m_w == m_wi == m_id == "xp"  # controls run in the example mode, like the xp row
-        other = B.suite_items(names[names.index(task) + 1], 2, 64, 0)
+        other = suite_items(names[names.index(task) + 1], 2, 64, 0)
         for i in range(2):
             for q in (q_w[i], q_wi[i]):
                 assert np.array_equal(q, q_xp[i]) and np.array_equal(q, items[i].query)  # same query
@@ -316,7 +321,7 @@ def test_wrong_rows_use_another_pair_with_the_same_query(ckpt, pipe, monkeypatch
 def test_vqcopy_is_the_query_through_the_tokenizer(ckpt, pipe):
     rep, vis = _run(ckpt, pipe, benchmark="unseen", limit=2, tasks=["derain"], rows=["xp"])
     assert rep["rows"] == ["xp", "copy", "vqcopy", "vq"]
-    items = B.suite_items("derain", 2, 64, 0)
+    items = suite_items("derain", 2, 64, 0)
     vqc = [pipe.decode(pipe.encode(it.query)) for it in items]
     assert np.array_equal(vis["derain"][0].outputs["vqcopy"], vqc[0])
     want = np.mean([M.psnr(v, it.target) for v, it in zip(vqc, items, strict=True)])
@@ -327,12 +332,12 @@ def test_vqcopy_is_the_query_through_the_tokenizer(ckpt, pipe):
 
 def test_example_sensitivity_on_given_outputs():
     a = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 7, np.uint8)]
-    same = B.example_sensitivity(a, [x.copy() for x in a], np.ones((2, 5)), np.ones((2, 5)))
+    same = example_sensitivity(a, [x.copy() for x in a], np.ones((2, 5)), np.ones((2, 5)))
     assert same["pixel_mad"] == 0.0 and same["identical"] == 1.0 and same["logit_max_abs_diff"] == 0.0
     b = [a[0], np.full((4, 4, 3), 10, np.uint8)]
     lr = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
     lw = np.array([[0.0, 1.5, 2.0], [0.0, 0.0, -1.0]])
-    d = B.example_sensitivity(a, b, lr, lw)
+    d = example_sensitivity(a, b, lr, lw)
     assert d["pixel_mad"] == pytest.approx(1.5) and d["identical"] == 0.5
     assert d["logit_max_abs_diff"] == pytest.approx(0.75) and d["logit_max_abs_diff_max"] == pytest.approx(
         1.0
@@ -352,7 +357,7 @@ def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
         "c": task("psnr", 30.0, 25.0, 28.0, 28.0),  # VQ ceiling below copy: no gap to close
     }}  # fmt: skip
     for t in rep["tasks"].values():
-        t["gap_closed"] = B.copy_vq_gap(t)
+        t["gap_closed"] = copy_vq_gap(t)
     ga, gb, gc = (rep["tasks"][k]["gap_closed"] for k in "abc")
     assert ga["metric"] == "psnr" and ga["vq_beats_copy"] and ga["rows"]["xp"] == pytest.approx(0.6)
     assert (
@@ -360,7 +365,7 @@ def test_gap_closed_over_copy_and_vq_on_a_hand_made_report():
     )
     assert gb["rows"]["xp"] == pytest.approx(0.5) and gb["rows"]["wrong"] == pytest.approx(-0.5)
     assert not gc["vq_beats_copy"] and gc["rows"]["xp"] is None
-    mg = B.mean_gap_closed(rep)
+    mg = mean_gap_closed(rep)
     assert mg["tasks"] == ["a", "b"] and mg["mean"]["xp"] == pytest.approx(0.55)
     assert mg["mean"]["wrong"] == pytest.approx(-0.35) and mg["beats_copy"] == {
         "xp": 2, "wrong": 0, "copy": 0, "vqcopy": 0, "vq": 2}  # fmt: skip

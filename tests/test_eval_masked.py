@@ -7,6 +7,7 @@ from test_eval import ckpt, pipe  # noqa: F401  (the same tiny checkpoint and pi
 
 from xprompt.errors import XPromptError
 from xprompt.eval import benchmarks as B
+from xprompt.eval.items import suite_items
 from xprompt.eval.masked import change_box_mask
 
 
@@ -36,7 +37,7 @@ def test_masked_rows_unseen_and_raie(pipe, tmp_path):  # noqa: F811 (pytest fixt
     assert res["xp-mask"]["out_same"] == 1.0 and res["xp-mask"]["psnr_out"] == 100.0  # outside: the input
     assert res["copy"]["out_same"] == 1.0 and res["xp"]["out_same"] < 1.0
     assert res["xp-paste"]["out_same"] == 1.0
-    items = B.suite_items("add_object", 2, 64, 0)
+    items = suite_items("add_object", 2, 64, 0)
     for it, v in zip(items, vis["add_object"], strict=True):  # paste = the free xp output blended in
         np.testing.assert_array_equal(v.outputs["xp-paste"], blend(it.query, v.outputs["xp"], item_mask(it)))
         assert "xp-mask" in v.outputs

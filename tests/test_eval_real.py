@@ -13,6 +13,9 @@ from xprompt.cli import main
 from xprompt.errors import XPromptError
 from xprompt.eval import benchmarks as B
 from xprompt.eval import metrics as M
+from xprompt.eval.eval_config import TaskSpec
+from xprompt.eval.items import Item
+from xprompt.eval.scoring import Scorers, reduce_scores, sample_scores
 
 
 def _rain(root, n=3):
@@ -107,24 +110,24 @@ def test_cli_malformed_dataset_is_one_line_exit_2(ckpt, tmp_path, capsys):  # no
 
 
 def _item(task, target, params):
-    return B.Item(task, "", target, target, None, params)
+    return Item(task, "", target, target, None, params)
 
 
 def test_nyu_depth_metrics_through_the_benchmark_scorer():
     from xprompt.eval.real import SPECS
     from xprompt.readers.nyu import eigen_mask, render_depth
 
-    spec = B.TaskSpec("nyuv2", "NYUv2", SPECS["depth"])
+    spec = TaskSpec("nyuv2", "NYUv2", SPECS["depth"])
     depth = np.full((48, 64), 2.0, np.float32)
     depth[:24] = 5.0
     depth[0, 0] = 0.0
     it = _item("nyuv2", render_depth(depth), {"depth_m": depth})
-    perfect = B.sample_scores(spec, it, render_depth(depth), B.Scorers())
+    perfect = sample_scores(spec, it, render_depth(depth), Scorers())
     assert perfect["delta1"] == 1.0 and perfect["depth_rmse"] < 0.02  # only 8-bit quantisation error
     # predict 4 m everywhere: inside the Eigen crop (rows 4..46, cols 4..59 of 48 x 64) the top half is 5 m
     # (error 1, ratio 1.25 -> not < 1.25) and the bottom half 2 m (error 2, ratio 2)
     pred = render_depth(np.full((48, 64), 4.0))
-    r = B.sample_scores(spec, it, pred, B.Scorers())
+    r = sample_scores(spec, it, pred, Scorers())
     crop = eigen_mask((48, 64))
     g = depth[crop].astype(np.float64)
     p4 = 10 * (1 - np.rint(0.6 * 255) / 255)  # 4 m after the 8-bit rendering
@@ -132,7 +135,7 @@ def test_nyu_depth_metrics_through_the_benchmark_scorer():
     assert r["absrel"] == pytest.approx(np.mean(np.abs(p4 - g) / g), rel=1e-5)
     assert r["delta1"] == pytest.approx(0.0)
     # a prediction at another size is resized to the ground truth's before scoring
-    small = B.sample_scores(spec, it, render_depth(np.full((24, 32), 4.0)), B.Scorers())
+    small = sample_scores(spec, it, render_depth(np.full((24, 32), 4.0)), Scorers())
     assert small["depth_rmse"] == pytest.approx(r["depth_rmse"], rel=1e-5)
 
 
@@ -140,18 +143,18 @@ def test_ade_miou_over_the_set_hand_computed():
     from xprompt.eval.real import SPECS
     from xprompt.readers.ade import render_labels
 
-    spec = B.TaskSpec("ade20k", "ADE20K", SPECS["segmentation"])
+    spec = TaskSpec("ade20k", "ADE20K", SPECS["segmentation"])
     gt = np.array([[1, 1, 2, 2], [0, 0, 3, 3]])  # 0 = ignore
     pred_labels = np.array(
         [[1, 2, 2, 2], [5, 5, 3, 3]]
     )  # one class-1 pixel called 2; ignored pixels do not count
     it = _item("ade20k", render_labels(gt), {"labels": gt})
-    v = B.sample_scores(spec, it, render_labels(pred_labels), B.Scorers())["ade_miou"]
+    v = sample_scores(spec, it, render_labels(pred_labels), Scorers())["ade_miou"]
     # IoU: class 1 = 1/2, class 2 = 2/3, class 3 = 2/2; class 5 predicted only on ignored pixels: not counted
-    assert B.reduce_scores("ade_miou", [v]) == pytest.approx(100 * (0.5 + 2 / 3 + 1) / 3)
-    perfect = B.sample_scores(spec, it, render_labels(gt), B.Scorers())["ade_miou"]
+    assert reduce_scores("ade_miou", [v]) == pytest.approx(100 * (0.5 + 2 / 3 + 1) / 3)
+    perfect = sample_scores(spec, it, render_labels(gt), Scorers())["ade_miou"]
     # over the set (one confusion matrix): class 1 = 3 TP / 4, class 2 = 4 / 5, class 3 = 1
-    assert B.reduce_scores("ade_miou", [perfect, v]) == pytest.approx(100 * (3 / 4 + 4 / 5 + 1) / 3)
+    assert reduce_scores("ade_miou", [perfect, v]) == pytest.approx(100 * (3 / 4 + 4 / 5 + 1) / 3)
 
 
 def test_seen_on_nyu_and_ade_folders(ckpt, pipe, tmp_path):  # noqa: F811

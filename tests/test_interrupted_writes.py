@@ -211,7 +211,7 @@ def test_kill_9_during_a_training_checkpoint_save(tmp_path):
     from test_trainer import TINY
 
     from xprompt.checkpoint import load_pretrained
-    from xprompt.train.trainer import verify_training_checkpoint
+    from xprompt.train.checkpointing import verify_training_checkpoint
 
     data = make_dataset(tmp_path / "d", n=40)
     cfg = tmp_path / "c.json"

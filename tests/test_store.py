@@ -162,7 +162,7 @@ def test_load_detects_damage(store, tmp_path):
     shutil.copytree(path, bad)
     from datasets import load_from_disk
 
-    from xprompt.retrieval.store import quiet_datasets
+    from xprompt.retrieval.records import quiet_datasets
 
     meta = load_from_disk(str(path / "meta")).select(range(4))
     shutil.rmtree(bad / "meta")

@@ -29,91 +29,31 @@ Design choices
   losses equal an uninterrupted run's (tested).
 * Ctrl-C: inside a ``with _StopSignals()`` block the loop catches ``KeyboardInterrupt``, saves a checkpoint
   at the last completed step, exports the model and the loss curve, then re-raises (the CLI exits 130).
+* Layout: this module is the engine and the loop (``build_engine``, ``train_step``, validation and the
+  in-context probe on their schedule, the final summary); ``setup`` and ``Run`` are ``run_setup.py``;
+  ``TrainState``, saving, verifying and resuming checkpoints are ``checkpointing.py``; the metrics log and
+  progress bar ``logging_utils.py``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import random
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from xprompt.config_io import config_to_dict
 from xprompt.errors import CheckpointError, XPromptError
-from xprompt.integrity import read_record, record_tree, verify, write_record
 from xprompt.io_utils import atomic_write_text
-from xprompt.model_config import ModelConfig, get_preset
-from xprompt.paths import REPO_ROOT
 from xprompt.train import dist
+from xprompt.train.checkpointing import TAG_PREFIX, TrainState, save, start_or_resume
 from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve, read_metrics
-from xprompt.train.packing import Loader, SequencePlan, TrainingData, load_training_data
-from xprompt.train.train_config import (
-    DEFAULT_DS_CONFIG,
-    TrainConfig,
-    load_ds_config,
-    resolve_ds_config,
-    resolve_precision,
-    zero_stage,
-)
-
-RUN_MARKER = "run.json"
-TAG_PREFIX = "step_"
-CKPT_FORMAT = "xprompt-train-checkpoint/1"
-
-
-# ---------------------------------------------------------------------- run directory helpers
-def latest_tag(run_dir: Path) -> str | None:
-    f = Path(run_dir) / "checkpoints" / "latest"
-    if not f.is_file():
-        return None
-    tag = f.read_text().strip()
-    return tag if (Path(run_dir) / "checkpoints" / tag).is_dir() else None
-
-
-def _check_out_dir(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / RUN_MARKER).is_file():
-            raise XPromptError(f"--resume: {out} is not a training run directory (no {RUN_MARKER})")
-        if latest_tag(out) is None:
-            raise XPromptError(f"--resume: {out} has no complete checkpoint to resume from")
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise XPromptError(
-            f"{out} already exists and is not empty; pass --resume to continue that run or choose "
-            "another --out"
-        )
-
-
-def _check_resume_compatible(out: Path, model_cfg: dict, cfg: TrainConfig) -> list[str]:
-    """Raise when the model config differs from the run's; return the changed training fields (warnings)."""
-    run = json.loads((out / RUN_MARKER).read_text())
-    old = run.get("model_config", {})
-    if old != model_cfg:
-        diff = sorted(k for k in set(old) | set(model_cfg) if old.get(k) != model_cfg.get(k))
-        raise XPromptError(
-            f"--resume: the model config differs from the run's in {', '.join(diff)}; resume with "
-            "the run's own train_config.json or start a new --out"
-        )
-    old_tc = json.loads((out / "train_config.json").read_text())
-    new_tc = config_to_dict(cfg)
-    hard = ("mode", "mode_mix", "max_len", "global_batch", "pack", "seed")
-    changed = sorted(k for k in new_tc if old_tc.get(k) != new_tc[k])
-    bad = [k for k in changed if k in hard]
-    if bad:
-        raise XPromptError(
-            f"--resume: {', '.join(bad)} changed since the run started; the data order would not "
-            "continue (use the run's train_config.json)"
-        )
-    return changed
+from xprompt.train.run_setup import Run, _write_run_files, latest_tag, setup
+from xprompt.train.train_config import TrainConfig, zero_stage
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -127,31 +67,6 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     return [
         g for g in groups if g["params"]
     ]  # LoRA trains no norm: DeepSpeed drops empty groups, LambdaLR must too
-
-
-def _rng_state() -> dict:
-    import torch
-
-    np_state = np.random.get_state()
-    st = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    import torch
-
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    n = st["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 class _StopSignals:
@@ -182,169 +97,7 @@ class _StopSignals:
         return False
 
 
-# ---------------------------------------------------------------------- state and setup
-@dataclass
-class TrainState:
-    """The trainer's progress. With the RNG states it is the DeepSpeed checkpoint's client state."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    samples_seen: int = 0
-
-    def client_state(self) -> dict:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "samples_seen": self.samples_seen}
-
-
-@dataclass
-class Run:
-    """Everything ``setup`` validated before the first write: configs, data and loaders of one run."""
-
-    cfg: TrainConfig
-    out: Path
-    info: dist.DistInfo
-    resume: bool
-    data: TrainingData
-    mcfg: ModelConfig
-    model_cfg: dict  # mcfg as a dict (compared on resume, recorded in run.json)
-    changed: list[str]  # training fields changed since the run started (resume only; a warning)
-    ds: dict  # the resolved DeepSpeed config
-    precision: str
-    plan: SequencePlan
-    loader: Loader
-    val_loader: Loader | None
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
-
-    @property
-    def accum(self) -> int:
-        return self.ds["gradient_accumulation_steps"]
-
-    def export_extra(self) -> dict:
-        """What every exported model's meta.json records about the training."""
-        return {
-            "training": {
-                "run_dir": str(self.out),
-                "data": self.data.describe(),
-                "train_config": config_to_dict(self.cfg),
-                "precision": self.precision,
-                "world_size": self.info.world_size,
-            }
-        }
-
-
-def _raw_ds_config(ds_config: str | Path | dict | None, zero_stage_override: int | None) -> tuple[dict, str]:
-    """The DeepSpeed config as given (dict, file, the repo's ds_config.json or the default) and where it came from."""
-    if isinstance(ds_config, dict):
-        ds_raw, ds_where = ds_config, "ds_config"
-    elif ds_config is not None:
-        ds_raw, ds_where = load_ds_config(ds_config), str(ds_config)
-    elif (REPO_ROOT / "ds_config.json").is_file():
-        ds_raw, ds_where = load_ds_config(REPO_ROOT / "ds_config.json"), str(REPO_ROOT / "ds_config.json")
-    else:
-        ds_raw, ds_where = DEFAULT_DS_CONFIG, "default ds config"
-    if zero_stage_override is not None:
-        if zero_stage_override not in (0, 1, 2, 3):
-            raise XPromptError(f"--zero-stage must be 0, 1, 2 or 3, got {zero_stage_override}")
-        ds_raw = dict(
-            ds_raw, zero_optimization=dict(ds_raw.get("zero_optimization") or {}, stage=zero_stage_override)
-        )
-    return ds_raw, ds_where
-
-
-def _loaders(
-    cfg: TrainConfig, td: TrainingData, info: dist.DistInfo
-) -> tuple[SequencePlan, Loader, Loader | None]:
-    plan = SequencePlan(td.train.lengths, cfg.max_len, cfg.seed, pack=cfg.pack)
-    if len(plan.fits) == 0:
-        raise XPromptError(
-            f"no training sample fits in max_len={cfg.max_len} tokens (longest: "
-            f"{int(td.train.lengths.max())}); raise max_len"
-        )
-    pad_to = cfg.max_len if cfg.pad_to_max_len else None
-    common = {
-        "micro": cfg.micro_batch,
-        "world": info.world_size,
-        "global_batch": cfg.global_batch,
-        "pad_to": pad_to,
-        "doc_attention": cfg.doc_attention,
-    }
-    loader = Loader(td.train, plan, td.vocab, **common)
-    val_loader = None
-    if td.val is not None and len(td.val):
-        vplan = SequencePlan(td.val.lengths, cfg.max_len, cfg.seed, pack=cfg.pack, shuffle=False)
-        if len(vplan.fits):
-            val_loader = Loader(td.val, vplan, td.vocab, **common)
-    return plan, loader, val_loader
-
-
-def setup(
-    cfg: TrainConfig,
-    data: str | Path,
-    out: Path,
-    info: dist.DistInfo,
-    *,
-    ds_config: str | Path | dict | None,
-    resume: bool,
-    val_data: str | Path | None,
-    zero_stage_override: int | None,
-) -> Run:
-    """Validate everything (out dir, data, configs, resume compatibility) on every process; writes nothing."""
-    _check_out_dir(out, resume)
-    td = load_training_data(
-        data,
-        val_data=val_data,
-        mode=cfg.mode,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        loss_on_examples=cfg.loss_on_examples,
-        mode_mix=cfg.mode_mix,
-    )
-    mcfg = get_preset(cfg.preset, td.vocab.size, **cfg.model)
-    if cfg.grad_checkpointing:
-        mcfg = mcfg.replace(gradient_checkpointing=True)
-    if mcfg.max_seq_len < cfg.max_len:
-        raise XPromptError(f"max_len={cfg.max_len} exceeds the model's max_seq_len={mcfg.max_seq_len}")
-    model_cfg = config_to_dict(mcfg)
-    changed = _check_resume_compatible(out, model_cfg, cfg) if resume else []
-    ds_raw, ds_where = _raw_ds_config(ds_config, zero_stage_override)
-    precision = resolve_precision(cfg.precision, dist.device_type())
-    ds = resolve_ds_config(ds_raw, cfg, info.world_size, precision, where=ds_where)
-    plan, loader, val_loader = _loaders(cfg, td, info)
-    return Run(cfg, out, info, resume, td, mcfg, model_cfg, changed, ds, precision, plan, loader, val_loader)
-
-
-def _write_run_files(run: Run, threads: int) -> None:
-    """train_config.json and the resolved ds_config.json every session; run.json when the run starts."""
-    import deepspeed
-    import torch
-
-    if not run.info.is_main:
-        return
-    out = run.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out / "train_config.json", json.dumps(config_to_dict(run.cfg), indent=2, sort_keys=True) + "\n"
-    )
-    atomic_write_text(out / "ds_config.json", json.dumps(run.ds, indent=2, sort_keys=True) + "\n")
-    if run.resume:
-        return
-    record = {
-        "format": "xprompt-run/1",
-        "model_config": run.model_cfg,
-        "data": run.data.describe(),
-        "world_size": run.info.world_size,
-        "precision": run.precision,
-        "zero_stage": zero_stage(run.ds),
-        "gradient_accumulation_steps": run.accum,
-        "threads_per_process": threads,
-        "skipped_too_long": run.plan.skipped,
-        "epoch_sequences": run.plan.epoch_size(0),
-        "torch": torch.__version__,
-        "deepspeed": deepspeed.__version__,
-    }
-    atomic_write_text(out / RUN_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+# ---------------------------------------------------------------------- the engine
 
 
 def build_engine(run: Run) -> tuple[object, int]:
@@ -377,50 +130,6 @@ def build_engine(run: Run) -> tuple[object, int]:
         model=model, optimizer=opt, lr_scheduler=sched, config=run.ds, dist_init_required=False
     )
     return engine, n_params
-
-
-def start_or_resume(run: Run, engine, log: MetricsLog, n_params: int) -> TrainState:
-    """A fresh state (a "start" event), or the latest checkpoint's engine, state and RNGs (a "resume" event)."""
-    info = run.info
-    if not run.resume:
-        log.write(
-            {
-                "kind": "event",
-                "step": 0,
-                "event": "start",
-                "params": n_params,
-                "world_size": info.world_size,
-                "precision": run.precision,
-                "zero_stage": zero_stage(run.ds),
-            }
-        )
-        return TrainState()
-    tag = latest_tag(run.out)
-    verify_training_checkpoint(run.ckpt_dir / tag)  # DeepSpeed unpickles these files: check them first
-    try:
-        _, client = engine.load_checkpoint(
-            str(run.ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
-    except Exception as e:  # noqa: BLE001 (DeepSpeed raises assorted errors for bad checkpoints)
-        raise CheckpointError(
-            f"--resume: cannot load {run.ckpt_dir / tag}: {type(e).__name__}: {e}"
-        ) from None
-    if client is None or "step" not in client:
-        raise CheckpointError(f"--resume: {run.ckpt_dir / tag} has no trainer state")
-    state = TrainState(client["step"], client["tokens_seen"], client["samples_seen"])
-    _set_rng_state(client["rng"])
-    log.truncate_after(state.step)
-    log.write(
-        {
-            "kind": "event",
-            "step": state.step,
-            "event": "resume",
-            "tag": tag,
-            "changed": run.changed,
-            "world_size": info.world_size,
-        }
-    )
-    return state
 
 
 # ---------------------------------------------------------------------- steps
@@ -519,21 +228,6 @@ def _out_of_time(cfg: TrainConfig, t_start: float) -> bool:
         return False
     late = float(time.time() - t_start > 60 * cfg.max_minutes)
     return dist.all_reduce_sum([late])[0] > 0
-
-
-def save(run: Run, engine, state: TrainState, step: int) -> None:
-    """A checkpoint at ``step`` and the run's exported model (see ``_save_checkpoint``)."""
-    _save_checkpoint(
-        engine,
-        run.ckpt_dir,
-        step,
-        state,
-        run.data.vocab,
-        run.cfg.keep_last,
-        run.info,
-        run.export_extra(),
-        run.out,
-    )
 
 
 def _validate(run: Run, engine, step: int, log: MetricsLog, bar: Progress, device) -> None:
@@ -701,74 +395,3 @@ def train(
     if interrupted:
         raise KeyboardInterrupt
     return summary
-
-
-def _export_model(path: Path, model, vocab, meta: dict) -> None:
-    """The exported model: plain weights; for a LoRA run the adapters merged into a copy (the training model
-    keeps its adapters) and the adapter alone under ``model/lora`` (``xprompt export --lora`` merges it onto
-    the original base)."""
-    from xprompt.checkpoint import save_pretrained
-
-    if not hasattr(model, "merge_and_unload"):
-        save_pretrained(path, model, vocab, extra=meta)
-        return
-    import copy
-
-    from xprompt.lora import merge, save_adapter, spec_from_dict
-
-    tcfg = meta["training"]["train_config"]
-    merged = merge(copy.deepcopy(model))
-    save_pretrained(path, merged, vocab, extra=dict(meta, lora={"merged": True, "adapter": "lora"}))
-    save_adapter(path / "lora", model, spec_from_dict(tcfg["lora"]), vocab, base=tcfg.get("init_from", ""))
-
-
-def verify_training_checkpoint(path: Path) -> bool:
-    """Check a step directory against its ``integrity.json`` before DeepSpeed reads it (DeepSpeed loads its
-    files with torch.load and weights_only=False, i.e. unpickles them: a replaced file must never get there).
-    False: a checkpoint written before checksums (resumed unchecked)."""
-    what, fix = f"training checkpoint {path}", "resume from an earlier checkpoint or start a new run"
-    return verify(path, read_record(path, what, fix), what, fix)
-
-
-def _save_checkpoint(
-    engine, ckpt_dir: Path, step: int, state: TrainState, vocab, keep_last: int, info, extra: dict, out: Path
-) -> None:
-    """DeepSpeed checkpoint + exported model under a temporary tag, renamed when complete (see module doc)."""
-    tag = f"{TAG_PREFIX}{step:07d}"
-    tmp_tag = f".tmp-{tag}"
-    if info.is_main:
-        shutil.rmtree(ckpt_dir / tmp_tag, ignore_errors=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
-    client = dict(state.client_state(), rng=_rng_state())
-    engine.save_checkpoint(str(ckpt_dir), tag=tmp_tag, client_state=client, save_latest=False)
-    model = engine.module
-    meta = dict(extra, step=step, tokens_seen=state.tokens_seen)
-    if engine.zero_optimization_stage() == 3:  # parameters are partitioned: gather them for the export
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            if info.is_main:
-                _export_model(ckpt_dir / tmp_tag / "model", model, vocab, meta)
-    elif info.is_main:
-        _export_model(ckpt_dir / tmp_tag / "model", model, vocab, meta)
-    dist.barrier()
-    if info.is_main:
-        write_record(ckpt_dir / tmp_tag, record_tree(ckpt_dir / tmp_tag), CKPT_FORMAT)  # complete: hash it
-        final = ckpt_dir / tag
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(ckpt_dir / tmp_tag, final)
-        atomic_write_text(ckpt_dir / "latest", tag + "\n")
-        # the run's top-level export: a copy of the newest checkpoint's model
-        tmp_model = out / f".model.tmp-{os.getpid()}"
-        shutil.rmtree(tmp_model, ignore_errors=True)
-        shutil.copytree(final / "model", tmp_model)
-        from xprompt.io_utils import replace_path
-
-        replace_path(tmp_model, out / "model")
-        tags = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(TAG_PREFIX))
-        for old in tags[:-keep_last]:
-            if old != tag:
-                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
-    dist.barrier()

@@ -85,7 +85,7 @@ def export(src, out, *, dtype: str = "bf16", vq=None, bpe=None) -> Path:
     import torch
 
     from xprompt.checkpoint import is_hf_checkpoint, load_pretrained, read_meta, save_pretrained
-    from xprompt.pipeline import check_trained_with, dig, trained_mode
+    from xprompt.pipeline_loading import check_trained_with, dig, trained_mode
 
     src, out = Path(src), Path(out)
     if not (src / "meta.json").is_file() or is_hf_checkpoint(src):

@@ -30,20 +30,24 @@ Design choices
 * Layouts match the training data (built by ``xprompt.train``, which this module never imports): in-context
   tasks put the instruction in PREFIX and the example pair(s) in IE; text-to-image has the caption as the query
   text; difference description has the two images as the query and a text answer.
+* Layout: this module is ``XPrompt``'s loading and its tasks; input preparation and output restoration
+  (images, masks, example pairs, sampling, mode checks) are the ``PipelineInputs`` mixin
+  (``pipeline_inputs.py``), checkpoint metadata rules ``pipeline_loading.py``, and the result dataclasses
+  ``results.py`` (``EditResult``, ``Retrieved``, ``Description`` stay importable from here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from xprompt.errors import XPromptError, xprompt_warn
-from xprompt.sampling import SamplingConfig
-from xprompt.sequence import MODES, build_sample
-from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer, tokenizer_fingerprint
+from xprompt.errors import XPromptError
+from xprompt.pipeline_inputs import PipelineInputs
+from xprompt.pipeline_loading import check_trained_with, dig, pick_tokenizer, trained_mode
+from xprompt.results import Description, EditResult, Retrieved
+from xprompt.sequence import build_sample
+from xprompt.tokenizer.loading import load_image_tokenizer, load_text_tokenizer
 
 T2I_INSTRUCTION = "Generate an image of: "
 DIFF_INSTRUCTION = "What changed between these two images?"
@@ -51,137 +55,7 @@ INPAINT_INSTRUCTION = "Fill in the grey box."  # the (never trained) inpainting 
 INPAINT_FILL = 128  # the grey the inpainting task paints over the hidden region
 
 
-def dig(d: Any, *keys):
-    """``d[k1][k2]...``, or None where a key is missing (nested checkpoint metadata)."""
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
-def _tokenizer_candidates(extra: dict, kind: str) -> list[str]:
-    """Recorded tokenizer locations in a checkpoint's ``extra`` (kind: "vq" or "bpe"), most specific first."""
-    data_meta = dig(extra, "training", "data", "meta", "tokenizers.json") or {}
-    recorded = [
-        dig(extra, "tokenizers", kind),
-        dig(extra, "tokenizers", "image_tokenizer" if kind == "vq" else "text"),
-        dig(data_meta, "image_tokenizer" if kind == "vq" else "bpe", "path"),
-    ]
-    return [r if isinstance(r, str) else r.get("path") for r in recorded if isinstance(r, (str, dict)) and r]
-
-
-def check_trained_with(path, extra: dict, kind: str, spec) -> None:
-    """Refuse a tokenizer whose files differ from the ones the training data was tokenized with (the same
-    codebook size with other codes would silently produce garbage)."""
-    ref = dig(
-        extra, "training", "data", "meta", "tokenizers.json", "image_tokenizer" if kind == "vq" else "bpe"
-    )
-    want = ref.get("fingerprint") if isinstance(ref, dict) else None
-    if not want or not isinstance(spec, (str, Path)) or str(spec).startswith("grid:"):
-        return
-    got = tokenizer_fingerprint(kind, spec)
-    if got != want:
-        what = "image (VQ)" if kind == "vq" else "text (BPE)"
-        raise XPromptError(
-            f"{path} was trained with the {what} tokenizer of fingerprint {want}, but {spec} has "
-            f"fingerprint {got}; pass the tokenizer it was trained with (--{kind})"
-        )
-
-
-def _exists(spec: str) -> bool:
-    return spec.startswith("grid:") or Path(spec).exists()
-
-
-@dataclass
-class Retrieved:
-    """One retrieved store entry: its instruction, task, cosine score and (source, target) pair."""
-
-    instruction: str
-    task: str
-    score: float
-    pair: tuple[np.ndarray, np.ndarray]
-
-
-@dataclass
-class EditResult:
-    """What ``XPrompt.edit`` returns for one image: the edited image and what was retrieved for it."""
-
-    image: np.ndarray  # uint8 (H, W, 3) at the input's size (the model's with keep_model_size=True)
-    instruction: str
-    mode: str  # the context mode used: "xp"/"full" with retrieved examples, "none" without
-    retrieved: list[Retrieved] = field(default_factory=list)  # best first
-    mask: np.ndarray | None = None  # bool (H, W) pixel mask at the output's size (mask-guided editing)
-
-    @property
-    def instructions(self) -> list[str]:
-        return [r.instruction for r in self.retrieved]
-
-    @property
-    def scores(self) -> list[float]:
-        return [r.score for r in self.retrieved]
-
-    @property
-    def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [r.pair for r in self.retrieved]
-
-
-DESCRIBE_CONFIDENT = -0.3  # mean token log-prob (74 % per token) below which a description is flagged: the
-# shipped tiny model scored -6.5 to -0.53 on 24 suite difference pairs and got none of them right (docs/model.md)
-
-
-@dataclass
-class Description:
-    """A difference description and the model's confidence in it: ``mean_logprob`` is the mean natural-log
-    probability of its tokens (and of the end-of-text token) under the model; ``token_prob`` its exp."""
-
-    text: str
-    mean_logprob: float
-    tokens: int
-
-    @property
-    def token_prob(self) -> float:
-        return float(np.exp(self.mean_logprob))
-
-    @property
-    def confident(self) -> bool:
-        return self.mean_logprob >= DESCRIBE_CONFIDENT
-
-
-@dataclass
-class _Queries:
-    """The queries of one call: raw and fitted images, code grids, placements, and (mask-guided) the masks at
-    the input's size, at the model's size and on the code grid."""
-
-    raw: list[np.ndarray]
-    fitted: list[np.ndarray]
-    codes: list[np.ndarray]
-    places: list
-    raw_masks: list[np.ndarray] | None = None
-    pmasks: list[np.ndarray] | None = None
-    tmasks: list[np.ndarray] | None = None
-
-    def keep(self):
-        """``generate_images``' ``keep``: (codes, token mask) per row, or None without masks."""
-        return None if self.tmasks is None else list(zip(self.codes, self.tmasks, strict=True))
-
-
-def trained_mode(extra: dict) -> tuple[str, ...] | None:
-    """The context modes a checkpoint's model saw examples in (its training config's ``mode``/``mode_mix``, or
-    an export's ``trained_mode``), most used first; None when not recorded."""
-    rec = dig(extra, "trained_mode")
-    if isinstance(rec, list) and rec:
-        return tuple(str(m) for m in rec)
-    tc = dig(extra, "training", "train_config")
-    if not isinstance(tc, dict) or "mode" not in tc:
-        return None
-    mix = tc.get("mode_mix") or {}
-    if isinstance(mix, dict) and any(float(w) > 0 for w in mix.values()):
-        return tuple(m for m, w in sorted(mix.items(), key=lambda kv: -float(kv[1])) if float(w) > 0)
-    return (str(tc["mode"]),)
-
-
-class XPrompt:
+class XPrompt(PipelineInputs):
     def __init__(
         self,
         model,
@@ -256,23 +130,10 @@ class XPrompt:
             )
         model, vocab = load_pretrained(path, dtype=dtype, device=device)
         extra = {} if is_hf_checkpoint(path) else read_meta(path).get("extra", {})
-
-        def pick(given, kind, default):
-            if given is not None:
-                return given
-            tried = []
-            for c in _tokenizer_candidates(extra, kind) + [str(default)]:
-                # a relative path is first read against the checkpoint folder (how `xprompt export` records it)
-                for cand in (str(path / c), c) if not Path(c).is_absolute() else (c,):
-                    tried.append(cand)
-                    if _exists(cand):
-                        return cand
-            raise XPromptError(
-                f"no {'image' if kind == 'vq' else 'text'} tokenizer found for {path} (tried "
-                f"{', '.join(dict.fromkeys(tried))}); pass --{kind} explicitly"
-            )
-
-        vq_spec, bpe_spec = pick(vq, "vq", shipped("vq-64")), pick(bpe, "bpe", shipped("bpe"))
+        vq_spec, bpe_spec = (
+            pick_tokenizer(path, extra, vq, "vq", shipped("vq-64")),
+            pick_tokenizer(path, extra, bpe, "bpe", shipped("bpe")),
+        )
         check_trained_with(path, extra, "vq", vq_spec)
         check_trained_with(path, extra, "bpe", bpe_spec)
         image_tok = load_image_tokenizer(vq_spec)
@@ -292,141 +153,6 @@ class XPrompt:
             checkpoint=str(path),
             aspect=aspect,
             trained_mode=trained_mode(extra),
-        )
-
-    # ------------------------------------------------------------------ images
-    def load(self, image) -> np.ndarray:
-        """Path / PIL image / array -> uint8 (H, W, 3) (not yet fitted)."""
-        from xprompt.tokenizer.image_io import load_image
-
-        if isinstance(image, (str, Path)) or hasattr(image, "convert"):
-            return load_image(image)
-        arr = np.asarray(image)
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
-            raise XPromptError(
-                f"images must be uint8 (H, W, 3) arrays, PIL images or paths; got {arr.dtype} {arr.shape}"
-            )
-        return arr
-
-    def place(self, img: np.ndarray):
-        """uint8 (H, W, 3) -> (the image at the model's size, its ``xprompt.placement.Placement``)."""
-        from xprompt.placement import place
-
-        f = int(self.image_tok.factor)
-        return place(img, max(1, self.image_size // f) * f, f, self.aspect)
-
-    def fit(self, img: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> the image the model sees (padded or bucketed to the model's size)."""
-        return self.place(img)[0]
-
-    def encode(self, image) -> np.ndarray:
-        """An image -> its code grid (h, w)."""
-        return self.image_tok.encode(self.fit(self.load(image))[None])[0]
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        return self.image_tok.decode(np.asarray(codes)[None])[0]
-
-    # ------------------------------------------------------------------ masks (mask-guided editing)
-    def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1) -> _Queries:
-        """Fitted queries, their code grids and placements, and the masks (None without mask/box)."""
-        from xprompt.edit_mask import masks_for, token_mask
-        from xprompt.placement import place_mask
-
-        placed = [self.place(im) for im in raw]
-        fitted, places = [p[0] for p in placed], [p[1] for p in placed]
-        q = _Queries(raw, fitted, [self.image_tok.encode(f[None])[0] for f in fitted], places)
-        q.raw_masks = masks_for([im.shape[:2] for im in raw], mask, box)
-        if q.raw_masks is not None:
-            q.pmasks = [place_mask(m, pl) for m, pl in zip(q.raw_masks, places, strict=True)]
-            q.tmasks = [token_mask(m, int(self.image_tok.factor), dilate) for m in q.pmasks]
-        return q
-
-    def _finish(
-        self, out_codes, q: _Queries, feather: int, keep_model_size: bool = False
-    ) -> list[np.ndarray]:
-        """Decode generated code grids and return them at the queries' sizes (or the model's with
-        ``keep_model_size``); with masks, blend them into the inputs so every pixel outside is the input's."""
-        from xprompt.edit_mask import blend
-        from xprompt.placement import restore
-
-        imgs = [self.decode(c) for c in out_codes]
-        if keep_model_size or self.aspect == "bucket":  # bucket: blend at the model's size, then restore
-            if q.pmasks is not None:
-                imgs = [blend(f, im, m, feather) for f, im, m in zip(q.fitted, imgs, q.pmasks, strict=True)]
-            return (
-                imgs if keep_model_size else [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
-            )
-        imgs = [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
-        if q.raw_masks is None:
-            return imgs
-        return [blend(r, im, m, feather) for r, im, m in zip(q.raw, imgs, q.raw_masks, strict=True)]
-
-    def _out_masks(self, q: _Queries, keep_model_size: bool) -> list[np.ndarray] | None:
-        """The pixel masks at the size of ``_finish``'s outputs."""
-        from xprompt.placement import restore
-
-        if q.pmasks is None or keep_model_size:
-            return q.pmasks
-        if self.aspect == "pad":
-            return q.raw_masks
-        return [restore(m.astype(np.uint8) * 255, pl) > 127 for m, pl in zip(q.pmasks, q.places, strict=True)]
-
-    def _examples(self, examples, text_outputs: bool = False) -> list[tuple]:
-        """``[(input or [inputs], output), ...]`` -> code grids. Inputs are images (a ``str`` is a path); outputs
-        are images too, or text when ``text_outputs`` (difference-description examples)."""
-        out = []
-        for i, ex in enumerate(examples or (), 1):
-            if not isinstance(ex, (tuple, list)) or len(ex) != 2:
-                raise XPromptError(f"example {i} must be an (input, output) pair")
-            inp, outp = ex
-            raw_in = [self.load(x) for x in (inp if isinstance(inp, (tuple, list)) else [inp])]
-            raw_out = outp if (text_outputs and isinstance(outp, str)) else self.load(outp)
-            if len(raw_in) == 1 and not isinstance(raw_out, str) and raw_in[0].shape != raw_out.shape:
-                a, b = raw_in[0].shape, raw_out.shape
-                raise XPromptError(
-                    f"example {i}: the input is {a[1]}x{a[0]} but the output is {b[1]}x{b[0]}; an "
-                    "example pair must have one size"
-                )
-            codes_in = [self.image_tok.encode(self.fit(x)[None])[0] for x in raw_in]
-            codes_out = (
-                raw_out if isinstance(raw_out, str) else self.image_tok.encode(self.fit(raw_out)[None])[0]
-            )
-            out.append((codes_in, codes_out))
-        return out
-
-    @staticmethod
-    def _sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default=200) -> SamplingConfig:
-        return SamplingConfig(
-            greedy=greedy,
-            temperature=temperature,
-            seed=seed,
-            cfg_scale=cfg_scale,
-            image_top_k=image_top_k_default if top_k is None else int(top_k),
-            text_top_k=10 if top_k is None else int(top_k),
-        )
-
-    # public names for the helpers other parts use (eval benchmarks build their own batched prompts)
-    def encode_examples(self, examples, text_outputs: bool = False) -> list[tuple]:
-        return self._examples(examples, text_outputs)
-
-    def sampling_config(
-        self, seed=None, greedy=False, top_k=None, temperature=1.0, cfg_scale=1.0, image_top_k_default=200
-    ) -> SamplingConfig:
-        return self._sampling(seed, greedy, top_k, temperature, cfg_scale, image_top_k_default)
-
-    def _check_mode(self, mode: str, examples) -> None:
-        if mode not in MODES:
-            raise XPromptError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode in ("xp", "full") and not examples:
-            raise XPromptError(f"mode {mode!r} needs at least one example pair (or use mode 'none')")
-
-    def warn_mode(self, mode: str) -> None:
-        """Warn (once per call) when the examples' context ``mode`` is not a layout the model was trained in."""
-        if mode == "none" or not self.trained_mode or mode in self.trained_mode:
-            return
-        xprompt_warn(
-            f"this model was trained with examples in mode {'/'.join(self.trained_mode)}, not {mode!r}; its "
-            f"output in mode {mode!r} is likely noise (use --mode {self.trained_mode[0]})"
         )
 
     # ------------------------------------------------------------------ tasks
