@@ -48,7 +48,16 @@ import numpy as np
 
 from xprompt.errors import XPromptError
 from xprompt.eval import metrics as M
-from xprompt.eval.masked import MASK_METRICS, MASK_ROW, METRIC_FUNCS, PASTE_ROW, masked_batch, masked_raie
+from xprompt.eval.masked import (
+    AUTO_ROW,
+    MASK_METRICS,
+    MASK_ROW,
+    MASK_ROWS,
+    METRIC_FUNCS,
+    PASTE_ROW,
+    masked_batch,
+    masked_raie,
+)
 from xprompt.eval.metrics_real import REAL_METRICS, REAL_REDUCERS
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
@@ -128,7 +137,7 @@ MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "d
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
 _CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
-_MASK_ROWS = (MASK_ROW, PASTE_ROW)  # eval/masked.py
+_MASK_ROWS = MASK_ROWS  # eval/masked.py: xp-mask, xp-paste, xp-automask
 ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *_MASK_ROWS), "seen": (*_CTX_ROWS, *_MASK_ROWS),
                 "raie": ("text", "raie", "oracle", *_MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
 WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
@@ -145,6 +154,7 @@ GEN_ROWS = {
     "t2i": "none",
     MASK_ROW: None,  # the example mode, decoding only the ground-truth change box (``eval/masked.py``)
     PASTE_ROW: None,  # the example mode, decoded freely, pasted into the query with the same box
+    AUTO_ROW: None,  # as xp-mask, with the mask from the instruction's named object
 }
 ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
@@ -155,6 +165,7 @@ ROW_LABELS = {
     "vqcopy": "VQ-copy (query through the tokenizer)",
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
     PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
+    AUTO_ROW: "Masked by the instruction's object (detected, not the ground truth)",
 }  # fmt: skip
 
 
@@ -811,11 +822,11 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
     out: list[np.ndarray] = []
     for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
         batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], _seed(cfg.seed, *at, bi)
-        paste = row == PASTE_ROW
+        how = {"paste": row == PASTE_ROW, "auto": row == AUTO_ROW}
         if row in _MASK_ROWS and cfg.benchmark == "raie":
-            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, paste=paste)
+            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, **how)
         elif row in _MASK_ROWS:
-            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, paste=paste)
+            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, **how)
         else:
             out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
         bar.update(1)

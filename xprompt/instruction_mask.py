@@ -8,12 +8,13 @@ Design choices
   square bigger") go through a small keyword reader: the edit kind from its verb, the object from the
   vocabulary words in order (first colour = the object's, last = the new one; a second cell word = the
   destination). Neither understood -> ``XPromptError`` naming what is missing.
-* **Finding the object.** The exact scene detector (``xprompt.scene_detect``) runs on the query; candidates
-  are detections of the named colour and shape (a named size or cell narrows them only when some candidate
-  has it: the words describe, they do not veto). When the shape cannot be confirmed (another object of the same
-  colour touches it, so the component is not one template), the colour's blobs not explained by a detection
-  of another shape are taken. Several candidates ("the circle" with two circles) -> the union of their
-  boxes: the mask must cover the object the user meant, and a larger mask only lets more be decoded.
+* **Finding the object.** The exact scene detector (``xprompt.scene_detect``) runs on the query. The named
+  colour selects its objects (colour classes are exact); the named shape, size and cell narrow them only when
+  some candidate has them -- the words describe, they do not veto, because template matching sometimes reads
+  a rotated square or diamond, or two touching objects of one colour, as a circle. Without a colour the shape
+  selects. A colour with no template-confirmed object falls back to its colour blobs. Several candidates
+  ("the circle" with two circles, "the red square" read as a circle beside a red circle) -> the union of
+  their boxes: the mask must cover the object the user meant, and a larger mask only lets more be decoded.
 * **The mask** (bool, the image's size) is a union of boxes, each grown by ``margin`` px (default side/16,
   as the evaluation's ground-truth change box): remove / recolour -- the object's box; move -- the object's box
   and the destination (its 3x3 cell and the object's extent centred there); add -- the named cell and the new
@@ -217,26 +218,28 @@ def _narrow(cands: list, attr: str, want) -> list:
 
 
 def find_object(img: np.ndarray, spec: EditSpec) -> list[tuple[Box, tuple[float, float], str | None]]:
-    """(box, centre, size class or None) of every object matching ``spec`` in a square uint8 image; [] if none."""
+    """(box, centre, size class or None) of every object matching ``spec`` in a square uint8 image; [] if none.
+
+    A named colour selects (the colour classes are exact); the cell, shape and size (in this order) narrow the
+    colour's objects when some match them (template matching can read a rotated square or a merged pair as a circle).
+    Without a colour the shape selects. A colour with no object that passes the template test falls back to
+    its colour blobs."""
     from xprompt.scene_detect import detect_blobs, detect_objects
 
-    dets = detect_objects(img, with_masks=True)
-    cands = [
-        d for d in dets
-        if (spec.color in (None, d[0].color)) and (spec.shape in (None, d[0].shape))
-    ]  # fmt: skip
-    cands = _narrow(_narrow(cands, "size", spec.size), "cell", spec.cell)
+    dets = detect_objects(img, with_masks=True, colors=None if spec.color is None else {spec.color})
+    cands = _narrow(dets, "cell", spec.cell)  # the cell first: a centroid is surer than a template
+    if spec.color is None:
+        cands = [d for d in cands if d[0].shape == spec.shape]
+    else:
+        cands = _narrow(cands, "shape", spec.shape)
+    cands = _narrow(cands, "size", spec.size)
     if cands:
         return [(_bbox(m), d.center, d.size) for d, m in cands]
     if spec.color is None:
         return []
-    # the shape could not be confirmed: the colour's blobs that no detection of another shape explains
-    others = [m for d, m in dets if d.color == spec.color]
-    blobs = [
-        b for b in detect_blobs(img, with_masks=True)
-        if b[0].color == spec.color and not any((b[1] & m).any() for m in others)
-    ]  # fmt: skip
-    blobs = _narrow(blobs, "cell", spec.cell)
+    blobs = _narrow(
+        [b for b in detect_blobs(img, with_masks=True) if b[0].color == spec.color], "cell", spec.cell
+    )
     out = []
     for _, m in blobs:
         box = _bbox(m)

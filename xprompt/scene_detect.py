@@ -143,8 +143,10 @@ def detect_objects(
     max_mean_dist: float = 35.0,
     *,
     with_masks: bool = False,
+    colors=None,
 ) -> list[Detection] | list[tuple[Detection, np.ndarray]]:
-    """Objects in a (square) scene image, largest first (``with_masks``: (detection, bool (H, W)) pairs).
+    """Objects in a (square) scene image, largest first (``with_masks``: (detection, bool (H, W)) pairs;
+    ``colors``: only objects of these colour names, the others' components are not classified).
 
     A component must be flat-coloured (mean RGB distance to its colour <= ``max_mean_dist``: texture patches
     that happen to fall near an object colour are not) and match a shape template with IoU >= ``min_iou``.
@@ -160,6 +162,8 @@ def detect_objects(
     lab = color_labels(img, max_color_dist)  # (n, n)
     found: list[tuple[Detection, np.ndarray]] = []
     for ci in np.unique(lab[lab >= 0]):
+        if colors is not None and names[int(ci)] not in colors:
+            continue
         comps, k = ndimage.label(lab == ci, structure=np.ones((3, 3)))
         free = (lab < 0) | (lab == ci)  # (n, n): pixels no other object colour claims
         for j in range(1, k + 1):
