@@ -193,8 +193,6 @@ def test_edit_with_painted_strokes_keeps_everything_else(xp, store, files):  # n
 
 
 def test_edit_mask_from_the_instruction_checkbox(xp, store):  # noqa: F811
-    from gen_helpers import scene_image
-
     from xprompt.instruction_mask import instruction_mask
 
     stores = H.StoreCache({"test": store[0]})
