@@ -277,13 +277,10 @@ def edit_boxes(img: np.ndarray, spec: EditSpec) -> list[Box]:
     return boxes
 
 
-def _detect_view(image) -> np.ndarray:
+def _detect_view(img: np.ndarray) -> np.ndarray:
     """The square uint8 (n, n, 3) image the detector reads (resized to ``DETECT_SIDE`` when larger)."""
     from PIL import Image
 
-    from xprompt.images import as_image
-
-    img = as_image(image, "the image")
     h, w = img.shape[:2]
     if h != w:
         raise XPromptError(
@@ -295,12 +292,15 @@ def _detect_view(image) -> np.ndarray:
 
 
 def instruction_mask(image, instruction: str, margin: int | None = None) -> np.ndarray:
-    """bool (H, W): the region of ``image`` (uint8 (H, W, 3), square) the ``instruction`` changes, as a union
+    """bool (H, W): the region of ``image`` (uint8 (H, W, 3) or PIL, square) the ``instruction`` changes, as a union
     of boxes grown by ``margin`` px (default side/16); raises ``XPromptError`` when the instruction is not
     understood or its object not found."""
+    from xprompt.images import as_image
+
     spec = parse_instruction(instruction)
-    view = _detect_view(image)
-    h, w = np.asarray(image).shape[:2]
+    img = as_image(image, "the image")
+    view = _detect_view(img)
+    h, w = img.shape[:2]
     margin = max(1, max(h, w) // 16) if margin is None else int(margin)
     if margin < 0:
         raise XPromptError(f"the mask margin must be >= 0 px, got {margin}")
