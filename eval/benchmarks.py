@@ -66,7 +66,6 @@ from xprompt.eval.rows import (
     _batches,
     _seed,
     baseline_preds,
-    build_prompts,  # noqa: F401  (eval/masked.py imports it from here)
     generated_row,
     raie_row,
 )

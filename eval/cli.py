@@ -192,8 +192,9 @@ def _benchmark_args(p, name: str) -> None:
     add_tokenizer_options(p)
     rows = {
         "unseen": "none,full,xp and the controls wrong,wrong-inst,identity; xp-mask: only the ground-truth "
-        "change box is decoded, xp-paste: decoded freely and pasted with that box",
-        "raie": "text,raie,oracle; xp-mask / xp-paste as for unseen",
+        "change box is decoded, xp-paste: decoded freely and pasted with that box, xp-automask: as xp-mask "
+        "with the mask from the instruction's named object (procedural scenes)",
+        "raie": "text,raie,oracle; xp-mask / xp-paste / xp-automask as for unseen",
         "t2i": "t2i",
     }
     rows["seen"] = rows["unseen"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xprompt.errors import XPromptError
-from xprompt.eval.masked import MASK_ROW, PASTE_ROW
+from xprompt.eval.masked import AUTO_ROW, MASK_ROW, MASK_ROWS, PASTE_ROW
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -92,7 +92,7 @@ MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "d
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
 _CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
-_MASK_ROWS = (MASK_ROW, PASTE_ROW)  # eval/masked.py
+_MASK_ROWS = MASK_ROWS  # eval/masked.py: xp-mask, xp-paste, xp-automask
 ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *_MASK_ROWS), "seen": (*_CTX_ROWS, *_MASK_ROWS),
                 "raie": ("text", "raie", "oracle", *_MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
 WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
@@ -109,6 +109,7 @@ GEN_ROWS = {
     "t2i": "none",
     MASK_ROW: None,  # the example mode, decoding only the ground-truth change box (``eval/masked.py``)
     PASTE_ROW: None,  # the example mode, decoded freely, pasted into the query with the same box
+    AUTO_ROW: None,  # as xp-mask, with the mask from the instruction's named object
 }
 ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
@@ -119,6 +120,7 @@ ROW_LABELS = {
     "vqcopy": "VQ-copy (query through the tokenizer)",
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
     PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
+    AUTO_ROW: "Masked by the instruction's object (detected, not the ground truth)",
 }  # fmt: skip
 
 

@@ -11,6 +11,11 @@ Design choices
 * ``xp-paste`` is what the issue proposes to beat: the same example, decoded without the constraint, then
   blended with the same mask and feather (regenerate-and-paste, as BrushEdit composites). Both rows keep every
   pixel outside the mask; only the inside differs.
+* ``xp-automask`` is ``xp-mask`` with the mask a user gets without drawing one: ``xprompt.instruction_mask``
+  reads the instruction, finds the named object in the query with the scene detector and masks the region the
+  edit changes (``XPrompt.edit(..., mask_from_instruction=True)``). Next to the oracle row it shows what the
+  ground-truth box is worth over the instruction's own. An item whose instruction gives no mask (not a scene
+  edit, object not found) is decoded whole, with a warning naming how many.
 * **Metrics** (added to every task's list when the row is requested, for every row, so the baselines are
   comparable): ``psnr_in`` / ``psnr_out`` (PSNR against the ground truth inside / outside that mask; outside it
   the ground truth is the query, so ``psnr_out`` measures damage to what should stay) and ``out_same`` (the
@@ -28,6 +33,8 @@ MASK_ROW = "xp-mask"
 PASTE_ROW = (
     "xp-paste"  # the regenerate-and-paste comparison: unconstrained decoding, blended with the same mask
 )
+AUTO_ROW = "xp-automask"  # the mask from the instruction's named object (xprompt.instruction_mask)
+MASK_ROWS = (MASK_ROW, PASTE_ROW, AUTO_ROW)
 MASK_METRICS = ("psnr_in", "psnr_out", "out_same")
 
 
@@ -48,6 +55,58 @@ def change_box_mask(query: np.ndarray, target: np.ndarray, margin: int | None = 
 
 def item_mask(item) -> np.ndarray:
     return change_box_mask(item.query, item.target)
+
+
+def auto_masks(items) -> list[np.ndarray]:
+    """The ``xp-automask`` masks: each item's instruction mask, the whole image where there is none."""
+    from xprompt.errors import xprompt_warn
+    from xprompt.instruction_mask import instruction_mask
+
+    out, miss = [], 0
+    for it in items:
+        try:
+            out.append(instruction_mask(it.query, it.instruction))
+        except XPromptError:
+            out.append(np.ones(it.query.shape[:2], bool))
+            miss += 1
+    if miss:
+        xprompt_warn(
+            f"{AUTO_ROW}: no instruction mask for {miss} of {len(items)} {items[0].task} items (not a scene edit "
+            "or the object not found); they are decoded whole"
+        )
+    return out
+
+
+def automask_coverage(task: str, n: int, size: int = 64, seed: int = 0) -> dict:
+    """How the instruction masks of ``n`` task-suite evaluation instances (``make_eval_instances``, the eval's
+    own) compare with the ground truth: ``found`` (fraction with a mask), ``coverage`` (mean fraction of the
+    changed pixels inside the mask; a miss counts 0), ``full`` (fraction of instances covered completely),
+    ``min_coverage``, ``iou_oracle`` (IoU with ``xp-mask``'s change box), ``area`` and ``oracle_area`` (mean
+    fraction of the image masked)."""
+    from xprompt.instruction_mask import instruction_mask
+    from xprompt.train.tasks import make_eval_instances
+
+    cover, iou, area, oracle_area = [], [], [], []
+    for inst in make_eval_instances(task, n, size, seed):
+        changed = M.changed_mask(inst.query, inst.target)  # (H, W)
+        oracle = change_box_mask(inst.query, inst.target)
+        oracle_area.append(float(oracle.mean()))
+        try:
+            m = instruction_mask(inst.query, inst.instruction)
+        except XPromptError:
+            cover.append(0.0)
+            iou.append(0.0)
+            continue
+        cover.append(float((m & changed).sum() / changed.sum()) if changed.any() else 1.0)
+        iou.append(float((m & oracle).sum() / (m | oracle).sum()))
+        area.append(float(m.mean()))
+    c = np.asarray(cover)
+    return {
+        "task": task, "n": n, "size": size, "seed": seed, "found": len(area) / max(1, n),
+        "coverage": float(c.mean()), "full": float((c >= 1.0).mean()), "min_coverage": float(c.min()),
+        "iou_oracle": float(np.mean(iou)), "area": float(np.mean(area)) if area else 0.0,
+        "oracle_area": float(np.mean(oracle_area)),
+    }  # fmt: skip
 
 
 def _in_out(s, inside: bool):
@@ -72,17 +131,26 @@ METRIC_FUNCS = {
 
 
 def masked_batch(
-    pipe, items, mode: str, examples: list, *, seed: int, greedy: bool, paste: bool = False
+    pipe,
+    items,
+    mode: str,
+    examples: list,
+    *,
+    seed: int,
+    greedy: bool,
+    paste: bool = False,
+    auto: bool = False,
 ) -> list[np.ndarray]:
     """One batched mask-constrained decode of ``items`` (their own ``examples``, context ``mode``), blended;
-    ``paste``: decode without the constraint, then blend (the regenerate-and-paste comparison)."""
+    ``paste``: decode without the constraint, then blend (the regenerate-and-paste comparison); ``auto``: the
+    instruction masks (``xp-automask``) instead of the change boxes."""
     from xprompt.edit_mask import blend, token_mask
-    from xprompt.eval.benchmarks import build_prompts
+    from xprompt.eval.rows import build_prompts
     from xprompt.generation import generate_images
 
     seqs, sizes = build_prompts(pipe, items, mode, examples)
     fitted = [pipe.fit(it.query) for it in items]
-    masks = [item_mask(it) for it in items]
+    masks = auto_masks(items) if auto else [item_mask(it) for it in items]
     for f, m in zip(fitted, masks, strict=True):
         if f.shape[:2] != m.shape:
             raise XPromptError(
@@ -100,10 +168,10 @@ def masked_batch(
 
 
 def masked_raie(
-    pipe, store, items, mode: str, *, seed: int, greedy: bool, paste: bool = False
+    pipe, store, items, mode: str, *, seed: int, greedy: bool, paste: bool = False, auto: bool = False
 ) -> list[np.ndarray]:
     """The RAIE flow (k=1 retrieval) with each item's change-box mask (``paste``: decoded without the
-    constraint, then blended with the mask)."""
+    constraint, then blended with the mask; ``auto``: with the instruction masks)."""
     from xprompt.edit_mask import blend
 
     if paste:
@@ -118,7 +186,7 @@ def masked_raie(
         mode=mode,
         seed=seed,
         greedy=greedy,
-        mask=[item_mask(it) for it in items],
+        mask=auto_masks(items) if auto else [item_mask(it) for it in items],
         keep_model_size=True,
     )
     return [r.image for r in res]

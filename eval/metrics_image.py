@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xprompt.errors import XPromptError
+from xprompt.images import as_image
 
 PSNR_CAP = 100.0
 SSIM_MIN_SIDE = 11
@@ -86,20 +87,6 @@ def mean_score(values: Sequence) -> float | Unavailable:
 
 
 # ---------------------------------------------------------------------- input checks
-def as_image(x, name: str = "image") -> np.ndarray:
-    """Check an RGB uint8 ``(H, W, 3)`` array (a PIL image is accepted too)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x.convert("RGB"))  # PIL
-        except AttributeError:
-            raise XPromptError(
-                f"{name} must be an RGB uint8 (H, W, 3) array, got {type(x).__name__}"
-            ) from None
-    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
-        raise XPromptError(f"{name} must be an RGB uint8 (H, W, 3) array, got {x.dtype} {x.shape}")
-    return x
-
-
 def _pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = as_image(pred, "prediction"), as_image(gt, "ground truth")
     if pred.shape != gt.shape:

@@ -8,7 +8,7 @@ Design choices
   other rows or tasks run.
 * Prompts are built like the pipeline's (``build_sample`` over ``XPrompt.encode`` / ``encode_examples``), so a
   benchmark row measures what a user of ``XPrompt`` gets; the ``raie`` row goes through ``XPrompt.edit`` itself.
-* The masked rows (``xp-mask`` / ``xp-paste``) are ``eval/masked.py``'s; this module dispatches to them.
+* The masked rows (``xp-mask`` / ``xp-paste`` / ``xp-automask``) are ``eval/masked.py``'s; this module dispatches to them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from xprompt.eval.eval_config import _MASK_ROWS, EvalConfig
 from xprompt.eval.items import Item
-from xprompt.eval.masked import PASTE_ROW, masked_batch, masked_raie
+from xprompt.eval.masked import AUTO_ROW, PASTE_ROW, masked_batch, masked_raie
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -67,11 +67,11 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
     out: list[np.ndarray] = []
     for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
         batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], _seed(cfg.seed, *at, bi)
-        paste = row == PASTE_ROW
+        how = {"paste": row == PASTE_ROW, "auto": row == AUTO_ROW}
         if row in _MASK_ROWS and cfg.benchmark == "raie":
-            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, paste=paste)
+            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, **how)
         elif row in _MASK_ROWS:
-            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, paste=paste)
+            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, **how)
         else:
             out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
         bar.update(1)

@@ -357,5 +357,5 @@ def _register_edit(root) -> None:
     )
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    add_mask_args(e)
+    add_mask_args(e, instruction=True)
     e.set_defaults(func=cmd_edit)

@@ -55,3 +55,16 @@ def write_png(path, h, w, seed=0):
     arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     Image.fromarray(arr).save(path)
     return path
+
+
+def scene_image(size=32):
+    """A fixed procedural scene (uint8 (size, size, 3)): a medium blue circle top left, a large red square
+    (rotated) bottom right, a small yellow circle top right, on flat grey -- for instruction masks."""
+    from xprompt.train.scenes import Background, Obj, Scene, render
+
+    objs = (
+        Obj("circle", "blue", "medium", (0, 0)),
+        Obj("square", "red", "large", (2, 2), angle=0.2),
+        Obj("circle", "yellow", "small", (0, 2)),
+    )
+    return render(Scene(Background("flat", "grey"), objs), size)

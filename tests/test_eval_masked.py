@@ -59,3 +59,22 @@ def test_masked_rows_unseen_and_raie(pipe, tmp_path):  # noqa: F811 (pytest fixt
     assert "retrieval" in rep
     with pytest.raises(XPromptError, match="do not apply to t2i"):
         B.EvalConfig(benchmark="t2i", rows=["xp-mask"])
+
+
+def test_automask_row_uses_the_instruction_masks(pipe):  # noqa: F811 (pytest fixture)
+    """``xp-automask``: decoded inside the instruction's mask only; items without one (not a scene edit) are
+    decoded whole, with a warning."""
+    from xprompt.errors import XPromptWarning
+    from xprompt.instruction_mask import instruction_mask
+
+    cfg = B.EvalConfig(
+        benchmark="unseen", limit=2, tasks=["add_object", "derain"], rows=["xp-mask", "xp-automask"]
+    )
+    with pytest.warns(XPromptWarning, match="no instruction mask for 2 of 2 derain items"):
+        rep, vis = B.run(cfg, pipe, progress=False)
+    res = rep["tasks"]["add_object"]["results"]["xp-automask"]
+    assert all(isinstance(res[m], float) for m in ("psnr_in", "psnr_out", "out_same"))
+    for it, v in zip(B.suite_items("add_object", 2, 64, 0), vis["add_object"], strict=True):
+        keep = ~instruction_mask(it.query, it.instruction)
+        assert keep.any() and np.array_equal(v.outputs["xp-automask"][keep], it.query[keep])
+    assert "xp-automask" in vis["derain"][0].outputs  # decoded whole (the change box is the whole image too)

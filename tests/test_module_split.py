@@ -18,7 +18,6 @@ REEXPORTS = [
     ("xprompt.retrieval.store", "read_manifest", "xprompt.retrieval.store_format"),
     ("xprompt.retrieval.store", "check_encoder", "xprompt.retrieval.store_format"),
     ("xprompt.eval.benchmarks", "EvalConfig", "xprompt.eval.eval_config"),
-    ("xprompt.eval.benchmarks", "build_prompts", "xprompt.eval.rows"),  # eval/masked.py imports it from there
 ]
 
 

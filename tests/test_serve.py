@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gen_helpers import tiny_checkpoint, write_png
+from gen_helpers import scene_image, tiny_checkpoint, write_png
 from test_edit_api import store  # noqa: F401  (the tiny RAIE store fixture)
 
 from xprompt.errors import XPromptError
@@ -192,6 +192,22 @@ def test_edit_with_painted_strokes_keeps_everything_else(xp, store, files):  # n
         H.edit(xp, {"background": None, "layers": []}, "x", stores, "test", 1, "", GREEDY)
 
 
+def test_edit_mask_from_the_instruction_checkbox(xp, store):  # noqa: F811
+    from xprompt.instruction_mask import instruction_mask
+
+    stores = H.StoreCache({"test": store[0]})
+    img, text = scene_image(32), "Remove the red square."
+    res, status = H.edit(xp, img, text, stores, "test", 1, "", GREEDY, from_instruction=True)
+    ref = xp.edit(img, text, store=store[0], k=1, mask_from_instruction=True, greedy=True)
+    assert np.array_equal(res.image, ref.image) and "only the instruction's object" in status
+    keep = ~instruction_mask(img, text)
+    assert np.array_equal(res.image[keep], img[keep])
+    with pytest.raises(XPromptError, match="clear the painted strokes and the box"):
+        H.edit(xp, img, text, stores, "test", 1, "0,0,8,8", GREEDY, from_instruction=True)
+    with pytest.raises(XPromptError, match="could not find the green cross"):
+        H.edit(xp, img, "Remove the green cross.", stores, "test", 1, "", GREEDY, from_instruction=True)
+
+
 def test_edit_session_chains_turns_with_undo_and_zip(xp, store, files, tmp_path):  # noqa: F811
     from xprompt import EditSession
 
@@ -338,7 +354,7 @@ def test_http_generate_and_error_keep_serving(server, xp, files):
     assert np.array_equal(np.asarray(Image.open(path2).convert("RGB")), got)
 
 
-def test_http_edit_and_multi_turn(server, files):
+def test_http_edit_and_multi_turn(server, files, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
@@ -349,6 +365,17 @@ def test_http_edit_and_multi_turn(server, files):
         editor, "Make the circle red", "test", 2, "", True, 0, 0, 1.0, 1.0, api_name="/edit"
     )
     assert "make the circle red" in table and len(gallery) == 4 and Path(img).is_file()
+    Image.fromarray(scene_image(32)).save(tmp_path / "scene.png")  # the "mask from the instruction" checkbox
+    scene = {
+        "background": handle_file(str(tmp_path / "scene.png")),
+        "layers": [],
+        "composite": None,
+        "id": None,
+    }
+    *_, status = c.predict(
+        scene, "Remove the red square.", "test", 1, "", True, 0, 0, 1.0, 1.0, True, api_name="/edit"
+    )
+    assert "only the instruction's object" in status
     bad = {"background": handle_file(files["text"]), "layers": [], "composite": None, "id": None}
     with pytest.raises(AppError, match="notes.txt: not a readable image file"):
         c.predict(bad, "Make the circle red", "test", 1, "", True, 0, 0, 1.0, 1.0, api_name="/edit")

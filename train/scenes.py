@@ -14,6 +14,9 @@ Design choices:
 - Anti-aliasing by supersampling: coverage masks are evaluated on a grid ``SS`` times finer and box-filtered
   down. ``render_maps`` also returns the per-pixel front-most object index (label map) and a depth map, used by
   the dense-prediction tasks.
+- The closed vocabulary (shapes, sizes, colours, cells), ``Obj`` and ``shape_mask`` live in
+  ``xprompt.scene_vocab`` (the inference package's detector and instruction masks need them) and are
+  re-exported here: one copy of each table.
 - Captions are a pure function of the graph: objects front to back, "in front of" between consecutive objects
   whose masks overlap, then the background.
 """
@@ -21,76 +24,28 @@ Design choices:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-SS = 4  # supersampling factor for anti-aliasing
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
-SIZES: dict[str, float] = {"small": 0.11, "medium": 0.15, "large": 0.20}  # radius as a fraction of the side
-OBJ_COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (245, 140, 20),
-    "yellow": (245, 225, 30),
-    "green": (40, 170, 50),
-    "cyan": (40, 210, 220),
-    "blue": (30, 70, 220),
-    "purple": (140, 50, 190),
-    "pink": (245, 120, 190),
-    "white": (250, 250, 250),
-    "black": (15, 15, 15),
-}
-BG_COLORS: dict[str, tuple[int, int, int]] = {
-    "grey": (128, 128, 128),
-    "light grey": (195, 195, 195),
-    "dark grey": (60, 60, 60),
-    "beige": (225, 205, 160),
-    "sky blue": (150, 190, 235),
-    "pale green": (170, 215, 160),
-    "navy": (25, 35, 90),
-    "brown": (115, 75, 40),
-}
-TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
-# 3x3 grid cells (row, col) -> caption words
-POSITIONS: dict[tuple[int, int], str] = {
-    (0, 0): "top left", (0, 1): "top", (0, 2): "top right",
-    (1, 0): "left", (1, 1): "center", (1, 2): "right",
-    (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right",
-}  # fmt: skip
-CELL_OF_WORD = {v: k for k, v in POSITIONS.items()}
-MAX_OBJECTS = 5
-MIN_CONTRAST = 110.0  # minimum RGB distance between an object colour and the background colour(s)
-
-
-@dataclass(frozen=True)
-class Obj:
-    shape: str
-    color: str
-    size: str
-    cell: tuple[int, int]  # (row, col) in the 3x3 grid
-    dx: float = 0.0  # jitter of the centre inside its cell, fraction of the side
-    dy: float = 0.0
-    angle: float = 0.0  # rotation in radians (square/triangle/diamond/cross); not part of the caption
-
-    @property
-    def center(self) -> tuple[float, float]:
-        """(x, y) centre in normalised coordinates."""
-        r, c = self.cell
-        return ((c + 0.5) / 3 + self.dx, (r + 0.5) / 3 + self.dy)
-
-    @property
-    def radius(self) -> float:
-        return SIZES[self.size]
-
-    def phrase(self) -> str:
-        return f"a {self.size} {self.color} {self.shape} at the {POSITIONS[self.cell]}"
-
-    def name(self) -> str:
-        return f"the {self.color} {self.shape}"
+# the closed vocabulary, ``Obj`` and ``shape_mask`` live in the inference package (one copy; re-exported here)
+from xprompt.scene_vocab import (  # noqa: F401
+    BG_COLORS,
+    CELL_OF_WORD,
+    MAX_OBJECTS,
+    MIN_CONTRAST,
+    OBJ_COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    SS,
+    TEXTURES,
+    Obj,
+    _grid,
+    shape_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -223,38 +178,6 @@ def random_scene(
 
 
 # --------------------------------------------------------------------------------------------- rendering
-
-
-@functools.lru_cache(maxsize=16)
-def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates of an n x n grid in [0, 1]: (x, y), each (n, n)."""
-    t = (np.arange(n, dtype=np.float32) + 0.5) / n
-    return np.meshgrid(t, t)
-
-
-def shape_mask(obj: Obj, n: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Binary coverage of ``obj`` on an n x n grid: bool (n, n), or only on the grid rows/cols
-    ``window = (y0, y1, x0, x1)`` (bool (y1 - y0, x1 - x0))."""
-    x, y = _grid(n)
-    if window is not None:
-        y0, y1, x0, x1 = window
-        x, y = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
-    cx, cy = obj.center
-    r = obj.radius
-    ca, sa = np.cos(obj.angle), np.sin(obj.angle)
-    u = ((x - cx) * ca + (y - cy) * sa) / r  # rotated, radius-normalised coordinates (n, n)
-    v = (-(x - cx) * sa + (y - cy) * ca) / r
-    if obj.shape == "circle":
-        return u * u + v * v <= 1.0
-    if obj.shape == "square":
-        return (np.abs(u) <= 0.82) & (np.abs(v) <= 0.82)
-    if obj.shape == "diamond":
-        return np.abs(u) + np.abs(v) <= 1.05
-    if obj.shape == "cross":
-        return ((np.abs(u) <= 0.3) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 0.95))
-    if obj.shape == "triangle":  # pointing up, vertices on the unit circle
-        return (v <= 0.55) & (0.9 * np.abs(u) <= 0.5 * (v + 1.0))
-    raise ValueError(f"unknown shape {obj.shape}")
 
 
 def _background(bg: Background, size: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from xprompt.scene_vocab import EDIT_TEMPLATES
 from xprompt.train import scenes
 from xprompt.train.scenes import POSITIONS, Obj, Scene
 from xprompt.train.tasks import Pair, Task, choice, register, register_pair
@@ -138,15 +139,10 @@ def _obj_values(p) -> dict:
 
 register_pair(
     Task("add_object", "edit", "i2i",
-         ("Add a {size} {color} {shape} at the {pos}.", "Put a {size} {color} {shape} in the {pos} of the picture.",
-          "Place a {color} {shape} ({size}) at the {pos}.", "Insert a {size} {color} {shape} at the {pos}.",
-          "Draw a {size} {color} {shape} at the {pos}, in front of everything.",
-          "There should be a {size} {color} {shape} at the {pos}."),
+         EDIT_TEMPLATES["add_object"],
          "a {size} {color} {shape} was added at the {pos}", _add_gen, params_fn=_add_params, values_fn=_obj_values),
     "remove_object", "edit",
-    ("Remove the {color} {shape}.", "Delete the {size} {color} {shape} at the {pos}.", "Take the {color} {shape} out of the picture.",
-     "Erase the {color} {shape} and show what is behind it.", "Get rid of the {color} {shape} at the {pos}.",
-     "Make the {color} {shape} disappear."),
+    EDIT_TEMPLATES["remove_object"],
     "the {size} {color} {shape} at the {pos} was removed",
 )  # fmt: skip
 
@@ -209,32 +205,25 @@ def _bg_gen(rng, p, size, split) -> Pair:
 
 register(Task(
     "recolor", "edit", "i2i",
-    ("Make the {color} {shape} {new_color}.", "Change the colour of the {color} {shape} to {new_color}.",
-     "Recolour the {color} {shape} {new_color}.", "Paint the {color} {shape} {new_color}.",
-     "Turn the {color} {shape} into a {new_color} one.", "The {color} {shape} should be {new_color}."),
+    EDIT_TEMPLATES["recolor"],
     "the {color} {shape} became {new_color}", _recolor_gen, params_fn=_recolor_params, values_fn=_obj_values,
     reverse="recolor",
 ))  # fmt: skip
 register(Task(
     "move", "edit", "i2i",
-    ("Move the {color} {shape} to the {to}.", "Put the {color} {shape} at the {to} instead.",
-     "Shift the {color} {shape} to the {to}.", "Relocate the {color} {shape} to the {to} of the picture.",
-     "Drag the {color} {shape} over to the {to}.", "The {color} {shape} should be at the {to}."),
+    EDIT_TEMPLATES["move"],
     "the {color} {shape} was moved to the {to}", _move_gen, params_fn=_move_params, values_fn=_obj_values,
     reverse="move",
 ))  # fmt: skip
 register(Task(
     "resize", "edit", "i2i",
-    ("Make the {color} {shape} {new_size}.", "Resize the {color} {shape} to {new_size}.",
-     "Change the size of the {color} {shape} to {new_size}.", "Scale the {color} {shape} so it is {new_size}.",
-     "The {color} {shape} should be {new_size}.", "Turn the {color} {shape} into a {new_size} one."),
+    EDIT_TEMPLATES["resize"],
     "the {color} {shape} became {new_size}", _resize_gen, params_fn=_resize_params, values_fn=_obj_values,
     reverse="resize",
 ))  # fmt: skip
 register(Task(
     "replace_background", "edit", "i2i",
-    ("Replace the background with {bg}.", "Change the background to {bg}.", "Put the objects on {bg}.",
-     "Swap the backdrop for {bg}.", "Use {bg} behind the shapes.", "Give the picture {bg}."),
+    EDIT_TEMPLATES["replace_background"],
     "the background was replaced with {bg}", _bg_gen, params_fn=_bg_params, values_fn=_bg_values,
     reverse="replace_background",
 ))  # fmt: skip

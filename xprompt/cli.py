@@ -125,13 +125,22 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
     add_threads_option(p, default)
 
 
-def add_mask_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """``--mask``/``--box`` (mask-guided editing, ``xprompt.edit_mask``) and their dilation/feathering."""
+def add_mask_args(p: argparse.ArgumentParser, required: bool = False, instruction: bool = False) -> None:
+    """``--mask``/``--box`` (mask-guided editing, ``xprompt.edit_mask``) and their dilation/feathering;
+    ``instruction``: also ``--mask-from-instruction`` (``xprompt.instruction_mask``, commands with an instruction)."""
     m = p.add_mutually_exclusive_group(required=required)
     m.add_argument(
         "--mask", help="binary mask image the size of the input image: white = change, black = keep"
     )
     m.add_argument("--box", help="the region to change as x0,y0,x1,y1 in pixels of the input image")
+    if instruction:
+        m.add_argument(
+            "--mask-from-instruction",
+            action="store_true",
+            help="procedural scenes: change only the region of the object the instruction names (found by the "
+            "scene detector; its box grown by a margin, plus a move's/add's destination cell; a background "
+            "replacement changes the whole image)",
+        )
     p.add_argument(
         "--mask-dilate", type=int, default=1, help="grow the mask by this many image tokens (default 1)"
     )
@@ -141,9 +150,11 @@ def add_mask_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def mask_kwargs(args) -> dict:
-    """The ``XPrompt`` keyword arguments of ``add_mask_args`` (empty without --mask/--box)."""
+    """The ``XPrompt`` keyword arguments of ``add_mask_args`` (empty without --mask/--box/--mask-from-instruction)."""
     from xprompt.edit_mask import parse_box
 
+    if getattr(args, "mask_from_instruction", False):
+        return {"mask_from_instruction": True, "dilate": args.mask_dilate, "feather": args.feather}
     if args.mask is None and args.box is None:
         return {}
     return {

@@ -21,7 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
+from xprompt.errors import XPromptError
+
 LINE = 12  # px per line of text (PIL's default bitmap font is 11 px high)
+
+
+def as_image(x, name: str = "image") -> np.ndarray:
+    """Check an RGB uint8 ``(H, W, 3)`` array (a PIL image is accepted too)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x.convert("RGB"))  # PIL
+        except AttributeError:
+            raise XPromptError(
+                f"{name} must be an RGB uint8 (H, W, 3) array, got {type(x).__name__}"
+            ) from None
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
+        raise XPromptError(f"{name} must be an RGB uint8 (H, W, 3) array, got {x.dtype} {x.shape}")
+    return x
 
 
 def png_bytes(img) -> bytes:

@@ -216,6 +216,7 @@ class XPrompt(PipelineInputs):
         k: int = 1,
         mask=None,
         box=None,
+        mask_from_instruction: bool = False,
         dilate: int = 1,
         feather: int = 2,
         encoder=None,
@@ -241,7 +242,9 @@ class XPrompt(PipelineInputs):
         for a list) or ``box=(x0, y0, x1, y1)`` (pixels) limit the edit to a region: only its tokens (dilated by
         ``dilate``) are decoded, the query's own tokens are forced elsewhere, and the result is blended into
         the input with a ``feather`` px border inside the mask, so every pixel outside it is unchanged.
-        Results have the input's size (``keep_model_size=True``: the model's).
+        ``mask_from_instruction=True`` (procedural scenes): the mask is the region the instruction's named
+        object changes (``xprompt.instruction_mask``). Results have the input's size (``keep_model_size=True``:
+        the model's).
         """
         from xprompt.generation import generate_images
         from xprompt.retrieval.encoders import check_instructions
@@ -259,6 +262,10 @@ class XPrompt(PipelineInputs):
             )
         check_instructions(texts)
         raw = [self.load(im) for im in images]
+        if mask_from_instruction:
+            from xprompt.instruction_mask import instruction_masks
+
+            mask, box = instruction_masks(raw, texts, mask=mask, box=box), None
         q = self._queries(raw, mask, box, dilate)  # bad masks fail before retrieval
         hits = self._retrieve(texts, raw, store, k, encoder, image_weight)
         modes = [mode if h else "none" for h in hits]

@@ -238,7 +238,8 @@ def _in_context_tab(xp, max_pairs: int, work: str) -> None:
 def _edit_tab(xp, stores: H.StoreCache) -> None:
     gr.Markdown(
         "Retrieval-augmented editing: the stored instructions nearest to yours lend their image pairs as "
-        "the in-context examples. Paint over a region (or give a box `x0,y0,x1,y1`) to change only it; every pixel outside is kept."
+        "the in-context examples. Paint over a region (or give a box `x0,y0,x1,y1`, or tick *mask from the "
+        "instruction's object* for the procedural scenes) to change only it; every pixel outside is kept."
     )
     with gr.Row():
         with gr.Column():
@@ -250,6 +251,11 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
                     0, 8, value=1, step=1, label="k (retrieved examples; 0 = none)", elem_id="edit-k"
                 )
             box = gr.Textbox(label="box x0,y0,x1,y1 (optional)", placeholder="e.g. 8,8,40,40")
+            auto = gr.Checkbox(
+                value=False,
+                label="mask from the instruction's object (procedural scenes)",
+                elem_id="edit-automask",
+            )
             sampling = _sampling_controls()
             go = gr.Button("Edit", variant="primary", elem_id="edit")
         with gr.Column():
@@ -260,14 +266,16 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
             reuse = gr.Button("Edit the result further", size="sm", elem_id="reuse-edit")
 
     @page_errors
-    def run(img, instr, st, kk, bx, greedy, seed, top_k, temp, cfg, progress=PROGRESS):
+    def run(img, instr, st, kk, bx, greedy, seed, top_k, temp, cfg, auto_=False, progress=PROGRESS):
         samp = H.sampling_kwargs(greedy, seed, top_k, temp, cfg)
-        res, msg = H.edit(xp, img, instr, stores, st, kk, bx, samp, token_progress(progress))
+        res, msg = H.edit(
+            xp, img, instr, stores, st, kk, bx, samp, token_progress(progress), from_instruction=auto_
+        )
         return H.retrieved_table(res), H.retrieved_gallery(res), res.image, msg
 
     go.click(
         run,
-        [image, instruction, store, k, box, *sampling],
+        [image, instruction, store, k, box, *sampling, auto],  # the checkbox last: older API calls still fit
         [table, pairs, out, status],
         api_name="edit",
         concurrency_id=MODEL,

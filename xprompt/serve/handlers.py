@@ -216,11 +216,23 @@ class StoreCache:
 
 
 def edit(
-    xp, image, instruction, stores: StoreCache, store=None, k=1, box=None, sampling=None, progress=None
+    xp,
+    image,
+    instruction,
+    stores: StoreCache,
+    store=None,
+    k=1,
+    box=None,
+    sampling=None,
+    progress=None,
+    *,
+    from_instruction: bool = False,
 ) -> tuple[EditResult, str]:
     """RAIE: retrieve the ``k`` nearest stored instructions, use their pairs as examples, edit -> (result, status).
 
-    ``image``: a path, an array, or an image editor's value (what is painted on it is the region to edit)."""
+    ``image``: a path, an array, or an image editor's value (what is painted on it is the region to edit);
+    ``from_instruction``: the region is the instruction's named object (procedural scenes), instead of strokes
+    or a box."""
     img, mask = editor_value(image, "image")
     if img is None:
         raise XPromptError("image: no image uploaded; upload one first")
@@ -229,11 +241,17 @@ def edit(
     bx = parse_box_text(box)
     if mask is not None and bx is not None:
         raise XPromptError("give either painted strokes or a box, not both: clear one")
+    if from_instruction and (mask is not None or bx is not None):
+        raise XPromptError(
+            "'mask from the instruction's object' is on: clear the painted strokes and the box, or untick it"
+        )
     t0 = time.perf_counter()
     st = stores.get(store) if k > 0 else None
     kw = sampling or sampling_kwargs()
-    res = xp.edit(img, text, store=st, k=k, box=bx, mask=mask, progress=progress, **kw)
-    where = "" if mask is None and bx is None else ", only the marked region"
+    res = xp.edit(img, text, store=st, k=k, box=bx, mask=mask, mask_from_instruction=bool(from_instruction),
+                  progress=progress, **kw)  # fmt: skip
+    where = ", only the instruction's object" if from_instruction else ""
+    where = where or ("" if mask is None and bx is None else ", only the marked region")
     return res, _status(f"mode {res.mode}, {len(res.retrieved)} retrieved{where}", res.image, t0)
 
 
