@@ -51,9 +51,9 @@ import numpy as np
 from xprompt.errors import XPromptError
 from xprompt.eval.controls import add_reading, mean_gap_closed, wrong_examples
 from xprompt.eval.eval_config import (
-    _MASK_ROWS,
     GEN_ROWS,
     MAGICBRUSH_SPEC,
+    MASK_ROWS,
     ROW_LABELS,
     TASKS,
     WRONG_ROWS,
@@ -63,11 +63,11 @@ from xprompt.eval.eval_config import (
 from xprompt.eval.items import Item, magicbrush_items, suite_items
 from xprompt.eval.masked import MASK_METRICS
 from xprompt.eval.rows import (
-    _batches,
-    _seed,
     baseline_preds,
+    batch_ranges,
     generated_row,
     raie_row,
+    row_seed,
 )
 from xprompt.eval.scoring import Scorers, task_report
 
@@ -191,7 +191,7 @@ class TaskSource:
         return suite_items(spec.task, self.cfg.limit, self.size, self.cfg.seed)
 
     def examples(self, ti: int, spec: TaskSpec, row: str, items: list[Item]) -> tuple[list, list | None]:
-        if row in _MASK_ROWS and self.cfg.benchmark == "raie":  # the masked RAIE flow retrieves its own
+        if row in MASK_ROWS and self.cfg.benchmark == "raie":  # the masked RAIE flow retrieves its own
             return [None] * len(items), None
         if self.real:
             return self.real.row_examples(ti, row, items)
@@ -218,10 +218,10 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     scorers = Scorers.load(cfg)
     source = TaskSource(cfg, size)
     specs = source.specs()
-    if set(_MASK_ROWS) & set(cfg.rows):  # in/out-of-mask metrics for every row, so the baselines compare
+    if set(MASK_ROWS) & set(cfg.rows):  # in/out-of-mask metrics for every row, so the baselines compare
         specs = [TaskSpec(s.task, s.label, s.metrics + MASK_METRICS) for s in specs]
     store = None
-    if "raie" in cfg.rows or (set(_MASK_ROWS) & set(cfg.rows) and cfg.benchmark == "raie"):
+    if "raie" in cfg.rows or (set(MASK_ROWS) & set(cfg.rows) and cfg.benchmark == "raie"):
         from xprompt.retrieval.default_store import open_store
 
         store = open_store(cfg.store or None, quiet=not progress)
@@ -230,7 +230,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
     rows = list(cfg.rows) + extra_rows
     report = report_header(cfg, pipe, size, greedy, rows, store)
     visuals: dict[str, list[Visual]] = {}
-    n_batches = len(specs) * len(cfg.rows) * len(_batches(cfg.limit, cfg.batch_size))
+    n_batches = len(specs) * len(cfg.rows) * len(batch_ranges(cfg.limit, cfg.batch_size))
     bar = tqdm(total=n_batches, desc=f"eval {cfg.benchmark}", unit="batch", disable=not progress)
     for ti, spec in enumerate(specs):
         items = source.items(ti, spec)
@@ -241,7 +241,8 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
         for ri, row in enumerate(cfg.rows):
             if row == "raie":
                 seeds = [
-                    _seed(cfg.seed, ti, ri, bi) for bi in range(len(_batches(len(items), cfg.batch_size)))
+                    row_seed(cfg.seed, ti, ri, bi)
+                    for bi in range(len(batch_ranges(len(items), cfg.batch_size)))
                 ]
                 preds[row], retrieved, retrieved_pairs = raie_row(
                     pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar

@@ -21,7 +21,7 @@ import numpy as np
 from xprompt.eval import metrics as M
 from xprompt.eval.eval_config import TASKS, WRONG_ROWS
 from xprompt.eval.items import Item, suite_items
-from xprompt.eval.rows import _batches, build_prompts
+from xprompt.eval.rows import batch_ranges, build_prompts
 
 
 def wrong_examples(
@@ -63,7 +63,7 @@ def first_image_logits(pipe, items: list[Item], mode: str, examples: list, batch
 
     ids = torch.as_tensor(pipe.vocab.image_ids, dtype=torch.long)
     out = []
-    for rng_ in _batches(len(items), batch_size):
+    for rng_ in batch_ranges(len(items), batch_size):
         seqs, sizes = build_prompts(pipe, [items[i] for i in rng_], mode, [examples[i] for i in rng_])
         seqs = [_with_tail(q, image_head(pipe.vocab, h, w)) for q, (h, w) in zip(seqs, sizes, strict=True)]
         with torch.no_grad():

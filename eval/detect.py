@@ -25,10 +25,10 @@ from xprompt.errors import XPromptError
 from xprompt.scene_detect import (  # noqa: F401  (re-exported: the detector's public API)
     Blob,
     Detection,
-    _template,
     color_labels,
     detect_blobs,
     detect_objects,
+    shape_template,
 )
 
 # edit checks: generous on the prediction, strict on what the reference (ground truth) requires to be kept
@@ -40,7 +40,7 @@ EDIT_KINDS = ("add", "remove", "recolor", "move", "resize")
 
 
 def _template_area(shape: str, size: str, n: int = 64) -> float:
-    return float(_template(shape, size, 0.0, 0.5, 0.5, n).mean())
+    return float(shape_template(shape, size, 0.0, 0.5, 0.5, n).mean())
 
 
 def edit_success(pred, edit: dict, reference=None) -> bool:

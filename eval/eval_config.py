@@ -92,9 +92,8 @@ MAGICBRUSH_SPEC = TaskSpec("magicbrush", "MagicBrush", ("l1", "l2", "clip_i", "d
 DEFAULT_ROWS = {"unseen": ("none", "full", "xp", "wrong"), "seen": ("xp", "wrong"), "raie": ("text", "raie"),
                 "t2i": ("t2i",)}  # fmt: skip
 _CTX_ROWS = ("none", "full", "xp", "wrong", "wrong-inst", "identity")
-_MASK_ROWS = MASK_ROWS  # eval/masked.py: xp-mask, xp-paste, xp-automask
-ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *_MASK_ROWS), "seen": (*_CTX_ROWS, *_MASK_ROWS),
-                "raie": ("text", "raie", "oracle", *_MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
+ALLOWED_ROWS = {"unseen": (*_CTX_ROWS, *MASK_ROWS), "seen": (*_CTX_ROWS, *MASK_ROWS),
+                "raie": ("text", "raie", "oracle", *MASK_ROWS), "t2i": ("t2i",)}  # fmt: skip
 WRONG_ROWS = ("wrong", "wrong-inst", "identity")  # controls: same query and instruction, another example pair
 GEN_ROWS = {
     "none": "none",

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from xprompt.eval.eval_config import _MASK_ROWS, EvalConfig
+from xprompt.eval.eval_config import MASK_ROWS, EvalConfig
 from xprompt.eval.items import Item
 from xprompt.eval.masked import AUTO_ROW, PASTE_ROW, masked_batch, masked_raie
 
 
-def _batches(n: int, size: int) -> list[range]:
+def batch_ranges(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def _seed(*parts: int) -> int:
+def row_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] % (2**31 - 1))
 
 
@@ -65,12 +65,12 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
                   greedy: bool, t2i: bool, store, bar) -> list[np.ndarray]:  # fmt: skip
     """One generated row of a task, batch by batch (seeded by task/row/batch ``at + (bi,)``)."""
     out: list[np.ndarray] = []
-    for bi, rng_ in enumerate(_batches(len(items), cfg.batch_size)):
-        batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], _seed(cfg.seed, *at, bi)
+    for bi, rng_ in enumerate(batch_ranges(len(items), cfg.batch_size)):
+        batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], row_seed(cfg.seed, *at, bi)
         how = {"paste": row == PASTE_ROW, "auto": row == AUTO_ROW}
-        if row in _MASK_ROWS and cfg.benchmark == "raie":
+        if row in MASK_ROWS and cfg.benchmark == "raie":
             out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, **how)
-        elif row in _MASK_ROWS:
+        elif row in MASK_ROWS:
             out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, **how)
         else:
             out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
@@ -84,7 +84,7 @@ def raie_row(
     """The ``raie`` row through ``XPrompt.edit`` (k=1), one batch per seed: the outputs, what was retrieved for
     each item (instruction, task, score) and the retrieved pairs."""
     res = []
-    for bi, rng_ in enumerate(_batches(len(items), batch_size)):
+    for bi, rng_ in enumerate(batch_ranges(len(items), batch_size)):
         res += pipe.edit(
             [items[i].query for i in rng_],
             [items[i].instruction for i in rng_],

@@ -37,7 +37,7 @@ class StoreConfig:
             raise ValueError("nprobe, ef_search and max_train must be >= 1")
 
 
-def _faiss_msg(e: Exception) -> str:
+def faiss_msg(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     err = [ln for ln in lines if ln.lower().startswith("error")]
     return (err or lines or [type(e).__name__])[0][:200]
@@ -54,7 +54,7 @@ def make_index(dim: int, cfg: StoreConfig):
         return faiss.index_factory(dim, cfg.factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
         raise XPromptError(
-            f"bad faiss factory string {cfg.factory!r} for dim {dim}: {_faiss_msg(e)}"
+            f"bad faiss factory string {cfg.factory!r} for dim {dim}: {faiss_msg(e)}"
         ) from None
 
 
@@ -82,7 +82,7 @@ def train_index(index, vectors: np.ndarray, cfg: StoreConfig) -> None:
         index.train(np.ascontiguousarray(vectors, dtype=np.float32))
     except RuntimeError as e:
         raise XPromptError(
-            f"cannot train faiss index {index.__class__.__name__} on {len(vectors)} vectors: {_faiss_msg(e)} "
+            f"cannot train faiss index {index.__class__.__name__} on {len(vectors)} vectors: {faiss_msg(e)} "
             "(use --factory Flat for small stores, or fewer IVF lists / PQ bits)"
         ) from None
 

@@ -90,7 +90,7 @@ def decode_image(data: bytes) -> np.ndarray:
         raise XPromptError(f"{e}; the store is corrupted") from None
 
 
-def _features(extra: bool = False):
+def record_features(extra: bool = False):
     from datasets import Features, Image, Value
 
     f = {
@@ -105,14 +105,14 @@ def _features(extra: bool = False):
     return Features(f)
 
 
-def _with_extra(table):
+def with_extra_columns(table):
     """``table`` with every ``EXTRA_COLUMNS`` column (null where it has none), in store order and types."""
     with quiet_datasets():
         for c in EXTRA_COLUMNS:
             if c not in table.column_names:
                 table = table.add_column(c, [None] * len(table))
         table = table.select_columns([*COLUMNS, *EXTRA_COLUMNS])
-        return table if table.features == _features(True) else table.cast(_features(True))
+        return table if table.features == record_features(True) else table.cast(record_features(True))
 
 
 @contextlib.contextmanager

@@ -64,7 +64,7 @@ def suite_table(spec: str, size: int = DEFAULT_SIZE, seed: int = 0, progress: bo
     from datasets import Dataset
     from tqdm.auto import tqdm
 
-    from xprompt.retrieval.records import _features, encode_image
+    from xprompt.retrieval.records import encode_image, record_features
 
     selectors, n = parse_suite_spec(spec)
     tasks = suite_tasks(selectors)
@@ -79,7 +79,7 @@ def suite_table(spec: str, size: int = DEFAULT_SIZE, seed: int = 0, progress: bo
         rows["source"].append({"bytes": encode_image(pair.inputs[0]), "path": None})
         rows["target"].append({"bytes": encode_image(pair.output), "path": None})
         rows["description"].append(task.difference(params))
-    return Dataset.from_dict(rows, features=_features())
+    return Dataset.from_dict(rows, features=record_features())
 
 
 def datasets_table(
@@ -94,7 +94,7 @@ def datasets_table(
     """A local ``datasets`` directory with MagicBrush-style columns -> a Dataset in store layout."""
     from datasets import DatasetDict, load_from_disk
 
-    from xprompt.retrieval.records import _features, quiet_datasets
+    from xprompt.retrieval.records import quiet_datasets, record_features
 
     src = Path(src)
     if not src.is_dir():
@@ -130,14 +130,14 @@ def datasets_table(
         bad = [i for i, t in enumerate(ds["instruction"]) if not isinstance(t, str) or not t.strip()]
         if bad:
             raise XPromptError(f"{src}: {len(bad)} row(s) have an empty instruction (first: row {bad[0]})")
-        return ds.cast(_features())
+        return ds.cast(record_features())
 
 
 def reader_table(spec: str, *, split: str | None = None, columns: str = "", limit: int | None = None):
     """``NAME=PATH`` of an edit set (``xprompt.readers``) -> a Dataset in store layout with the extra columns
     (mask, turn_index, img_id; null where the set has none); images copied Arrow-to-Arrow."""
     from xprompt.readers import open_dataset, parse_spec
-    from xprompt.retrieval.records import _with_extra, quiet_datasets
+    from xprompt.retrieval.records import quiet_datasets, with_extra_columns
 
     name, path = parse_spec(spec, "--pairs")
     ds = open_dataset(name, path, columns=columns)
@@ -158,7 +158,7 @@ def reader_table(spec: str, *, split: str | None = None, columns: str = "", limi
         raise XPromptError(
             f"--pairs {spec}: {len(bad)} row(s) have an empty instruction (first: row {bad[0]})"
         )
-    return _with_extra(table)
+    return with_extra_columns(table)
 
 
 def load_pairs(

@@ -44,8 +44,8 @@ from xprompt.integrity import verify as verify_files
 from xprompt.io_utils import atomic_dir
 from xprompt.retrieval.faiss_index import (
     StoreConfig,
-    _faiss_msg,
     apply_search_params,
+    faiss_msg,
     make_index,
     store_config_from_args,
     train_index,
@@ -54,11 +54,11 @@ from xprompt.retrieval.records import (
     COLUMNS,
     EXTRA_COLUMNS,
     Record,
-    _features,
-    _with_extra,
     decode_image,
     encode_image,
     quiet_datasets,
+    record_features,
+    with_extra_columns,
 )
 from xprompt.retrieval.store_format import (
     CONFIG,
@@ -68,10 +68,10 @@ from xprompt.retrieval.store_format import (
     INDEX,
     MANIFEST,
     META,
-    _load_image_vectors,
-    _load_meta,
-    _sha256,
     check_encoder,
+    file_sha256,
+    load_image_vectors,
+    load_meta,
     read_manifest,
 )
 
@@ -151,7 +151,7 @@ class InstructionStore:
                 "target": [{"bytes": encode_image(t), "path": None} for t in targets],
                 "description": descriptions,
             },
-            features=_features(),
+            features=record_features(),
         )
         self.add_table(table, vectors=vectors)
 
@@ -166,13 +166,13 @@ class InstructionStore:
             raise XPromptError(f"metadata table lacks column(s) {missing}; needs {list(COLUMNS)}")
         if self.has_extra or any(c in table.column_names for c in EXTRA_COLUMNS):
             if not self.has_extra:  # the first table with masks/turns: earlier parts get null columns
-                self._parts, self._meta = [_with_extra(p) for p in self._parts], None
-            table = _with_extra(table)
+                self._parts, self._meta = [with_extra_columns(p) for p in self._parts], None
+            table = with_extra_columns(table)
         else:
             table = table.select_columns(list(COLUMNS))
-            if table.features != _features():
+            if table.features != record_features():
                 with quiet_datasets():
-                    table = table.cast(_features())
+                    table = table.cast(record_features())
         if vectors is None:
             vectors = self.encoder.encode(
                 table["instruction"], **({} if progress is None else {"progress": progress})
@@ -189,7 +189,7 @@ class InstructionStore:
                 self.index.add(vectors[s : s + batch * 64])
         except RuntimeError as e:
             raise XPromptError(
-                f"faiss cannot add to a {self.config.factory!r} index: {_faiss_msg(e)}"
+                f"faiss cannot add to a {self.config.factory!r} index: {faiss_msg(e)}"
             ) from None
         if self.config.image_vectors:
             self._image_parts.append(self._embed_sources(table))
@@ -229,7 +229,7 @@ class InstructionStore:
             from datasets import Dataset, concatenate_datasets
 
             if not self._parts:
-                self._meta = Dataset.from_dict({c: [] for c in COLUMNS}, features=_features())
+                self._meta = Dataset.from_dict({c: [] for c in COLUMNS}, features=record_features())
             else:
                 self._meta = self._parts[0] if len(self._parts) == 1 else concatenate_datasets(self._parts)
                 self._parts = [self._meta]
@@ -379,13 +379,13 @@ class InstructionStore:
                 np.save(tmp / IMAGE_VECTORS, self.image_vectors)
             man = self.manifest()
             man["index_bytes"] = (tmp / INDEX).stat().st_size
-            man["index_sha256"] = _sha256(tmp / INDEX)
+            man["index_sha256"] = file_sha256(tmp / INDEX)
             man["integrity"] = record_tree(tmp, exclude=(MANIFEST,))  # every file: table, config, vectors
             (tmp / MANIFEST).write_text(json.dumps(man, indent=2) + "\n")  # last: marks a complete store
         self.path = path
-        self._parts, self._meta = [_load_meta(path, len(self))], None  # re-map the saved table
+        self._parts, self._meta = [load_meta(path, len(self))], None  # re-map the saved table
         if self.config.image_vectors:
-            self._image_parts = [_load_image_vectors(path, len(self), self.encoder.dim)]
+            self._image_parts = [load_image_vectors(path, len(self), self.encoder.dim)]
         return path
 
     @classmethod
@@ -415,7 +415,7 @@ class InstructionStore:
             )
         if verify:
             verify_files(path, man.get("integrity"), f"store {path}", "rebuild it with `xprompt index build`")
-        if verify and "index_sha256" in man and _sha256(idx_path) != man["index_sha256"]:
+        if verify and "index_sha256" in man and file_sha256(idx_path) != man["index_sha256"]:
             raise XPromptError(
                 f"{idx_path} does not match its SHA-256 in the manifest: the index file is "
                 "corrupted; rebuild the store"
@@ -424,7 +424,7 @@ class InstructionStore:
             index = faiss.read_index(str(idx_path))
         except RuntimeError as e:
             raise XPromptError(
-                f"cannot read {idx_path} ({_faiss_msg(e)}): corrupted index; rebuild the store"
+                f"cannot read {idx_path} ({faiss_msg(e)}): corrupted index; rebuild the store"
             ) from None
         enc_info = man["encoder"]
         if index.ntotal != man["count"] or index.d != enc_info["dim"]:
@@ -432,7 +432,7 @@ class InstructionStore:
                 f"{idx_path} holds {index.ntotal} vectors of dim {index.d}, the manifest says "
                 f"{man['count']} of dim {enc_info['dim']}; rebuild the store"
             )
-        meta = _load_meta(path, index.ntotal)
+        meta = load_meta(path, index.ntotal)
         if encoder is None:
             encoder = get_encoder(enc_info.get("spec") or enc_info["name"])
         elif isinstance(encoder, str):
@@ -442,7 +442,7 @@ class InstructionStore:
         store.encoder, store.config, store.index, store.path = encoder, cfg, index, path
         store._parts, store._meta = [meta], None
         store._image_parts = (
-            [_load_image_vectors(path, index.ntotal, encoder.dim)] if cfg.image_vectors else []
+            [load_image_vectors(path, index.ntotal, encoder.dim)] if cfg.image_vectors else []
         )
         apply_search_params(store.index, cfg)
         return store

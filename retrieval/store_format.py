@@ -25,7 +25,7 @@ MANIFEST, CONFIG, INDEX, META = "manifest.json", "config.json", "index.faiss", "
 IMAGE_VECTORS = "image_vectors.npy"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(8 << 20), b""):
@@ -66,7 +66,7 @@ def check_encoder(man: dict, encoder, path) -> None:
             )
 
 
-def _load_image_vectors(path: Path, count: int, dim: int) -> np.ndarray:
+def load_image_vectors(path: Path, count: int, dim: int) -> np.ndarray:
     p = Path(path) / IMAGE_VECTORS
     try:
         iv = np.load(p, mmap_mode="r")
@@ -77,7 +77,7 @@ def _load_image_vectors(path: Path, count: int, dim: int) -> np.ndarray:
     return iv
 
 
-def _load_meta(path: Path, count: int):
+def load_meta(path: Path, count: int):
     from datasets import load_from_disk
 
     mp = Path(path) / META

@@ -200,7 +200,7 @@ def setup(
     return Run(cfg, out, info, resume, td, mcfg, model_cfg, changed, ds, precision, plan, loader, val_loader)
 
 
-def _write_run_files(run: Run, threads: int) -> None:
+def write_run_files(run: Run, threads: int) -> None:
     """train_config.json and the resolved ds_config.json every session; run.json when the run starts."""
     import deepspeed
     import torch

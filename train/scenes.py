@@ -43,7 +43,7 @@ from xprompt.scene_vocab import (  # noqa: F401
     SS,
     TEXTURES,
     Obj,
-    _grid,
+    pixel_grid,
     shape_mask,
 )
 
@@ -187,7 +187,7 @@ def _background(bg: Background, size: int) -> np.ndarray:
         return np.broadcast_to(c1, (size, size, 3)).copy()
     if bg.kind == "gradient":
         c2 = np.asarray(BG_COLORS[bg.color2], np.float32)
-        x, y = _grid(size)
+        x, y = pixel_grid(size)
         t = (y if bg.direction == "vertical" else x)[..., None]  # (size, size, 1)
         return (1 - t) * c1 + t * c2
     from xprompt.train.sources import _load_rgb, _resolve
@@ -207,7 +207,7 @@ def render_maps(scene: Scene, size: int) -> dict[str, np.ndarray]:
     n = size * SS
     img = _background(scene.background, size)  # (size, size, 3)
     label = np.full((size, size), -1, np.int16)
-    _x, y = _grid(size)
+    _x, y = pixel_grid(size)
     depth = (0.95 - 0.25 * y).astype(np.float32)  # ground plane: bottom of the image is nearer
     k = len(scene.objects)
     for i, obj in enumerate(scene.objects):

@@ -52,7 +52,7 @@ from xprompt.io_utils import atomic_write_text
 from xprompt.train import dist
 from xprompt.train.checkpointing import TAG_PREFIX, TrainState, save, start_or_resume
 from xprompt.train.logging_utils import MetricsLog, Progress, plot_loss_curve, read_metrics
-from xprompt.train.run_setup import Run, _write_run_files, latest_tag, setup
+from xprompt.train.run_setup import Run, latest_tag, setup, write_run_files
 from xprompt.train.train_config import TrainConfig, zero_stage
 
 
@@ -350,7 +350,7 @@ def train(
     if info.is_main and progress:
         dist.note_extension_build()
     device = dist.init_process_group(info)
-    _write_run_files(run, dist.set_threads(info, cfg.num_threads))
+    write_run_files(run, dist.set_threads(info, cfg.num_threads))
     dist.barrier()
     engine, n_params = build_engine(run)
     log = MetricsLog(run.out / "metrics.jsonl", enabled=info.is_main)

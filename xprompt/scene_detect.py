@@ -86,7 +86,7 @@ def color_labels(img, max_color_dist: float = 60.0) -> np.ndarray:
     return lab.reshape(img.shape[:2])
 
 
-def _template(shape: str, size: str, angle: float, cx: float, cy: float, n: int) -> np.ndarray:
+def shape_template(shape: str, size: str, angle: float, cx: float, cy: float, n: int) -> np.ndarray:
     obj = sv.Obj(shape, "red", size, (0, 0), dx=cx - 1 / 6, dy=cy - 1 / 6, angle=angle)
     return sv.shape_mask(obj, n)  # bool (n, n)
 
@@ -104,7 +104,7 @@ def _classify(mask: np.ndarray, free: np.ndarray) -> tuple[str, str, float]:
     area = mask.sum()
 
     def iou(shape, size, angle, cx, cy) -> float:
-        t = _template(shape, size, angle, cx, cy, n) & free  # (n, n)
+        t = shape_template(shape, size, angle, cx, cy, n) & free  # (n, n)
         inter = np.logical_and(t, mask).sum()
         return float(inter / (area + t.sum() - inter))
 

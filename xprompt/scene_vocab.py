@@ -94,7 +94,7 @@ def cell_center(cell: tuple[int, int]) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=16)
-def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates of an n x n grid in [0, 1]: (x, y), each (n, n)."""
     t = (np.arange(n, dtype=np.float32) + 0.5) / n
     return np.meshgrid(t, t)
@@ -103,7 +103,7 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 def shape_mask(obj: Obj, n: int, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Binary coverage of ``obj`` on an n x n grid: bool (n, n), or only on the grid rows/cols
     ``window = (y0, y1, x0, x1)`` (bool (y1 - y0, x1 - x0))."""
-    x, y = _grid(n)
+    x, y = pixel_grid(n)
     if window is not None:
         y0, y1, x0, x1 = window
         x, y = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
