@@ -74,8 +74,10 @@ campaign-leg: $(STAMP) photos
 	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data data/leg$(LEG) \
 		--val-data data/val64-noinstr --out runs/leg$(LEG) --zero-stage 0 --no-progress \
 		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES)
+	cp checkpoints/campaign/README.md runs/leg$(LEG)/campaign_README.md  # the export replaces the folder
 	$(PY) -m xprompt export --checkpoint runs/leg$(LEG)/model --out checkpoints/campaign --dtype fp32 \
 		--vq checkpoints/vq-64 --bpe checkpoints/bpe/tokenizer.json
+	cp runs/leg$(LEG)/campaign_README.md checkpoints/campaign/README.md
 
 # One arm of an equal-budget A/B from the campaign's weights (docs/experiments.md): ARM names the run, SETS adds
 # --set overrides, AB_MIX picks the data mix (each mix gets its own data, same seed, so arms differ only in it).
