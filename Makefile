@@ -54,6 +54,7 @@ lint: $(STAMP)
 
 # One leg of the long training run (docs/experiments.md, checkpoints/campaign/README.md): build the leg's own
 # seeded data, train from the committed weights for at most MINUTES, then overwrite them with the result.
+# SETS adds --set overrides: the last leg decays with SETS="--set steps=N --set decay_steps=M".
 LEG ?= 1
 MINUTES ?= 150
 LEG_SAMPLES ?= 60000
@@ -73,7 +74,7 @@ campaign-leg: $(STAMP) photos
 		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
 	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data data/leg$(LEG) \
 		--val-data data/val64-noinstr --out runs/leg$(LEG) --zero-stage 0 --no-progress \
-		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES)
+		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES) $(SETS)
 	cp checkpoints/campaign/README.md runs/leg$(LEG)/campaign_README.md  # the export replaces the folder
 	$(PY) -m xprompt export --checkpoint runs/leg$(LEG)/model --out checkpoints/campaign --dtype fp32 \
 		--vq checkpoints/vq-64 --bpe checkpoints/bpe/tokenizer.json
