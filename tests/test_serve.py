@@ -5,6 +5,7 @@ import io
 import json
 import socket
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -282,7 +283,9 @@ def server(xp, store):  # noqa: F811
 def client(url):
     from gradio_client import Client
 
-    return Client(url, verbose=False, download_files=True)
+    # a download folder per client: gradio_client names a downloaded file by a hash of its content, so clients
+    # sharing /tmp/gradio can read a result while another client is still writing the same path
+    return Client(url, verbose=False, download_files=tempfile.mkdtemp(prefix="xprompt-client-"))
 
 
 def generate_args(files, query):
