@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from published_helpers import SPECIALS
 
 from xprompt.checkpoint import (
     from_hf_model,
@@ -29,16 +30,7 @@ N_IMG, MAX_GRID, NUM_XP = 32, 8, 4
 
 def synthetic_vocabulary_map(seed: int = 0) -> dict:
     """A small Chameleon-style map: specials, <reservedNNNNN> tokens, text, IMGIMG...Z image tokens, scattered."""
-    names = [
-        "<pad>",
-        "<s>",
-        "</s>",
-        "<racm3:break>",
-        "<eoss>",
-        "<reserved08706>",
-        "<reserved08803>",
-        "<image>",
-    ]
+    names = list(SPECIALS)
     names += [f"<reserved{8804 + n:05d}>" for n in range(1, MAX_GRID + 1)]
     names += [f"<reserved{9000 + s:05d}>" for s in range(NUM_XP)]
     names += [f"tok{i}" for i in range(40)] + [chameleon_image_name(c) for c in range(N_IMG)]
