@@ -264,6 +264,25 @@ def test_describe_and_t2i_handlers(xp, files):
 
 
 # ------------------------------------------------------------------------------------ HTTP API
+def test_output_image_is_cached_whole_and_never_rewritten(tmp_path, monkeypatch):
+    from xprompt.serve import app as A
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    comp = A._output("output", "out-test")
+    comp.GRADIO_CACHE = str(tmp_path)
+    img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    first = Path(comp.postprocess(img).path)
+    assert first.is_relative_to(tmp_path) and np.array_equal(np.asarray(Image.open(first)), img)
+    stamp = first.stat().st_mtime_ns
+    time.sleep(0.01)
+    again = Path(comp.postprocess(img.copy()).path)  # the same result for a second user
+    assert again == first and first.stat().st_mtime_ns == stamp  # served as it is, not truncated and rewritten
+    other = Path(comp.postprocess(255 - img).path)
+    assert other != first and np.array_equal(np.asarray(Image.open(other)), 255 - img)
+    assert not [p for p in tmp_path.rglob(".image.png.*")]  # no staging file left behind
+    assert comp.postprocess(None) is None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

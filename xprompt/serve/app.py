@@ -12,6 +12,8 @@ Design choices
 * Uploads are ``gr.Image``s whose preprocessing hands the handler the uploaded file's path without decoding
   it, so a non-image file reaches ``load_image`` and comes back as a clear message in the page (Gradio's own
   preprocessing would fail with a bare "Error").
+* Output images are written into Gradio's cache whole (temporary name, then rename) and never rewritten: Gradio's
+  own write truncates a same-content file in place, which two users with the same result could download half-way.
 * ``XPromptError`` (bad input) becomes ``gr.Error``: a toast with the one-line message; the server goes on.
   Anything else is a bug: it is logged with its traceback and the page shows Gradio's generic error.
 * Progress: every generating handler gets a callback that forwards ``(done, total)`` decoded tokens to
@@ -24,14 +26,19 @@ from __future__ import annotations
 
 import atexit
 import functools
+import io
 import logging
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by Gradio at import and launch
 
 import gradio as gr
+import numpy as np
+from gradio import processing_utils
+from PIL import Image
 
 from xprompt.errors import XPromptError
 from xprompt.serve import handlers as H
@@ -82,10 +89,38 @@ def _named_errors(comp, preprocess, label: str, payload):
 
 
 def _output(label: str, elem_id: str, height: int = 256) -> gr.Image:
-    return gr.Image(
+    comp = gr.Image(
         label=label, type="numpy", format="png", interactive=False, elem_id=elem_id, height=height,
         elem_classes=["pixelated"],
     )  # fmt: skip
+    comp.postprocess = functools.partial(_cache_png_atomically, comp)
+    return comp
+
+
+def _cache_png_atomically(comp: gr.Image, value):
+    """``gr.Image.postprocess`` that writes an array into Gradio's cache under a temporary name and renames it.
+
+    Gradio names a cached output by a hash of its bytes and rewrites that file in place on every return, so two
+    users who get the same image (greedy decoding) could download it while it is truncated (seen as an empty
+    file). Here a file that exists is never rewritten, and a new one appears whole."""
+    if not (isinstance(value, np.ndarray) and value.dtype == np.uint8):
+        return gr.Image.postprocess(comp, value)
+    buf = io.BytesIO()
+    Image.fromarray(value).save(buf, format="PNG")
+    data = buf.getvalue()
+    folder = Path(comp.GRADIO_CACHE) / processing_utils.hash_bytes(data)
+    path = folder / "image.png"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.png.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+    return gr.Image.postprocess(comp, str(path))
 
 
 def page_errors(fn):
