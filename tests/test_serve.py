@@ -276,7 +276,8 @@ def test_output_image_is_cached_whole_and_never_rewritten(tmp_path, monkeypatch)
     stamp = first.stat().st_mtime_ns
     time.sleep(0.01)
     again = Path(comp.postprocess(img.copy()).path)  # the same result for a second user
-    assert again == first and first.stat().st_mtime_ns == stamp  # served as it is, not truncated and rewritten
+    # served as it is, not truncated and rewritten
+    assert again == first and first.stat().st_mtime_ns == stamp
     other = Path(comp.postprocess(255 - img).path)
     assert other != first and np.array_equal(np.asarray(Image.open(other)), 255 - img)
     assert not [p for p in tmp_path.rglob(".image.png.*")]  # no staging file left behind
