@@ -373,3 +373,98 @@ def test_multi_example_build_lays_out_every_example_and_leaves_other_groups_unch
     for row in ds:
         ids, segs = np.asarray(row["input_ids"]), np.asarray(row["segs"])
         assert int(((ids == boi) & (segs == Seg.IE)).sum()) in (4, 6)  # 2 or 3 (input, output) pairs
+
+
+def test_ramp_palette_lut_round_trip_and_distance_from_the_reserved_palette():
+    from xprompt.train import scenes
+    from xprompt.train.tasks_dense import (
+        RAMP_MIN_RESERVED_DISTANCE,
+        RAMP_MIN_STOP_DISTANCE,
+        RESERVED_PALETTE,
+        SEEN_PALETTES,
+        decode_depth,
+        encode_depth,
+        palette_lut,
+        ramp_stops,
+        random_ramp,
+    )
+
+    lut = palette_lut("ramp-000000-ff0000-ffffff")
+    assert lut[0].tolist() == [0, 0, 0] and lut[255].tolist() == [255, 255, 255]
+    assert lut[128].tolist() == [255, 1, 1] and lut[64].tolist() == [128, 0, 0]
+    for bad in ("ramp-ff0000", "ramp-ff00-00ff00", "ramp-gg0000-000000"):
+        with pytest.raises(ValueError):
+            ramp_stops(bad)
+    reserved = palette_lut(RESERVED_PALETTE).astype(float)
+    nearest_seen = min(
+        np.linalg.norm(palette_lut(p).astype(float)[::d] - reserved, axis=1).mean()
+        for p in SEEN_PALETTES
+        for d in (1, -1)
+    )
+    assert (
+        RAMP_MIN_RESERVED_DISTANCE <= nearest_seen
+    )  # no ramp is nearer the held-out palette than a seen one
+    depth = scenes.render_maps(scenes.random_scene(np.random.default_rng(4)), 64)["depth"]
+    names = [random_ramp(np.random.default_rng(i)) for i in range(30)]
+    assert names == [random_ramp(np.random.default_rng(i)) for i in range(30)] and len(set(names)) == 30
+    for name in names:
+        stops = ramp_stops(name)
+        assert len(stops) in (3, 4)
+        assert (
+            min(np.linalg.norm(a - b) for i, a in enumerate(stops) for b in stops[i + 1 :])
+            >= RAMP_MIN_STOP_DISTANCE
+        )
+        lut = palette_lut(name).astype(float)
+        for d in (1, -1):
+            assert np.linalg.norm(lut[::d] - reserved, axis=1).mean() >= RAMP_MIN_RESERVED_DISTANCE
+        # two neighbouring entries may round to one colour: decoding is then one entry off at most
+        assert np.abs(decode_depth(encode_depth(depth, name), name) - depth).max() <= 1.5 / 255 + 1e-6
+
+
+def test_ramp_palettes_change_only_depth_instances_and_only_the_example_names_them(tmp_path):
+    from xprompt.paths import shipped
+    from xprompt.train.build import BuildConfig, build_dataset, draw_groups
+    from xprompt.train.tasks_dense import RAMP_PREFIX, SEEN_PALETTES, with_ramp_palette
+
+    base = BuildConfig(n=400, size=32, seed=3)
+    ramp = BuildConfig(n=400, size=32, seed=3, mix={"ramp_palettes": 0.5})
+    a, b = draw_groups(base, 0, 200), draw_groups(ramp, 0, 200)
+    n_ramp = 0
+    for s, t in zip(a, b, strict=True):  # stream 6 decides: the same tasks, content and other instances
+        assert s.task == t.task and (s.query.scene_before, s.example.scene_before) == (
+            t.query.scene_before,
+            t.example.scene_before,
+        )
+        if get_task(s.task).base != "depth":
+            assert (s.params, s.instruction, _pixels(s.query)) == (t.params, t.instruction, _pixels(t.query))
+        elif t.params["palette"].startswith(RAMP_PREFIX):
+            n_ramp += 1
+            assert "ramp" not in t.true_instruction and not any(
+                c in s.true_instruction for c in SEEN_PALETTES[:1]
+            )
+            assert t.true_instruction == s.true_instruction.replace(s.params["palette"], "custom")
+            assert _pixels(s.query) != _pixels(
+                t.query
+            )  # the depth map (or its input) is in the ramp's colours
+        else:
+            assert t.params["palette"] in SEEN_PALETTES
+    depth_samples = sum(get_task(s.task).base == "depth" for s in a)
+    assert depth_samples >= 10 and 0 < n_ramp < depth_samples
+    ev = [
+        BuildConfig(n=60, size=32, seed=3, split="eval", tasks=["depth"], mix=m)
+        for m in ({}, {"ramp_palettes": 1.0})
+    ]
+    assert [s.params for s in draw_groups(ev[0], 0, 30)] == [
+        s.params for s in draw_groups(ev[1], 0, 30)
+    ]  # never
+    r = np.random.default_rng(1)
+    always = lambda task, p: with_ramp_palette(task, p, r, 1.0)
+    pair = draw_contrast_group(get_task("depth"), np.random.default_rng(2), 32, "train", remap=always)
+    assert pair[0].params["palette"] != pair[1].params["palette"]
+    assert all(s.params["palette"].startswith(RAMP_PREFIX) for s in pair)
+    assert _pixels(pair[0].query)[0] == _pixels(pair[1].query)[0]  # one query, two ramps
+    cfg = BuildConfig(
+        n=8, size=32, seed=3, chunk=8, mix={"ramp_palettes": 1.0}, tasks=["depth", "depth_to_image"]
+    )
+    card = build_dataset(cfg, tmp_path / "ds", tokenizer="grid:8", bpe=str(shipped("bpe")), progress=False)
+    assert card["ramp_palette_samples"] == 8 and card["mix"]["ramp_palettes"] == 1.0

@@ -42,9 +42,13 @@ from xprompt.train import photo_pool, sources
 from xprompt.train.heldout import check_split, excluded_tasks, split_tasks
 from xprompt.train.pairing import RawSample, draw_contrast_group, draw_group, raie_pair
 from xprompt.train.tasks import FAMILIES, all_tasks, check_size, get_task, params_json
+from xprompt.train.tasks_dense import RAMP_PREFIX, with_ramp_palette
 
 CARD = "dataset_card.json"
 DATASET_FORMAT = "xprompt-dataset/1"
+
+
+PROBABILITIES = ("instruction_drop", "contrast", "multi_example", "ramp_palettes")  # DataMix fields in [0, 1]
 
 
 @dataclass
@@ -66,14 +70,15 @@ class DataMix:
     contrast: float = 0.0  # share of eligible groups drawn as contrast pairs (one query, two task instances)
     photo_pool: str = "packaged"  # training photographs: "packaged" or "debian" (train/photo_pool.py)
     multi_example: float = 0.0  # share of (non-contrast) groups whose samples show 2 or 3 examples
+    ramp_palettes: float = 0.0  # share of depth instances (both directions) drawn with a random colour ramp
 
     def __post_init__(self):
         photo_pool.check_pool(self.photo_pool)
         for k, v in asdict(self).items():
-            is_prob = k in ("instruction_drop", "contrast", "multi_example")
+            is_prob = k in PROBABILITIES
             if k != "photo_pool" and (v < 0 or (is_prob and v > 1)):
                 raise ValueError(
-                    f"{k} must be >= 0 (and a probability for instruction_drop/contrast/multi_example), got {v}"
+                    f"{k} must be >= 0 (and a probability for {'/'.join(PROBABILITIES)}), got {v}"
                 )
 
     def weight(self, family: str) -> float:
@@ -174,6 +179,7 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
     mix = _mix(cfg)
     drop = 0.0 if cfg.split == "eval" else mix.instruction_drop
     rngs = [sample_rng(cfg.seed, i, stream=2) for i in range(lo, hi)]
+    remap = _ramp_remap(cfg, mix, group)
     # stream 3 decides contrast groups, so builds without them draw exactly what they drew before
     if (
         cfg.split != "eval"
@@ -182,12 +188,22 @@ def draw_group_at(cfg: BuildConfig, group: int, table=None) -> list[RawSample]:
         and sample_rng(cfg.seed, group, 3).random() < mix.contrast
     ):
         got = draw_contrast_group(
-            task, rng, cfg.size, photo_split, first_index=lo, allowed=allowed, sample_rngs=rngs
+            task, rng, cfg.size, photo_split, first_index=lo, allowed=allowed, sample_rngs=rngs, remap=remap
         )
         if got is not None:
             return got
     return draw_group(task, rng, cfg.size, photo_split, k=hi - lo, first_index=lo, allowed=allowed,
-                      instruction_drop=drop, sample_rngs=rngs, n_examples=_n_examples(cfg, mix, group))  # fmt: skip
+                      instruction_drop=drop, sample_rngs=rngs, n_examples=_n_examples(cfg, mix, group),
+                      remap=remap)  # fmt: skip
+
+
+def _ramp_remap(cfg: BuildConfig, mix: DataMix, group: int):
+    """The ``ramp_palettes`` share of the training groups' depth instances get a random colour ramp (stream 6
+    decides and draws it, so builds without ramps draw exactly what they drew before); None = no change."""
+    if cfg.split == "eval" or not mix.ramp_palettes:
+        return None
+    r = sample_rng(cfg.seed, group, 6)
+    return lambda task, params: with_ramp_palette(task, params, r, mix.ramp_palettes)
 
 
 def _n_examples(cfg: BuildConfig, mix: DataMix, group: int) -> int:
@@ -329,7 +345,8 @@ def _work(group_range: tuple[int, int]) -> tuple[list[dict], dict]:
     rows = [_row(s, seq, cfg.seed, cfg.split == "eval") for s, seq in zip(raw, seqs, strict=True)]
     stats = {"tasks": Counter(s.task for s in raw), "families": Counter(s.family for s in raw),
              "n_tok": [len(q) for q in seqs], "raie": raie_n, "images": n_enc,
-             "multi_example": sum(bool(s.more_examples) for s in raw)}  # fmt: skip
+             "multi_example": sum(bool(s.more_examples) for s in raw),
+             "ramp_palette": sum(str(s.params.get("palette", "")).startswith(RAMP_PREFIX) for s in raw)}  # fmt: skip
     return rows, stats
 
 
@@ -407,6 +424,7 @@ def new_stats() -> dict:
         "raie": 0,
         "images": 0,
         "multi_example": 0,
+        "ramp_palette": 0,
     }
 
 
@@ -415,14 +433,7 @@ def _collect(cfg: BuildConfig, chunks, pool, features, progress: bool) -> tuple[
     import datasets
     from tqdm.auto import tqdm
 
-    stats = {
-        "tasks": Counter(),
-        "families": Counter(),
-        "n_tok": [],
-        "raie": 0,
-        "images": 0,
-        "multi_example": 0,
-    }
+    stats = new_stats()
     shards, rows = [], []
     bar = tqdm(total=cfg.n, desc=f"build {cfg.split}", unit="sample", disable=not progress)
     try:
@@ -469,7 +480,7 @@ def _card(
         "held_out": excluded_tasks(cfg.split, cfg.keep_heldout_reverses, cfg.include_unseen),
         "keep_heldout_reverses": cfg.keep_heldout_reverses, "include_unseen": cfg.include_unseen,
         "raie_pairing": cfg.raie_pairing, "raie_repaired": stats["raie"], "group_size": cfg.group_size,
-        "multi_example_samples": stats["multi_example"],
+        "multi_example_samples": stats["multi_example"], "ramp_palette_samples": stats["ramp_palette"],
         "images_encoded": stats["images"], "tasks": dict(sorted(stats["tasks"].items())),
         "families": dict(sorted(stats["families"].items())), "sampled_tasks": table[1],
         "mix": asdict(cfg.data_mix()) if cfg.split != "eval" else "uniform over tasks",

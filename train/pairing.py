@@ -27,6 +27,7 @@ Design choices:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,9 @@ import numpy as np
 from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task, params_json
 
 RAIE_FAMILIES = ("edit",)
+Remap = Callable[
+    [Task, dict], dict
+]  # changes a drawn task instance's parameters (e.g. a random depth palette)
 
 
 @dataclass
@@ -95,15 +99,19 @@ def draw_group(
     instruction_drop: float = 0.0,
     sample_rngs: list[np.random.Generator] | None = None,
     n_examples: int = 1,
+    remap: Remap | None = None,
 ) -> list[RawSample]:
     """``k`` samples of ONE task instance from n = max(k, n_examples + 1) pairs on different content: sample j
     queries pair j with pairs (j + 1) .. (j + n_examples) mod n as its examples. Each pair is the query (with
     the loss) of at most one sample and an example of others, so a group of k costs n pairs (and n pairs of
     image encodings) instead of k (n_examples + 1). ``sample_rngs[j]`` (default: ``rng``) draws sample j's
-    instruction paraphrase and instruction drop. ``n_examples = 1`` draws exactly what it always drew."""
+    instruction paraphrase and instruction drop. ``n_examples = 1`` draws exactly what it always drew.
+    ``remap(task, params)`` may change the drawn instance (with its own rng, so ``rng`` draws the same pairs)."""
     if n_examples < 1:
         raise ValueError(f"n_examples must be >= 1, got {n_examples}")
     params = task.sample_params(rng, allowed)
+    if remap is not None:
+        params = remap(task, params)
     pairs = [task.make_pair(rng, params, size, split) for _ in range(max(k, 2, n_examples + 1))]
     out = []
     for j in range(k):
@@ -132,14 +140,20 @@ def draw_contrast_group(
     allowed: list[str] | None = None,
     sample_rngs: list[np.random.Generator] | None = None,
     tries: int = 8,
+    remap: Remap | None = None,
 ) -> list[RawSample] | None:
     """Two samples of two instances of ``task`` that share one query image (see the module docstring), or
-    None when the task cannot make one (no instance parameters, or the content depends on the instance)."""
+    None when the task cannot make one (no instance parameters, or the content depends on the instance).
+    ``remap`` as in ``draw_group``, applied to each instance drawn."""
     if task.kind != "i2i":
         return None
-    pa = task.sample_params(rng, allowed)
-    pb = next((p for p in (task.sample_params(rng, allowed) for _ in range(tries))
-               if params_json(p) != params_json(pa)), None)  # fmt: skip
+
+    def draw():
+        params = task.sample_params(rng, allowed)
+        return params if remap is None else remap(task, params)
+
+    pa = draw()
+    pb = next((p for p in (draw() for _ in range(tries)) if params_json(p) != params_json(pa)), None)
     if pb is None:
         return None
     state = rng.bit_generator.state  # the query content is drawn twice from one state

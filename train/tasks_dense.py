@@ -7,6 +7,9 @@ Design choices:
   an instance parameter of ``depth``. ``RESERVED_PALETTE`` is never drawn by ``depth``: it only appears in the
   held-out task ``depth_reserved`` (Table 4's "unseen colour spectrum"). ``decode_depth`` inverts a palette
   image back to depth by nearest palette entry (exact up to 8-bit quantisation).
+- Random colour ramps (the data mix's ``ramp_palettes``, off by default): a share of ``depth`` instances, and of
+  its reverse, use a random 3-4 stop ramp (instruction: the "custom" palette), so that the palette can only be
+  read from the example; the ramps are kept farther from ``RESERVED_PALETTE`` than any seen palette is.
 - Segmentation paints each pixel with the class colour of its shape (``SEG_COLORS``), background black.
 - Surface normals come from procedural height fields (a sum of Gaussian bumps): the input is the Lambertian
   shading of the field (albedo and light direction are instance parameters), the output the normal map
@@ -36,13 +39,66 @@ SEG_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
-@functools.lru_cache(maxsize=16)
+RAMP_PREFIX = (
+    "ramp-"  # a random colour ramp's name: "ramp-" + its stops as hex, e.g. "ramp-1f77b4-ff7f0e-2ca02c"
+)
+RAMP_MIN_STOP_DISTANCE = (
+    100.0  # RGB distance between any two stops, so that the ramp never comes back on itself
+)
+# No ramp is closer to the reserved palette (mean RGB distance per entry, either direction) than the nearest
+# seen palette is (cividis, 145.2): training on ramps teaches reading a palette from the example without
+# showing anything like the held-out one.
+RAMP_MIN_RESERVED_DISTANCE = 145.0
+
+
+@functools.lru_cache(maxsize=64)
 def palette_lut(name: str) -> np.ndarray:
-    """uint8 (256, 3): palette entry i encodes nearness i / 255."""
+    """uint8 (256, 3): palette entry i encodes nearness i / 255 (a matplotlib colormap or a ``ramp-`` name)."""
+    if name.startswith(RAMP_PREFIX):
+        stops = ramp_stops(name)  # (S, 3)
+        x = np.linspace(0.0, 1.0, 256)
+        at = np.linspace(0.0, 1.0, len(stops))
+        lut = np.stack([np.interp(x, at, stops[:, c]) for c in range(3)], axis=1)  # (256, 3)
+        return np.rint(lut).astype(np.uint8)
     import matplotlib
 
     cmap = matplotlib.colormaps[name]
     return np.rint(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def ramp_stops(name: str) -> np.ndarray:
+    """float (S, 3) RGB stops of a ``ramp-`` palette name (S >= 2, evenly spaced from far to near)."""
+    parts = name[len(RAMP_PREFIX) :].split("-")
+    if len(parts) < 2 or any(len(h) != 6 for h in parts):
+        raise ValueError(f"bad ramp palette {name!r}: expected 'ramp-' and >= 2 six-digit hex colours")
+    return np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in parts], dtype=np.float64)
+
+
+def random_ramp(rng: np.random.Generator, tries: int = 64) -> str:
+    """A random 3- or 4-stop colour ramp, far from the reserved palette (``RAMP_MIN_RESERVED_DISTANCE``) and
+    with well separated stops; deterministic from ``rng``."""
+    reserved = palette_lut(RESERVED_PALETTE).astype(np.float64)
+    for _ in range(tries):
+        stops = rng.integers(0, 256, size=(int(rng.integers(3, 5)), 3))
+        gaps = np.linalg.norm(stops[:, None, :] - stops[None, :, :], axis=-1)[np.triu_indices(len(stops), 1)]
+        if gaps.min() < RAMP_MIN_STOP_DISTANCE:
+            continue
+        name = RAMP_PREFIX + "-".join(f"{r:02x}{g:02x}{b:02x}" for r, g, b in stops)
+        lut = palette_lut(name).astype(np.float64)
+        near = min(
+            np.linalg.norm(lut - reserved, axis=1).mean(), np.linalg.norm(lut[::-1] - reserved, axis=1).mean()
+        )
+        if near >= RAMP_MIN_RESERVED_DISTANCE:
+            return name
+    raise RuntimeError(f"no colour ramp passed the distance checks in {tries} draws")
+
+
+def with_ramp_palette(task, params: dict, rng: np.random.Generator, share: float) -> dict:
+    """``params`` of a ``depth`` instance (either direction) with its palette replaced, with probability
+    ``share``, by a random colour ramp (the data mix's ``ramp_palettes``); any other task's unchanged."""
+    if task.base != "depth" or share <= 0 or rng.random() >= share:
+        return params
+    return {**params, "palette": random_ramp(rng)}
 
 
 def encode_depth(depth: np.ndarray, palette: str) -> np.ndarray:
@@ -205,7 +261,8 @@ _EDGE_R = (
 
 
 def _pal_values(p):
-    return {"palette": p["palette"]}
+    # a ramp has no name a reader would know: the instruction says "custom", and only the example shows it
+    return {"palette": "custom" if p["palette"].startswith(RAMP_PREFIX) else p["palette"]}
 
 
 register_pair(
