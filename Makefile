@@ -57,7 +57,7 @@ lint: $(STAMP)
 # SETS adds --set overrides: the last leg decays with SETS="--set steps=N --set decay_steps=M".
 LEG ?= 1
 MINUTES ?= 150
-LEG_SAMPLES ?= 60000
+LEG_SAMPLES ?= 80000
 # The Debian photograph pool (train/photo_pool.py): install its packages unless they are present and unchanged.
 PHOTO_PACKAGES := opencv-doc plasma-workspace-wallpapers mate-backgrounds ukui-wallpapers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
