@@ -41,6 +41,7 @@ from gradio import processing_utils
 from PIL import Image
 
 from xprompt.errors import XPromptError
+from xprompt.io_utils import atomic_write_bytes
 from xprompt.serve import handlers as H
 
 log = logging.getLogger("xprompt.serve")
@@ -108,18 +109,9 @@ def _cache_png_atomically(comp: gr.Image, value):
     buf = io.BytesIO()
     Image.fromarray(value).save(buf, format="PNG")
     data = buf.getvalue()
-    folder = Path(comp.GRADIO_CACHE) / processing_utils.hash_bytes(data)
-    path = folder / "image.png"
+    path = Path(comp.GRADIO_CACHE) / processing_utils.hash_bytes(data) / "image.png"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.png.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
     return gr.Image.postprocess(comp, str(path))
 
 
