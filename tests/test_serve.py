@@ -264,10 +264,9 @@ def test_describe_and_t2i_handlers(xp, files):
 
 
 # ------------------------------------------------------------------------------------ HTTP API
-def test_output_image_is_cached_whole_and_never_rewritten(tmp_path, monkeypatch):
+def test_output_image_is_cached_whole_and_never_rewritten(tmp_path):
     from xprompt.serve import app as A
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     comp = A._output("output", "out-test")
     comp.GRADIO_CACHE = str(tmp_path)
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)

@@ -35,9 +35,8 @@ import numpy as np
 from xprompt.train.tasks import SAME_AS_EXAMPLE, Pair, Task, params_json
 
 RAIE_FAMILIES = ("edit",)
-Remap = Callable[
-    [Task, dict], dict
-]  # changes a drawn task instance's parameters (e.g. a random depth palette)
+# changes a drawn task instance's parameters (e.g. a random depth palette)
+Remap = Callable[[Task, dict], dict]
 
 
 @dataclass

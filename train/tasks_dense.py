@@ -39,12 +39,10 @@ SEG_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
-RAMP_PREFIX = (
-    "ramp-"  # a random colour ramp's name: "ramp-" + its stops as hex, e.g. "ramp-1f77b4-ff7f0e-2ca02c"
-)
-RAMP_MIN_STOP_DISTANCE = (
-    100.0  # RGB distance between any two stops, so that the ramp never comes back on itself
-)
+# a random colour ramp's name: "ramp-" + its stops as hex, e.g. "ramp-1f77b4-ff7f0e-2ca02c"
+RAMP_PREFIX = "ramp-"
+# RGB distance between any two stops, so that the ramp never comes back on itself
+RAMP_MIN_STOP_DISTANCE = 100.0
 # No ramp is closer to the reserved palette (mean RGB distance per entry, either direction) than the nearest
 # seen palette is (cividis, 145.2): training on ramps teaches reading a palette from the example without
 # showing anything like the held-out one.

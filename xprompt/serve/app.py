@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import io
 import logging
 import os
 import shutil
@@ -38,9 +37,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read by Gradio at 
 import gradio as gr
 import numpy as np
 from gradio import processing_utils
-from PIL import Image
 
 from xprompt.errors import XPromptError
+from xprompt.images import png_bytes
 from xprompt.io_utils import atomic_write_bytes
 from xprompt.serve import handlers as H
 
@@ -106,9 +105,7 @@ def _cache_png_atomically(comp: gr.Image, value):
     file). Here a file that exists is never rewritten, and a new one appears whole."""
     if not (isinstance(value, np.ndarray) and value.dtype == np.uint8):
         return gr.Image.postprocess(comp, value)
-    buf = io.BytesIO()
-    Image.fromarray(value).save(buf, format="PNG")
-    data = buf.getvalue()
+    data = png_bytes(value)
     path = Path(comp.GRADIO_CACHE) / processing_utils.hash_bytes(data) / "image.png"
     if not path.exists():
         atomic_write_bytes(path, data)
