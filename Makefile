@@ -81,11 +81,12 @@ campaign-leg: $(STAMP) photos
 	cp runs/leg$(LEG)/campaign_README.md checkpoints/campaign/README.md
 
 # One arm of an equal-budget A/B from the campaign's weights (docs/experiments.md): ARM names the run, SETS adds
-# --set overrides, AB_MIX picks the data mix (each mix gets its own data, same seed, so arms differ only in it).
+# --set overrides, AB_MIX picks the data mix (each mix gets its own data, same seed, so arms differ only in it;
+# the folder name carries a hash of the mix file, so data built before the mix changed is never reused).
 ARM ?= base
 SETS ?=
 AB_MIX ?= configs/data_mix_campaign.json
-AB_DATA := data/ab-$(basename $(notdir $(AB_MIX)))
+AB_DATA = data/ab-$(basename $(notdir $(AB_MIX)))-$(shell sha256sum $(AB_MIX) | cut -c1-8)
 campaign-ab: $(STAMP) photos
 	test -d $(AB_DATA) || $(PY) -m xprompt data build --split train --n 20000 --size 64 --seed 200 \
 		--out $(AB_DATA) --workers 2 --shard-size 10000 --mix $(AB_MIX) --quiet

@@ -18,6 +18,12 @@ after ``--warmup`` of the trainer's own ``tokens_per_s`` (non-padding tokens / s
   reports that bound (mean useful fraction of randomly drawn padded micro-batches of this data).
 * Per-document attention: the packed bf16 run is repeated with ``doc_attention: false`` (one dense masked
   attention over each 1024-token row) to measure what attending per document buys, side by side.
+* ``torch.compile``: the packed fp32 and bf16 runs, and the campaign's layout (2 processes, micro-batch 2,
+  global 4, the precision ``"auto"`` picks here), each with and without ``compile``
+  (``XPromptModel.compile_regions``); the compiled runs' first steps hold the compilation, so time them with
+  enough ``--warmup`` steps (``--steps 14 --warmup 4``).
+
+``--runs a,b`` times only the named runs (the figures that compare runs are given when both are present).
 
 Usage: ``python bench/train.py [--steps 8] [--data DIR] [--out bench/results/train.json]``
 """
@@ -172,12 +178,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
     ap.add_argument("--skip-zero", action="store_true", help="skip the 2-process ZeRO comparison")
+    ap.add_argument("--runs", default="", help="comma-separated run names to time (default: all)")
     return ap.parse_args(argv)
 
 
 def run_plan(lens: dict | None, skip_zero: bool) -> tuple[dict, dict]:
     """The trainer runs to time: name -> (train-config overrides, ds config, processes); and the padded batch."""
-    from xprompt.train.train_config import DEFAULT_DS_CONFIG
+    from xprompt.train.train_config import DEFAULT_DS_CONFIG, cpu_has_bf16
 
     stage0 = dict(DEFAULT_DS_CONFIG, zero_optimization={"stage": 0})
     # padded runs get as many rows as a packed row holds samples, so every step sees about the same tokens
@@ -195,7 +202,13 @@ def run_plan(lens: dict | None, skip_zero: bool) -> tuple[dict, dict]:
             1,
         ),
         "bf16_packed_zero2_1proc": ({"precision": "bf16"}, DEFAULT_DS_CONFIG, 1),
+        "fp32_packed_compiled": ({"precision": "fp32", "compile": True}, stage0, 1),
+        "bf16_packed_compiled": ({"precision": "bf16", "compile": True}, stage0, 1),
     }
+    # configs/campaign.json's geometry, in the precision "auto" picks on this machine
+    campaign = {"precision": "bf16" if cpu_has_bf16() else "fp32", "micro_batch": 2, "global_batch": 4}
+    runs["campaign_2proc"] = (campaign, stage0, 2)
+    runs["campaign_2proc_compiled"] = (dict(campaign, compile=True), stage0, 2)
     if not skip_zero:
         for st in (0, 2, 3):
             runs[f"zero{st}_2proc"] = (
@@ -227,6 +240,33 @@ def time_runs(tmp: Path, data: Path, runs: dict, args, threads: int) -> tuple[di
     return out, res["run"]["model_config"]
 
 
+def _ratio(out: dict, a: str, b: str) -> float | None:
+    """tokens/s of run ``a`` over run ``b``, when both were timed."""
+    if a in out and b in out:
+        return out[a]["tokens_per_s"] / out[b]["tokens_per_s"]
+    return None
+
+
+def speedups(out: dict) -> dict:
+    """The side-by-side ratios of the runs that were timed."""
+    return {
+        "packing_speedup": {
+            "vs_padded_dynamic": _ratio(out, "bf16_packed", "bf16_padded_dynamic"),
+            "vs_padded_fixed": _ratio(out, "bf16_packed", "bf16_padded_fixed"),
+        },
+        "doc_attention_speedup": _ratio(out, "bf16_packed", "bf16_packed_dense_attention"),
+        "compile_speedup": {
+            "fp32_1proc": _ratio(out, "fp32_packed_compiled", "fp32_packed"),
+            "bf16_1proc": _ratio(out, "bf16_packed_compiled", "bf16_packed"),
+            "campaign_2proc": _ratio(out, "campaign_2proc_compiled", "campaign_2proc"),
+        },
+    }
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"x{v:.2f}"
+
+
 def print_summary(result: dict) -> None:
     out = result["runs"]
     print(f"\n{'run':28s} {'proc':>4s} {'zero':>4s} {'tok/s':>8s} {'step s':>7s} {'MFU':>6s}")
@@ -235,15 +275,19 @@ def print_summary(result: dict) -> None:
             f"{name:28s} {s['processes']:4d} {s['zero_stage']:4d} {s['tokens_per_s']:8.0f} "
             f"{s['step_time_s']:7.2f} {100 * s['mfu']:5.1f}%"
         )
-    ps = result["packing_speedup"]
+    ps, cs = result["packing_speedup"], result["compile_speedup"]
     print(
-        f"packing speedup: x{ps['vs_padded_fixed']:.2f} vs padded to max_len, "
-        f"x{ps['vs_padded_dynamic']:.2f} vs padded to the longest row"
+        f"packing speedup: {_x(ps['vs_padded_fixed'])} vs padded to max_len, "
+        f"{_x(ps['vs_padded_dynamic'])} vs padded to the longest row"
     )
     pb = result["packing_bound"]
     print(
         f"  (bound on this data: x{pb['max_packing_speedup_vs_dynamic']:.2f} vs padded to the longest row; "
-        f"per-document attention vs dense mask: x{result['doc_attention_speedup']:.2f})"
+        f"per-document attention vs dense mask: {_x(result['doc_attention_speedup'])})"
+    )
+    print(
+        f"torch.compile speedup: fp32 {_x(cs['fp32_1proc'])}, bf16 {_x(cs['bf16_1proc'])} (1 process); "
+        f"campaign layout {_x(cs['campaign_2proc'])} (2 processes)"
     )
     print(
         f"load average start {result['machine']['load_avg_start']}, end {result['machine']['load_avg_end']}"
@@ -276,9 +320,15 @@ def main(argv=None) -> int:
             "tokens_per_sample": lens,
         }
         runs, pad_batch = run_plan(lens, args.skip_zero)
+        if args.runs:
+            unknown = sorted(set(args.runs.split(",")) - set(runs))
+            if unknown:
+                print(f"error: unknown run(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
+                return 2
+            runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
         result["packing_bound"] = padding_bound(data, pad_batch["micro_batch"])
         out, mc = time_runs(tmp, data, runs, args, threads)
-    n_total = out["bf16_packed"]["params"]
+    n_total = next(iter(out.values()))["params"]
     n_matmul = n_total - mc["vocab_size"] * mc["dim"]
     for s in out.values():
         s["mfu"] = 6 * n_matmul * s["tokens_per_s"] / s["peak_flops_before"]
@@ -292,13 +342,7 @@ def main(argv=None) -> int:
         "max_len": 1024,
     }
     result["runs"] = out
-    result["packing_speedup"] = {
-        "vs_padded_dynamic": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_dynamic"]["tokens_per_s"],
-        "vs_padded_fixed": out["bf16_packed"]["tokens_per_s"] / out["bf16_padded_fixed"]["tokens_per_s"],
-    }
-    result["doc_attention_speedup"] = (
-        out["bf16_packed"]["tokens_per_s"] / out["bf16_packed_dense_attention"]["tokens_per_s"]
-    )
+    result.update(speedups(out))
     result["targets"] = {"mfu_bf16": ">= 0.30", "packing_speedup": ">= 1.3"}
     result["machine"]["load_avg_end"] = os.getloadavg()
     print_summary(result)

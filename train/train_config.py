@@ -96,6 +96,8 @@ class TrainConfig:
         0  # at each validation, the in-context probe on this many validation samples (0 = off)
     )
     grad_checkpointing: bool = False
+    # torch.compile each block's per-token work (XPromptModel.compile_regions); attention stays eager
+    compile: bool = False
     lora: dict = field(
         default_factory=dict
     )  # xprompt.lora.LoraSpec fields ({} = full fine-tuning), e.g. {"r": 16}

@@ -117,6 +117,8 @@ def build_engine(run: Run) -> tuple[object, int]:
 
         prepare_model(model, cfg, run.data.vocab, run.data.meta)
     model.set_gradient_checkpointing(cfg.grad_checkpointing)
+    if cfg.compile:
+        model.compile_regions()
     n_params = model.num_params()
     if cfg.lora:  # frozen base + adapters (xprompt.lora); the optimizer only sees trainable parameters
         from xprompt.lora import apply_lora, spec_from_dict

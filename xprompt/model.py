@@ -140,8 +140,8 @@ class Attention(nn.Module):
             self.q_norm = HeadNorm(cfg.n_heads, hd, cfg.qk_norm_eps)
             self.k_norm = HeadNorm(cfg.n_kv_heads, hd, cfg.qk_norm_eps)
 
-    def forward(self, x, cos, sin, mask, kv_cache: KVCache | None):
-        # x (B, T, D); cos/sin (B, 1, T, hd); mask (B, T, S) bool, None (= causal) or "all" (T = 1, no mask)
+    def qkv(self, x, cos, sin):
+        """x (B, T, D) -> q (B, H, T, hd), k and v (B, Hkv, T, hd): projected, q/k-normed and rotated."""
         b, t, _ = x.shape
         cfg, hd = self.cfg, self.cfg.head_dim
         q = self.q_proj(x).view(b, t, cfg.n_heads, hd)
@@ -151,8 +151,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2).to(v.dtype), k.transpose(1, 2).to(v.dtype)  # (B, H, T, hd)
         cos, sin = cos.to(v.dtype), sin.to(v.dtype)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def forward(self, x, cos, sin, mask, kv_cache: KVCache | None):
+        # x (B, T, D); cos/sin (B, 1, T, hd); mask (B, T, S) bool, None (= causal) or "all" (T = 1, no mask)
+        b, t, _ = x.shape
+        cfg = self.cfg
+        q, k, v = self.qkv(x, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)  # (B, Hkv, S, hd)
         gqa = cfg.n_kv_heads != cfg.n_heads
@@ -248,6 +253,18 @@ class XPromptModel(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.gradient_checkpointing = bool(enabled)
+
+    def compile_regions(self) -> None:
+        """``torch.compile`` the per-token work of every block in place: q/k/v projection with q/k norm and
+        RoPE, the MLP, the norms. Attention itself stays eager: per-document gathering has data-dependent
+        shapes, and SDPA is one kernel already. In place (``Module.compile``), so parameter names and
+        checkpoints are unchanged; shapes that vary between batches are marked dynamic after the first
+        recompile."""
+        for layer in self.layers:
+            for m in (layer.mlp, layer.input_layernorm, layer.post_attention_layernorm):
+                m.compile()
+            layer.self_attn.qkv = torch.compile(layer.self_attn.qkv)
+        self.norm.compile()
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
