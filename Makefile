@@ -57,7 +57,7 @@ lint: $(STAMP)
 # SETS adds --set overrides: the last leg decays with SETS="--set steps=N --set decay_steps=M".
 LEG ?= 1
 MINUTES ?= 150
-LEG_SAMPLES ?= 80000
+LEG_SAMPLES ?= 100000
 # The Debian photograph pool (train/photo_pool.py): install its packages unless they are present and unchanged.
 PHOTO_PACKAGES := opencv-doc plasma-workspace-wallpapers mate-backgrounds ukui-wallpapers
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -81,15 +81,17 @@ campaign-leg: $(STAMP) photos
 	cp runs/leg$(LEG)/campaign_README.md checkpoints/campaign/README.md
 
 # One arm of an equal-budget A/B from the campaign's weights (docs/experiments.md): ARM names the run, SETS adds
-# --set overrides, AB_MIX picks the data mix (each mix gets its own data, same seed, so arms differ only in it;
-# the folder name carries a hash of the mix file, so data built before the mix changed is never reused).
+# --set overrides, AB_MIX picks the data mix and AB_BUILD adds build options, e.g. "--split full --include-unseen"
+# (each mix gets its own data, same seed, so arms differ only in it; the folder name carries a hash of the mix
+# file and AB_BUILD, so data built before either changed is never reused).
 ARM ?= base
 SETS ?=
 AB_MIX ?= configs/data_mix_campaign.json
-AB_DATA = data/ab-$(basename $(notdir $(AB_MIX)))-$(shell sha256sum $(AB_MIX) | cut -c1-8)
+AB_BUILD ?=
+AB_DATA = data/ab-$(basename $(notdir $(AB_MIX)))-$(shell (cat $(AB_MIX); echo "$(AB_BUILD)") | sha256sum | cut -c1-8)
 campaign-ab: $(STAMP) photos
 	test -d $(AB_DATA) || $(PY) -m xprompt data build --split train --n 20000 --size 64 --seed 200 \
-		--out $(AB_DATA) --workers 2 --shard-size 10000 --mix $(AB_MIX) --quiet
+		--out $(AB_DATA) --workers 2 --shard-size 10000 --mix $(AB_MIX) --quiet $(AB_BUILD)
 	test -d data/val64-noinstr || $(PY) -m xprompt data build --split train --n 1000 --size 64 --seed 1 \
 		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
 	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data $(AB_DATA) \

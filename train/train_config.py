@@ -149,12 +149,21 @@ class TrainConfig:
         if self.weight_decay < 0 or self.grad_clip < 0 or self.z_loss < 0:
             raise ValueError("weight_decay, grad_clip and z_loss must be >= 0")
         self._check_campaign_fields()
-        if self.lora:
-            from xprompt.lora import spec_from_dict
-
-            spec_from_dict(self.lora)  # unknown keys / bad values fail at load time, not after data loading
+        self._check_lora()
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def _check_lora(self) -> None:
+        if not self.lora:
+            return
+        from xprompt.lora import spec_from_dict
+
+        spec_from_dict(self.lora)  # unknown keys / bad values fail at load time, not after data loading
+        if self.compile:
+            raise ValueError(
+                "compile with lora is not supported (the adapters replace compiled layers and the export "
+                "copies the model); set compile to false for a LoRA run"
+            )
 
     def _check_campaign_fields(self) -> None:
         """Layouts, schedule and initialisation (issue 13's training campaign)."""
