@@ -321,11 +321,14 @@ def main(argv=None) -> int:
         }
         runs, pad_batch = run_plan(lens, args.skip_zero)
         if args.runs:
-            unknown = sorted(set(args.runs.split(",")) - set(runs))
-            if unknown:
-                print(f"error: unknown run(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
+            wanted = set(args.runs.split(","))
+            if wanted - set(runs):
+                print(
+                    f"error: unknown run(s) {', '.join(sorted(wanted - set(runs)))}; choose from {', '.join(runs)}",
+                    file=sys.stderr,
+                )
                 return 2
-            runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
+            runs = {k: v for k, v in runs.items() if k in wanted}
         result["packing_bound"] = padding_bound(data, pad_batch["micro_batch"])
         out, mc = time_runs(tmp, data, runs, args, threads)
     n_total = next(iter(out.values()))["params"]
