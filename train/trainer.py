@@ -168,7 +168,8 @@ def train_step(run: Run, engine, state: TrainState, step: int, device) -> dict:
             batch.n_real,
             batch.n_samples,
         ]
-    acc = np.asarray(dist.all_reduce_sum(acc.tolist()))
+    # resident memory summed over processes: long runs showed throughput falling as it grew (docs/training.md)
+    acc = np.asarray(dist.all_reduce_sum(acc.tolist() + [_rss_bytes()]))
     dt = time.perf_counter() - t0
     state.step = step + 1
     state.tokens_seen += int(acc[6])
@@ -188,7 +189,14 @@ def train_step(run: Run, engine, state: TrainState, step: int, device) -> dict:
         "tokens_seen": state.tokens_seen,
         "epoch": epoch,
         "step_time": dt,
+        "rss_gb": round(acc[8] / 2**30, 3),
     }
+
+
+def _rss_bytes() -> float:
+    import psutil  # a DeepSpeed dependency
+
+    return float(psutil.Process().memory_info().rss)
 
 
 def evaluate(run: Run, engine, device) -> float | None:
