@@ -83,8 +83,10 @@ campaign-leg: $(STAMP) photos
 # One arm of an equal-budget A/B from the campaign's weights (docs/experiments.md): ARM names the run, SETS adds
 # --set overrides, AB_MIX picks the data mix and AB_BUILD adds build options, e.g. "--split full --include-unseen"
 # (each mix gets its own data, same seed, so arms differ only in it; the folder name carries a hash of the mix
-# file and AB_BUILD, so data built before either changed is never reused).
+# file and AB_BUILD, so data built before either changed is never reused). AB_INIT is the weights both arms start
+# from (a leg's run folder, e.g. runs/leg7/model, to branch before the campaign's decay).
 ARM ?= base
+AB_INIT ?= checkpoints/campaign
 SETS ?=
 AB_MIX ?= configs/data_mix_campaign.json
 AB_BUILD ?=
@@ -96,7 +98,7 @@ campaign-ab: $(STAMP) photos
 		--out data/val64-noinstr --mix configs/data_mix_probe.json --quiet
 	$(VENV)/bin/deepspeed --num_gpus 2 --module xprompt.train --config configs/campaign.json --data $(AB_DATA) \
 		--val-data data/val64-noinstr --out runs/ab-$(ARM) --zero-stage 0 --no-progress \
-		--set 'init_from="checkpoints/campaign"' --set max_minutes=$(MINUTES) $(SETS)
+		--set 'init_from="$(AB_INIT)"' --set max_minutes=$(MINUTES) $(SETS)
 	for m in xp full; do $(PY) -m xprompt eval probe --checkpoint runs/ab-$(ARM)/model --data data/val64-noinstr \
 		--limit 200 --example-mode $$m --out runs/ab-$(ARM)/probe_$$m.json --quiet; done
 
