@@ -66,6 +66,7 @@ from xprompt.eval.rows import (
     baseline_preds,
     batch_ranges,
     generated_row,
+    guidance,
     raie_row,
     row_seed,
 )
@@ -245,7 +246,7 @@ def run(cfg: EvalConfig, pipe=None, *, progress: bool = True, n_visual: int = 4)
                     for bi in range(len(batch_ranges(len(items), cfg.batch_size)))
                 ]
                 preds[row], retrieved, retrieved_pairs = raie_row(
-                    pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar
+                    pipe, store, items, example_mode, cfg.batch_size, seeds, greedy, bar, guidance(cfg)
                 )
                 continue
             examples, sources = source.examples(ti, spec, row, items)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xprompt.cli_options import (
+    add_guidance_args,
     add_image_size_option,
     add_json_option,
     add_run_options,
@@ -136,7 +137,8 @@ def cmd_eval(args) -> int:
         bpe=args.bpe or "", datasets=list(getattr(args, "dataset", None) or []),
         input_dir=getattr(args, "input_dir", None) or "", target_dir=getattr(args, "target_dir", None) or "",
         columns=getattr(args, "columns", None) or "", depth_scale=getattr(args, "depth_scale", 1000.0),
-        instruction=getattr(args, "instruction", None) or "",
+        instruction=getattr(args, "instruction", None) or "", cfg_scale=args.cfg,
+        cfg_ref=getattr(args, "cfg_ref", None) or "empty",
     )  # fmt: skip
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -193,8 +195,9 @@ def _benchmark_args(p, name: str) -> None:
     rows = {
         "unseen": "none,full,xp and the controls wrong,wrong-inst,identity; xp-mask: only the ground-truth "
         "change box is decoded, xp-paste: decoded freely and pasted with that box, xp-automask: as xp-mask "
-        "with the mask from the instruction's named object (procedural scenes)",
-        "raie": "text,raie,oracle; xp-mask / xp-paste / xp-automask as for unseen",
+        "with the mask from the instruction's named object (procedural scenes), xp-changed: as xp-mask, "
+        "blended only where the model changed the query's tokens",
+        "raie": "text,raie,oracle; xp-mask / xp-paste / xp-automask / xp-changed as for unseen",
         "t2i": "t2i",
     }
     rows["seen"] = rows["unseen"]
@@ -207,6 +210,10 @@ def _benchmark_args(p, name: str) -> None:
     g.add_argument("--greedy", action="store_true", help="greedy decoding everywhere (default: except t2i)")
     g.add_argument("--sample", action="store_true", help="seeded sampling everywhere")
     p.add_argument("--batch-size", type=int, default=8, help="instances decoded together (default 8)")
+    if name == "t2i":
+        p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    else:
+        add_guidance_args(p, scale=True)
     p.add_argument("--clip-weights", default=None, help="local open_clip weights for CLIP-I/T/dir")
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture of --clip-weights")
     p.add_argument("--dino-weights", default=None, help="DINO ViT-S/16 state dict or a transformers dir")

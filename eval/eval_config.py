@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xprompt.errors import XPromptError
-from xprompt.eval.masked import AUTO_ROW, MASK_ROW, MASK_ROWS, PASTE_ROW
+from xprompt.eval.masked import AUTO_ROW, CHANGED_ROW, MASK_ROW, MASK_ROWS, PASTE_ROW
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -109,6 +109,7 @@ GEN_ROWS = {
     MASK_ROW: None,  # the example mode, decoding only the ground-truth change box (``eval/masked.py``)
     PASTE_ROW: None,  # the example mode, decoded freely, pasted into the query with the same box
     AUTO_ROW: None,  # as xp-mask, with the mask from the instruction's named object
+    CHANGED_ROW: None,  # as xp-mask, blended only over the tokens the model changed
 }
 ROW_LABELS = {
     "none": "No in-context", "full": "In-context w/o XP", "xp": "In-context w/ XP", "text": "Text prompt",
@@ -120,6 +121,7 @@ ROW_LABELS = {
     MASK_ROW: "Masked (only the change box decoded, the rest kept)",
     PASTE_ROW: "Regenerate and paste (decoded freely, blended with the change box)",
     AUTO_ROW: "Masked by the instruction's object (detected, not the ground truth)",
+    CHANGED_ROW: "Masked, blended only where the model changed tokens",
 }  # fmt: skip
 
 
@@ -134,6 +136,8 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list)  # default: every task of the benchmark
     greedy: bool | None = None  # None: greedy except t2i
     batch_size: int = 8
+    cfg_scale: float = 1.0  # classifier-free guidance of the generated rows (1 = off)
+    cfg_ref: str = "empty"  # what it guides against: "empty" (the image prior) or "query" (the query alone)
     train_mode: str = ""  # "xp" / "full": the mode the example rows of raie/oracle use (default: xp)
     clip_weights: str = ""
     clip_model: str = "ViT-B-32"
@@ -166,6 +170,12 @@ class EvalConfig:
             raise XPromptError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.magicbrush and self.benchmark != "raie":
             raise XPromptError("--magicbrush only applies to the raie benchmark")
+        if not 0 <= self.cfg_scale <= 100:
+            raise XPromptError(f"--cfg must be in [0, 100] (1 = off), got {self.cfg_scale}")
+        if self.cfg_ref not in ("empty", "query") or (self.cfg_ref == "query" and self.benchmark == "t2i"):
+            raise XPromptError(
+                f"--cfg-ref must be 'empty' or 'query' ('empty' for t2i, which has no query), got {self.cfg_ref!r}"
+            )
         if self.real:
             self._check_real()
             return

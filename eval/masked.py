@@ -16,6 +16,9 @@ Design choices
   edit changes (``XPrompt.edit(..., mask_from_instruction=True)``). Next to the oracle row it shows what the
   ground-truth box is worth over the instruction's own. An item whose instruction gives no mask (not a scene
   edit, object not found) is decoded whole, with a warning naming how many.
+* ``xp-changed`` is ``xp-mask`` (same decode, same mask) blended with ``blend="changed"``: the decoded pixels
+  only where the model changed the query's tokens (grown by one token), the query's exact pixels where it
+  kept them (``xprompt.edit_mask``). Next to ``xp-mask`` it shows what the VQ round trip of kept tokens costs.
 * **Metrics** (added to every task's list when the row is requested, for every row, so the baselines are
   comparable): ``psnr_in`` / ``psnr_out`` (PSNR against the ground truth inside / outside that mask; outside it
   the ground truth is the query, so ``psnr_out`` measures damage to what should stay) and ``out_same`` (the
@@ -34,7 +37,8 @@ PASTE_ROW = (
     "xp-paste"  # the regenerate-and-paste comparison: unconstrained decoding, blended with the same mask
 )
 AUTO_ROW = "xp-automask"  # the mask from the instruction's named object (xprompt.instruction_mask)
-MASK_ROWS = (MASK_ROW, PASTE_ROW, AUTO_ROW)
+CHANGED_ROW = "xp-changed"  # xp-mask with the "changed" blend (only the tokens the model changed)
+MASK_ROWS = (MASK_ROW, PASTE_ROW, AUTO_ROW, CHANGED_ROW)
 MASK_METRICS = ("psnr_in", "psnr_out", "out_same")
 
 
@@ -140,12 +144,17 @@ def masked_batch(
     greedy: bool,
     paste: bool = False,
     auto: bool = False,
+    blend: str = "mask",
+    cfg_scale: float = 1.0,
+    cfg_ref: str = "empty",
 ) -> list[np.ndarray]:
     """One batched mask-constrained decode of ``items`` (their own ``examples``, context ``mode``), blended;
     ``paste``: decode without the constraint, then blend (the regenerate-and-paste comparison); ``auto``: the
-    instruction masks (``xp-automask``) instead of the change boxes."""
-    from xprompt.edit_mask import blend, token_mask
-    from xprompt.eval.rows import build_prompts
+    instruction masks (``xp-automask``) instead of the change boxes; ``blend``, ``cfg_scale``, ``cfg_ref``: as
+    ``XPrompt.generate``'s."""
+    from xprompt.edit_mask import blend as composite
+    from xprompt.edit_mask import changed_pixels, token_mask
+    from xprompt.eval.rows import build_prompts, query_refs
     from xprompt.generation import generate_images
 
     seqs, sizes = build_prompts(pipe, items, mode, examples)
@@ -156,28 +165,34 @@ def masked_batch(
             raise XPromptError(
                 f"the masked row needs items at the model's image size ({f.shape[:2]}, {m.shape})"
             )
+    f = int(pipe.image_tok.factor)
     keep = [
-        (pipe.image_tok.encode(f[None])[0], token_mask(m, int(pipe.image_tok.factor)))
-        for f, m in zip(fitted, masks, strict=True)
+        (pipe.image_tok.encode(im[None])[0], token_mask(m, f)) for im, m in zip(fitted, masks, strict=True)
     ]
-    sampling = pipe.sampling_config(seed, greedy, None, 1.0, 1.0, 200)
-    codes = generate_images(
-        pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False, keep=None if paste else keep
-    )
-    return [blend(f, pipe.decode(c), m) for f, c, m in zip(fitted, codes, masks, strict=True)]
+    sampling = pipe.sampling_config(seed, greedy, None, 1.0, cfg_scale, 200)
+    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False,
+                            keep=None if paste else keep, uncond=query_refs(pipe, items, cfg_ref))  # fmt: skip
+    if blend == "changed":
+        masks = [m & changed_pixels(qc, c, tm, f) for m, c, (qc, tm) in zip(masks, codes, keep, strict=True)]
+    return [composite(im, pipe.decode(c), m) for im, c, m in zip(fitted, codes, masks, strict=True)]
 
 
 def masked_raie(
-    pipe, store, items, mode: str, *, seed: int, greedy: bool, paste: bool = False, auto: bool = False
-) -> list[np.ndarray]:
+    pipe, store, items, mode: str, *, seed: int, greedy: bool, paste: bool = False, auto: bool = False,
+    blend: str = "mask", cfg_scale: float = 1.0, cfg_ref: str = "empty",
+) -> list[np.ndarray]:  # fmt: skip
     """The RAIE flow (k=1 retrieval) with each item's change-box mask (``paste``: decoded without the
-    constraint, then blended with the mask; ``auto``: with the instruction masks)."""
-    from xprompt.edit_mask import blend
+    constraint, then blended with the mask; ``auto``: with the instruction masks; ``blend``, ``cfg_scale``,
+    ``cfg_ref``: as ``edit``'s)."""
+    guide = {"cfg_scale": cfg_scale, "cfg_ref": cfg_ref}
+    from xprompt.edit_mask import blend as composite
 
     if paste:
         res = pipe.edit([it.query for it in items], [it.instruction for it in items], store=store, k=1,
-                        mode=mode, seed=seed, greedy=greedy, keep_model_size=True)  # fmt: skip
-        return [blend(pipe.fit(it.query), r.image, item_mask(it)) for it, r in zip(items, res, strict=True)]
+                        mode=mode, seed=seed, greedy=greedy, keep_model_size=True, **guide)  # fmt: skip
+        return [
+            composite(pipe.fit(it.query), r.image, item_mask(it)) for it, r in zip(items, res, strict=True)
+        ]
     res = pipe.edit(
         [it.query for it in items],
         [it.instruction for it in items],
@@ -187,6 +202,8 @@ def masked_raie(
         seed=seed,
         greedy=greedy,
         mask=auto_masks(items) if auto else [item_mask(it) for it in items],
+        blend=blend,
         keep_model_size=True,
+        **guide,
     )
     return [r.image for r in res]

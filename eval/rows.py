@@ -17,7 +17,7 @@ import numpy as np
 
 from xprompt.eval.eval_config import MASK_ROWS, EvalConfig
 from xprompt.eval.items import Item
-from xprompt.eval.masked import AUTO_ROW, PASTE_ROW, masked_batch, masked_raie
+from xprompt.eval.masked import AUTO_ROW, CHANGED_ROW, PASTE_ROW, masked_batch, masked_raie
 
 
 def batch_ranges(n: int, size: int) -> list[range]:
@@ -50,14 +50,25 @@ def build_prompts(pipe, items: list[Item], row_mode: str, examples: list, *, t2i
     return seqs, sizes
 
 
+def guidance(cfg: EvalConfig) -> dict:
+    """The generated rows' guidance (``XPrompt.generate``'s ``cfg_scale`` / ``cfg_ref``)."""
+    return {"cfg_scale": cfg.cfg_scale, "cfg_ref": cfg.cfg_ref}
+
+
+def query_refs(pipe, items: list[Item], cfg_ref: str) -> list | None:
+    """``generate_images``' ``uncond`` for ``cfg_ref`` (``XPrompt._refs``) from the items' queries."""
+    return pipe._refs(cfg_ref, [pipe.encode(it.query) for it in items]) if cfg_ref != "empty" else None
+
+
 def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, seed: int, greedy: bool,
-                   t2i: bool = False) -> list[np.ndarray]:  # fmt: skip
+                   t2i: bool = False, cfg_scale: float = 1.0, cfg_ref: str = "empty") -> list[np.ndarray]:  # fmt: skip
     """One batched decode for ``items`` under ``row_mode`` (none / full / xp) with per-item ``examples``."""
     from xprompt.generation import generate_images
 
     seqs, sizes = build_prompts(pipe, items, row_mode, examples, t2i=t2i)
-    sampling = pipe.sampling_config(seed, greedy, None, 1.0, 1.0, 2000 if t2i else 200)
-    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False)
+    sampling = pipe.sampling_config(seed, greedy, None, 1.0, cfg_scale, 2000 if t2i else 200)
+    codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False,
+                            uncond=query_refs(pipe, items, cfg_ref))  # fmt: skip
     return [pipe.decode(c) for c in codes]
 
 
@@ -67,20 +78,25 @@ def generated_row(pipe, cfg: EvalConfig, row: str, items: list[Item], examples: 
     out: list[np.ndarray] = []
     for bi, rng_ in enumerate(batch_ranges(len(items), cfg.batch_size)):
         batch, ex, sd = [items[i] for i in rng_], [examples[i] for i in rng_], row_seed(cfg.seed, *at, bi)
-        how = {"paste": row == PASTE_ROW, "auto": row == AUTO_ROW}
+        how = {
+            "paste": row == PASTE_ROW,
+            "auto": row == AUTO_ROW,
+            "blend": "changed" if row == CHANGED_ROW else "mask",
+        }
         if row in MASK_ROWS and cfg.benchmark == "raie":
-            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, **how)
+            out += masked_raie(pipe, store, batch, mode, seed=sd, greedy=greedy, **how, **guidance(cfg))
         elif row in MASK_ROWS:
-            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, **how)
+            out += masked_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, **how, **guidance(cfg))
         else:
-            out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i)
+            out += generate_batch(pipe, batch, mode, ex, seed=sd, greedy=greedy, t2i=t2i, **guidance(cfg))
         bar.update(1)
     return out
 
 
 def raie_row(
-    pipe, store, items: list[Item], mode: str, batch_size: int, seeds: list[int], greedy: bool, bar
-) -> tuple[list[np.ndarray], list[dict], list]:
+    pipe, store, items: list[Item], mode: str, batch_size: int, seeds: list[int], greedy: bool, bar,
+    guide: dict | None = None,
+) -> tuple[list[np.ndarray], list[dict], list]:  # fmt: skip
     """The ``raie`` row through ``XPrompt.edit`` (k=1), one batch per seed: the outputs, what was retrieved for
     each item (instruction, task, score) and the retrieved pairs."""
     res = []
@@ -94,6 +110,7 @@ def raie_row(
             seed=seeds[bi],
             greedy=greedy,
             keep_model_size=True,  # scored against items at the model's size
+            **(guide or {}),
         )
         bar.update(1)
     retrieved = [{"instruction": r.retrieved[0].instruction, "task": r.retrieved[0].task,

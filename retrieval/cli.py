@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xprompt.cli import add_mask_args, mask_kwargs
 from xprompt.cli_options import (
+    add_guidance_args,
     add_image_size_option,
     add_json_option,
     add_pipeline_options,
@@ -122,6 +123,8 @@ def cmd_edit(args) -> int:
         image_weight=args.image_weight,
         seed=args.seed,
         greedy=args.greedy,
+        cfg_scale=args.cfg,
+        cfg_ref=args.cfg_ref,
         progress=progress_on(args) and sys.stderr.isatty(),
         keep_model_size=args.keep_model_size,
         **mask_kwargs(args),
@@ -357,5 +360,6 @@ def _register_edit(root) -> None:
     )
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    add_guidance_args(e, scale=True)
     add_mask_args(e, instruction=True)
     e.set_defaults(func=cmd_edit)

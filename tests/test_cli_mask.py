@@ -41,8 +41,12 @@ def test_generate_edit_inpaint_keep_pixels_outside_the_mask(env, capsys):
     cases = [
         ["generate", *ex, "--query", im["q"], "--mask", d / "m.png", "-o", d / "g.png"],
         ["generate", "--mode", "none", "--query", im["q"], "--box", "4,8,14,20", "-o", d / "g2.png"],
+        ["generate", *ex, "--query", im["q"], "--mask", d / "m.png", "--cfg", "2", "--cfg-ref", "query"]
+        + ["--blend", "changed", "-o", d / "g3.png"],
         ["edit", "--image", im["q"], "--instruction", "remove the square", "--no-retrieval"]
         + ["--box", "4,8,14,20", "-o", d / "e.png"],
+        ["edit", "--image", im["q"], "--instruction", "remove the square", "--no-retrieval", "--cfg", "3"]
+        + ["--cfg-ref", "query", "--blend", "changed", "--box", "4,8,14,20", "-o", d / "e2.png"],
         ["inpaint", "--image", im["q"], "--mask", d / "m.png", "--greedy", "-o", d / "i.png"],
         ["inpaint", "--image", im["q"], *ex, "--box", "4,8,14,20", "--feather", "0", "-o", d / "i2.png"],
     ]

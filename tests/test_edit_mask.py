@@ -14,6 +14,7 @@ from gen_helpers import tiny_checkpoint
 from xprompt.edit_mask import (
     blend,
     box_mask,
+    changed_pixels,
     feather_alpha,
     fit_mask,
     load_mask,
@@ -128,6 +129,23 @@ def test_blend_keeps_every_pixel_outside_the_mask(feather):
         blend(orig, dec[:8], m)
 
 
+def test_changed_pixels_are_the_changed_tokens_grown_within_the_mask():
+    q = np.arange(16).reshape(4, 4)
+    o = q.copy()
+    o[1, 1] = 99  # one changed token
+    tm = np.ones((4, 4), bool)
+    tm[:, 3] = False  # the token mask leaves the last column
+    want0 = np.zeros((4, 4), bool)
+    want0[1, 1] = True
+    np.testing.assert_array_equal(changed_pixels(q, o, tm, 2, grow=0), np.kron(want0, np.ones((2, 2), bool)))
+    want1 = np.zeros((4, 4), bool)
+    want1[0:3, 0:3] = True  # grown by one token (chessboard), cut to the token mask
+    np.testing.assert_array_equal(changed_pixels(q, o, tm, 2, grow=1), np.kron(want1, np.ones((2, 2), bool)))
+    assert not changed_pixels(q, q, tm, 2).any()  # nothing changed: nothing is composited
+    with pytest.raises(XPromptError, match="one code grid"):
+        changed_pixels(q, o[:3], tm, 2)
+
+
 @pytest.fixture(scope="module")
 def xp(tmp_path_factory):
     from xprompt.pipeline import XPrompt
@@ -179,3 +197,54 @@ def test_masked_api_errors(xp):
         xp.inpaint(query)
     with pytest.raises(XPromptError, match="not inside"):
         xp.inpaint(query, box=(0, 0, 40, 10))
+
+
+def test_changed_blend_keeps_the_query_where_the_model_kept_its_tokens(xp):
+    rng = np.random.default_rng(2)
+    query = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    m = np.zeros((32, 32), bool)
+    m[4:28, 4:28] = True
+    q = xp._queries([query], m, None, dilate=1)
+    f = int(xp.image_tok.factor)
+    out = q.codes[0].copy()
+    out[2, 2] = (out[2, 2] + 1) % xp.vocab.num_image_codes  # the "model" changes one token
+    got = xp._finish([out], q, feather=0, keep_model_size=True, blend="changed")[0]
+    whole = xp._finish([out], q, feather=0, keep_model_size=True, blend="mask")[0]
+    region = np.zeros((32, 32), bool)
+    region[(2 - 1) * f : (2 + 2) * f, (2 - 1) * f : (2 + 2) * f] = True  # the changed token grown by one
+    region &= m
+    np.testing.assert_array_equal(got[region], whole[region])  # the decoded pixels where it changed
+    np.testing.assert_array_equal(got[~region], q.fitted[0][~region])  # the query's own pixels elsewhere
+    assert not np.array_equal(got, q.fitted[0])
+    kept = xp._finish([q.codes[0]], q, feather=2, blend="changed")[0]  # no token changed: the input itself
+    np.testing.assert_array_equal(kept, query)
+    with pytest.raises(XPromptError, match="blend must be one of"):
+        xp.edit(query, "Remove the square", k=0, mask=m, blend="soft")
+
+
+def test_cfg_ref_query_guides_against_the_query_alone(xp):
+    """``cfg_ref="query"``: with no instruction and no example the prompt is the query alone, so guidance
+    against the query changes nothing (exactly); with an example it does, and a bad reference is an error."""
+    rng = np.random.default_rng(3)
+    query = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ex = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), query)]
+    plain = xp.generate(query=query, mode="none", greedy=True)
+    np.testing.assert_array_equal(
+        xp.generate(query=query, mode="none", greedy=True, cfg_scale=5.0, cfg_ref="query"), plain
+    )
+    assert not np.array_equal(xp.generate(query=query, mode="none", greedy=True, cfg_scale=5.0), plain)
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    out = xp.generate(ex, query=query, greedy=True, cfg_scale=3.0, cfg_ref="query", mask=m)
+    np.testing.assert_array_equal(out[~m], query[~m])
+    res = xp.edit(query, "Remove the square", k=0, box=(8, 8, 24, 24), cfg_scale=3.0, cfg_ref="query")
+    np.testing.assert_array_equal(res.image[~m], query[~m])
+    filled = xp.inpaint(query, m, greedy=True, cfg_scale=2.0, cfg_ref="query")
+    np.testing.assert_array_equal(filled[~m], query[~m])
+    for call in (
+        lambda: xp.generate(query=query, mode="none", cfg_ref="prompt"),
+        lambda: xp.edit(query, "Remove the square", k=0, cfg_ref="prompt"),
+        lambda: xp.inpaint(query, m, cfg_ref="prompt"),
+    ):
+        with pytest.raises(XPromptError, match="cfg_ref must be one of empty, query"):
+            call()

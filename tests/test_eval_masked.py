@@ -61,6 +61,30 @@ def test_masked_rows_unseen_and_raie(pipe, tmp_path):  # noqa: F811 (pytest fixt
         B.EvalConfig(benchmark="t2i", rows=["xp-mask"])
 
 
+def test_changed_row_and_guidance(pipe):  # noqa: F811 (pytest fixture)
+    """``xp-changed`` keeps the query wherever the model kept its tokens (so it equals the query outside the
+    decoded pixels of ``xp-mask``), and ``--cfg/--cfg-ref`` reach the generated rows and the report."""
+    cfg = B.EvalConfig(benchmark="unseen", limit=2, tasks=["add_object"], rows=["xp-mask", "xp-changed"],
+                       cfg_scale=2.0, cfg_ref="query")  # fmt: skip
+    rep, vis = B.run(cfg, pipe, progress=False)
+    assert rep["config"]["cfg_scale"] == 2.0 and rep["config"]["cfg_ref"] == "query"
+    assert rep["tasks"]["add_object"]["results"]["xp-changed"]["out_same"] == 1.0
+    for it, v in zip(B.suite_items("add_object", 2, 64, 0), vis["add_object"], strict=True):
+        ch, full = v.outputs["xp-changed"], v.outputs["xp-mask"]
+        diff = (ch != it.query).any(axis=-1)  # (H, W): where xp-changed took decoded pixels
+        np.testing.assert_array_equal(ch[diff], full[diff])
+    plain = B.run(B.EvalConfig(benchmark="unseen", limit=2, tasks=["add_object"], rows=["xp-mask"]), pipe,
+                  progress=False)[1]  # fmt: skip
+    assert not np.array_equal(
+        plain["add_object"][0].outputs["xp-mask"], vis["add_object"][0].outputs["xp-mask"]
+    )
+    for bad in ({"cfg_ref": "prompt"}, {"cfg_scale": -1.0}):
+        with pytest.raises(XPromptError, match="--cfg"):
+            B.EvalConfig(benchmark="unseen", **bad)
+    with pytest.raises(XPromptError, match="'empty' for t2i"):
+        B.EvalConfig(benchmark="t2i", cfg_ref="query")
+
+
 def test_automask_row_uses_the_instruction_masks(pipe):  # noqa: F811 (pytest fixture)
     """``xp-automask``: decoded inside the instruction's mask only; items without one (not a scene edit) are
     decoded whole, with a warning."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 from gen_helpers import CharTok, codes, tiny_model, tiny_vocab
 
+from xprompt.errors import XPromptError
 from xprompt.generation import decode, generate_images, generate_text, prefill
 from xprompt.masks import build_attention_mask
 from xprompt.sampling import ImageGrid, SamplingConfig, TextOnly, sample
@@ -103,6 +104,29 @@ def test_generate_images_structure_batching_and_seed():
         model, vocab, [p1, p2], [(3, 4), (2, 5)], SamplingConfig(greedy=True, cfg_scale=3.0)
     )
     assert cfg[1].shape == (2, 5)
+
+
+def test_guidance_against_the_prompt_itself_is_no_guidance():
+    """``uncond``: guidance contrasts each row with its own reference prompt; when the reference is the prompt,
+    cond == uncond and any scale gives the unguided output, while the default reference (``<bos>``) does not."""
+    vocab, rng = tiny_vocab(), np.random.default_rng(3)
+    model = tiny_model(vocab)
+    q1, q2 = codes(rng, 3, 4), codes(rng, 2, 5)
+    p1 = build_sample(vocab, TOK, mode="none", query=q1)
+    p2 = build_sample(vocab, TOK, mode="none", instruction="blue", query=q2)
+    sizes = [(3, 4), (2, 5)]
+    plain = generate_images(model, vocab, [p1, p2], sizes, SamplingConfig(greedy=True))
+    guided = SamplingConfig(greedy=True, cfg_scale=4.0)
+    same = generate_images(model, vocab, [p1, p2], sizes, guided, uncond=[p1, p2])
+    for a, b in zip(plain, same, strict=True):
+        np.testing.assert_array_equal(a, b)
+    empty = generate_images(model, vocab, [p1, p2], sizes, guided)
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, empty, strict=True))
+    ref = build_sample(vocab, TOK, mode="none", query=q2)  # row 2 against its query alone: not its own prompt
+    other = generate_images(model, vocab, [p1, p2], sizes, guided, uncond=[p1, ref])
+    np.testing.assert_array_equal(other[0], plain[0])
+    with pytest.raises(XPromptError, match="one reference prompt per prompt"):
+        generate_images(model, vocab, [p1, p2], sizes, guided, uncond=[p1])
 
 
 def test_image_grid_forces_structure():

@@ -140,6 +140,10 @@ def test_bad_input_is_one_line_naming_the_field(xp, files):
         H.sampling_kwargs(False, 0, 5, 0.0, 1.0)
     with pytest.raises(XPromptError, match="must be integers"):
         H.sampling_kwargs(False, "x", 5, 1.0, 1.0)
+    with pytest.raises(XPromptError, match="cfg_ref must be one of empty, query"):
+        H.sampling_kwargs(True, 0, 0, 1.0, 3.0, cfg_ref="prompt")
+    assert H.sampling_kwargs(True, 0, 0, 1.0, 3.0, cfg_ref="query")["cfg_ref"] == "query"
+    assert "cfg_ref" not in H.sampling_kwargs()
     assert H.sampling_kwargs(False, 3, 0, 0.7, 2.0) == {
         "greedy": False, "seed": 3, "top_k": None, "temperature": 0.7, "cfg_scale": 2.0,
     }  # fmt: skip
@@ -398,6 +402,14 @@ def test_http_edit_and_multi_turn(server, files, tmp_path):
         scene, "Remove the red square.", "test", 1, "", True, 0, 0, 1.0, 1.0, True, api_name="/edit"
     )
     assert "only the instruction's object" in status
+    *_, status = c.predict(  # CFG against the query alone (the last input, after the checkbox)
+        editor, "Make the circle red", "test", 1, "8,8,24,24", True, 0, 0, 1.0, 3.0, False, "query",
+        api_name="/edit",
+    )  # fmt: skip
+    assert "only the marked region" in status
+    with pytest.raises(AppError, match="not in the list of choices"):  # gradio refuses it before the handler
+        c.predict(editor, "Make the circle red", "test", 1, "", True, 0, 0, 1.0, 3.0, False, "prompt",
+                  api_name="/edit")  # fmt: skip
     bad = {"background": handle_file(files["text"]), "layers": [], "composite": None, "id": None}
     with pytest.raises(AppError, match="notes.txt: not a readable image file"):
         c.predict(bad, "Make the circle red", "test", 1, "", True, 0, 0, 1.0, 1.0, api_name="/edit")

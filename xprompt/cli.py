@@ -125,9 +125,12 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
     add_threads_option(p, default)
 
 
-def add_mask_args(p: argparse.ArgumentParser, required: bool = False, instruction: bool = False) -> None:
+def add_mask_args(
+    p: argparse.ArgumentParser, required: bool = False, instruction: bool = False, blend: bool = True
+) -> None:
     """``--mask``/``--box`` (mask-guided editing, ``xprompt.edit_mask``) and their dilation/feathering;
-    ``instruction``: also ``--mask-from-instruction`` (``xprompt.instruction_mask``, commands with an instruction)."""
+    ``instruction``: also ``--mask-from-instruction`` (``xprompt.instruction_mask``, commands with an instruction);
+    ``blend``: also ``--blend`` (not for inpainting, whose masked content is always replaced)."""
     m = p.add_mutually_exclusive_group(required=required)
     m.add_argument(
         "--mask", help="binary mask image the size of the input image: white = change, black = keep"
@@ -147,22 +150,29 @@ def add_mask_args(p: argparse.ArgumentParser, required: bool = False, instructio
     p.add_argument(
         "--feather", type=int, default=2, help="blend border in px inside the mask (default 2; 0 = hard edge)"
     )
+    if blend:
+        p.add_argument(
+            "--blend",
+            choices=("mask", "changed"),
+            default="mask",
+            help="where the decoded image replaces the input: over the whole mask (default), or only over "
+            "the tokens the model changed (grown by --mask-dilate), keeping the input's exact pixels "
+            "where the model kept them",
+        )
 
 
 def mask_kwargs(args) -> dict:
     """The ``XPrompt`` keyword arguments of ``add_mask_args`` (empty without --mask/--box/--mask-from-instruction)."""
     from xprompt.edit_mask import parse_box
 
+    how = {"dilate": args.mask_dilate, "feather": args.feather}
+    if getattr(args, "blend", None) is not None:
+        how["blend"] = args.blend
     if getattr(args, "mask_from_instruction", False):
-        return {"mask_from_instruction": True, "dilate": args.mask_dilate, "feather": args.feather}
+        return {"mask_from_instruction": True, **how}
     if args.mask is None and args.box is None:
         return {}
-    return {
-        "mask": args.mask,
-        "box": parse_box(args.box) if args.box is not None else None,
-        "dilate": args.mask_dilate,
-        "feather": args.feather,
-    }
+    return {"mask": args.mask, "box": parse_box(args.box) if args.box is not None else None, **how}
 
 
 def _apply_threads(args) -> None:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from xprompt.cli import add_mask_args, mask_kwargs
-from xprompt.cli_options import add_pipeline_options, emit, pipeline_from_args, progress_on
+from xprompt.cli_options import add_guidance_args, add_pipeline_options, emit, pipeline_from_args, progress_on
 from xprompt.errors import XPromptError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,6 +65,7 @@ def register(root, groups) -> None:
     g.add_argument("-o", "--output", required=True, help="output image (.png)")
     add_mask_args(g)
     _common(g, image_out=True)
+    add_guidance_args(g)
     g.set_defaults(func=cmd_generate)
 
     i = root.add_parser(
@@ -80,8 +81,9 @@ def register(root, groups) -> None:
     i.add_argument("--instruction", help="instruction text (default: the inpainting task's)")
     i.add_argument("--mode", default="xp", choices=["xp", "full"], help="context mode of the examples")
     i.add_argument("-o", "--output", required=True, help="output image (.png)")
-    add_mask_args(i, required=True)
+    add_mask_args(i, required=True, blend=False)
     _common(i, image_out=True)
+    add_guidance_args(i)
     i.set_defaults(func=cmd_inpaint)
 
     d = root.add_parser("describe", help="describe the difference between two images")
@@ -163,7 +165,8 @@ def _kw(args) -> dict:
 
 
 def _out_kw(args) -> dict:
-    return {"keep_model_size": args.keep_model_size}
+    """The image-to-image commands' output size and guidance reference."""
+    return {"keep_model_size": args.keep_model_size, "cfg_ref": args.cfg_ref}
 
 
 def _wrote(args, out: Path, img, extra: dict | None = None, note: str = "") -> None:

@@ -165,3 +165,17 @@ def progress_on(args) -> bool:
 def emit(args, payload: dict) -> None:
     """A command's result under ``--json``: one JSON object on stdout (and nothing else there)."""
     print(json.dumps(payload, default=str))
+
+
+def add_guidance_args(p: argparse.ArgumentParser, scale: bool = False) -> None:
+    """``--cfg-ref`` (what guidance contrasts with; ``XPrompt.generate``'s ``cfg_ref``); ``scale``: also ``--cfg``."""
+    if scale:
+        p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument(
+        "--cfg-ref",
+        choices=("empty", "query"),
+        default="empty",
+        help="what --cfg guides against: the image prior alone (default), or the query image alone, so "
+        "guidance amplifies only what the instruction and example add (with --mask/--box, --cfg 3 "
+        "--cfg-ref query; docs/editing.md)",
+    )

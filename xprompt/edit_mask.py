@@ -12,6 +12,12 @@ Design choices
 * Blending (as BrushEdit blends): ``out = a * decoded + (1 - a) * original`` with ``a`` = 1 deep inside the
   pixel mask, ramping down over ``feather`` px towards its border, and exactly 0 outside it. The feather lies
   inside the mask, so every pixel outside the mask is bit-identical to the (fitted) input.
+* Two blends (``BLENDS``). ``"mask"`` composites the decoded image over the whole mask. ``"changed"``
+  composites it only over the tokens the model changed (its code differs from the query's), grown by the
+  mask's dilation and cut to the mask: where the model kept the query's token, the output keeps the query's
+  exact pixels instead of their VQ round trip (several dB at 64 px), so an edit is never charged for what it
+  did not touch. The growth covers the decoder's receptive field, which carries a changed token into its
+  neighbours' pixels. Inpainting always uses ``"mask"``: there the query's content is what is to be replaced.
 * Pure numpy (chessboard distance by repeated 3x3 erosion), no I/O except reading a mask file.
 """
 
@@ -165,6 +171,29 @@ def token_mask(pixel_mask: np.ndarray, factor: int, dilate: int = 1) -> np.ndarr
         raise XPromptError(f"mask dilation must be >= 0 tokens, got {dilate}")
     cells = pixel_mask.reshape(h // f, f, w // f, f).any(axis=(1, 3))  # (h, w)
     return _dilate(cells, dilate)
+
+
+BLENDS = ("mask", "changed")
+
+
+def check_blend(blend: str) -> str:
+    if blend not in BLENDS:
+        raise XPromptError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+    return blend
+
+
+def changed_pixels(query_codes: np.ndarray, out_codes: np.ndarray, tmask: np.ndarray, factor: int,
+                   grow: int = 1) -> np.ndarray:  # fmt: skip
+    """bool (H, W) pixels of the ``"changed"`` blend: the tokens where ``out_codes`` differs from
+    ``query_codes`` (both (h, w)), grown by ``grow`` tokens, inside the token mask ``tmask``, at ``factor``."""
+    if query_codes.shape != out_codes.shape or tmask.shape != query_codes.shape:
+        raise XPromptError(
+            f"the changed blend needs one code grid: query {query_codes.shape}, output {out_codes.shape}, "
+            f"mask {tmask.shape}"
+        )
+    cells = _dilate(np.asarray(query_codes) != np.asarray(out_codes), int(grow)) & tmask  # (h, w)
+    f = int(factor)
+    return cells.repeat(f, axis=0).repeat(f, axis=1)  # (h*f, w*f)
 
 
 def feather_alpha(mask: np.ndarray, feather: int) -> np.ndarray:

@@ -16,7 +16,9 @@ Design choices
   every step is one token per row through the cache; forced ``<eol>``/``<eoi>`` still go through the model.
 * Classifier-free guidance: the unconditional rows (``<bos> <boi> <h> <w>``, then the same sampled tokens: the
   image so far without any text or example) are extra rows of the same batch; with a compiled context their
-  copy of the context is hidden through ``key_mask``.
+  copy of the context is hidden through ``key_mask``. ``uncond`` replaces ``<bos>`` with a reference prompt
+  per row, e.g. the query alone (InstructPix2Pix's text guidance: the guidance then amplifies only what the
+  instruction and example add to the query, not the query's own pull towards a copy).
 * The image tokenizer and the text tokenizer are not used here: inputs are ``TokenSequence``s, outputs are
   codes (h, w) or token ids. ``xprompt.pipeline`` does the pixels and strings.
 * Progress: ``progress=True`` draws a tqdm bar; a callable ``progress(done, total)`` is called after every
@@ -286,12 +288,15 @@ def generate_images(
     progress: Progress = False,
     on_step=None,
     keep: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
+    uncond: list[TokenSequence] | None = None,
 ) -> list[np.ndarray]:
     """Generate one image per prompt; ``sizes[b] = (h, w)`` in codes. Returns codes (h, w) int64 per row.
 
     ``context`` is a batch-1 cache of a compiled task prompt; ``prompts`` are then TD-only continuations.
     ``keep[b] = (codes, token_mask)`` constrains row b (mask-guided editing): outside the bool (h, w)
     ``token_mask`` the answer is forced to ``codes`` (``xprompt.sampling.MaskedGrid``); ``None`` = free.
+    ``uncond[b]``: the reference prompt of row b's guidance (a ``TokenSequence`` without the image head, like
+    ``prompts``; default ``<bos>`` alone). Used only when ``sampling.cfg_scale != 1``.
     """
     sampling = sampling or SamplingConfig()
     if len(prompts) != len(sizes) or not prompts:
@@ -301,14 +306,13 @@ def generate_images(
     use_cfg = sampling.cfg_scale != 1.0
     cache = None if context is None else context.expand(2 * b if use_cfg else b)
     csegs = None if context_segs is None else context_segs.expand(cache.batch_size, -1)
+    if uncond is not None and len(uncond) != b:
+        raise XPromptError(f"uncond needs one reference prompt per prompt (got {len(uncond)} for {b})")
     if use_cfg:
+        bos = TokenSequence(np.array([vocab.bos_id]), np.array([int(Seg.PREFIX)], np.int8), np.zeros(1, bool))
         unc = [
-            TokenSequence(
-                np.concatenate([[vocab.bos_id], image_head(vocab, h, w)]),
-                np.array([int(Seg.PREFIX)] + [int(Seg.TD)] * 3, np.int8),
-                np.zeros(4, bool),
-            )
-            for h, w in sizes
+            _with_tail(bos if uncond is None else u, image_head(vocab, h, w))
+            for u, (h, w) in zip(uncond or [None] * b, sizes, strict=True)
         ]
         if cache is not None:  # the unconditional rows must not see the compiled context
             hidden = torch.zeros_like(cache.key_mask)

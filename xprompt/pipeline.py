@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xprompt.edit_mask import check_blend
 from xprompt.errors import XPromptError
-from xprompt.pipeline_inputs import PipelineInputs
+from xprompt.pipeline_inputs import PipelineInputs, check_cfg_ref
 from xprompt.pipeline_loading import check_trained_with, dig, pick_tokenizer, trained_mode
 from xprompt.results import Description, EditResult, Retrieved
 from xprompt.sequence import build_sample
@@ -168,11 +169,13 @@ class XPrompt(PipelineInputs):
         top_k: int | None = None,
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
+        cfg_ref: str = "empty",
         progress: bool = False,
         mask=None,
         box=None,
         dilate: int = 1,
         feather: int = 2,
+        blend: str = "mask",
         keep_model_size: bool = False,
     ):
         """In-context generation: ``examples=[(a, b), ...]`` show the task, ``query`` (one image, or a list for a
@@ -180,12 +183,15 @@ class XPrompt(PipelineInputs):
 
         ``mask`` (white = change) or ``box=(x0, y0, x1, y1)`` restrict the change to a region of the query:
         only its (``dilate``-token dilated) tokens are sampled and the output keeps every pixel outside it
-        (blended over a ``feather`` px border inside the mask). The output has the query's size and aspect
-        ratio (``keep_model_size=True``: the model's size, as the model made it)."""
+        (blended over a ``feather`` px border inside the mask; ``blend="changed"``: only over the tokens the
+        model changed, keeping the query's exact pixels where it kept them). The output has the query's size
+        and aspect ratio (``keep_model_size=True``: the model's size, as the model made it)."""
         from xprompt.generation import generate_images
 
         if query is None:
             raise XPromptError("generate needs a query image")
+        check_blend(blend)
+        check_cfg_ref(cfg_ref)
         self._check_mode(mode, examples)
         queries = list(query) if isinstance(query, (list, tuple)) else [query]
         self.warn_mode(mode)
@@ -203,8 +209,9 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),
+            uncond=self._refs(cfg_ref, q.codes),
         )
-        imgs = self._finish(out, q, feather, keep_model_size)
+        imgs = self._finish(out, q, feather, keep_model_size, blend)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
 
     def edit(
@@ -219,6 +226,7 @@ class XPrompt(PipelineInputs):
         mask_from_instruction: bool = False,
         dilate: int = 1,
         feather: int = 2,
+        blend: str = "mask",
         encoder=None,
         image_weight: float = 0.0,
         mode: str = "xp",
@@ -227,6 +235,7 @@ class XPrompt(PipelineInputs):
         top_k: int | None = None,
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
+        cfg_ref: str = "empty",
         progress: bool = False,
         keep_model_size: bool = False,
     ):
@@ -242,6 +251,8 @@ class XPrompt(PipelineInputs):
         for a list) or ``box=(x0, y0, x1, y1)`` (pixels) limit the edit to a region: only its tokens (dilated by
         ``dilate``) are decoded, the query's own tokens are forced elsewhere, and the result is blended into
         the input with a ``feather`` px border inside the mask, so every pixel outside it is unchanged.
+        ``blend="changed"`` composites only over the tokens the model changed (grown by ``dilate``), so the
+        query's exact pixels stay wherever the model kept its tokens (``xprompt.edit_mask``).
         ``mask_from_instruction=True`` (procedural scenes): the mask is the region the instruction's named
         object changes (``xprompt.instruction_mask``). Results have the input's size (``keep_model_size=True``:
         the model's).
@@ -261,6 +272,8 @@ class XPrompt(PipelineInputs):
                 f"{mode!r}); k=0 edits without examples"
             )
         check_instructions(texts)
+        check_blend(blend)
+        check_cfg_ref(cfg_ref)
         raw = [self.load(im) for im in images]
         if mask_from_instruction:
             from xprompt.instruction_mask import instruction_masks
@@ -290,8 +303,9 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),
+            uncond=self._refs(cfg_ref, q.codes),
         )
-        imgs = self._finish(out, q, feather, keep_model_size)
+        imgs = self._finish(out, q, feather, keep_model_size, blend)
         pms = self._out_masks(q, keep_model_size) or [None] * len(imgs)
         results = [
             EditResult(im, t, m, h, mask=pm)
@@ -315,6 +329,7 @@ class XPrompt(PipelineInputs):
         top_k: int | None = None,
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
+        cfg_ref: str = "empty",
         progress: bool = False,
         keep_model_size: bool = False,
     ):
@@ -333,6 +348,7 @@ class XPrompt(PipelineInputs):
             raise XPromptError("inpaint needs at least one image")
         if mask is None and box is None:
             raise XPromptError("inpaint needs a mask (white = fill) or a box x0,y0,x1,y1")
+        check_cfg_ref(cfg_ref)
         if mode != "none":
             self.warn_mode(mode)
         q = self._queries([self.load(im) for im in images], mask, box, dilate)
@@ -340,16 +356,10 @@ class XPrompt(PipelineInputs):
             np.where(m[..., None], np.uint8(INPAINT_FILL), f) for f, m in zip(q.fitted, q.pmasks, strict=True)
         ]
         ex = self._examples(examples) if mode != "none" else []
+        holed_codes = [self.image_tok.encode(h[None])[0] for h in holed]
         seqs = [
-            build_sample(
-                self.vocab,
-                self.text_tok,
-                mode=mode,
-                instruction=instruction,
-                examples=ex,
-                query=self.image_tok.encode(h[None])[0],
-            )
-            for h in holed
+            build_sample(self.vocab, self.text_tok, mode=mode, instruction=instruction, examples=ex, query=c)
+            for c in holed_codes
         ]
         out = generate_images(
             self.model,
@@ -359,6 +369,7 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),  # the image's own tokens outside the hole
+            uncond=self._refs(cfg_ref, holed_codes),
         )
         imgs = self._finish(out, q, feather, keep_model_size)
         return imgs if isinstance(image, (list, tuple)) else imgs[0]
@@ -490,18 +501,22 @@ class XPrompt(PipelineInputs):
         top_k: int | None = None,
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
+        cfg_ref: str = "empty",
         progress: bool = False,
         mask=None,
         box=None,
         dilate: int = 1,
         feather: int = 2,
+        blend: str = "mask",
         keep_model_size: bool = False,
     ):
         """Generate from a compiled task prompt (a ``CompiledPrompt`` or a ``.xpt`` path) for one or more queries
-        (``mask``/``box`` as in ``generate``)."""
+        (``mask``/``box``/``blend`` as in ``generate``)."""
         from xprompt.compiled import CompiledPrompt
         from xprompt.generation import generate_images, td_only
 
+        check_blend(blend)
+        check_cfg_ref(cfg_ref)
         if not isinstance(task, CompiledPrompt):
             task = self.load_task(task)
         else:
@@ -519,6 +534,7 @@ class XPrompt(PipelineInputs):
             context_segs=task.segs,
             progress=progress,
             keep=q.keep(),
+            uncond=self._refs(cfg_ref, q.codes),
         )
-        imgs = self._finish(out, q, feather, keep_model_size)
+        imgs = self._finish(out, q, feather, keep_model_size, blend)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]

@@ -19,7 +19,15 @@ import numpy as np
 
 from xprompt.errors import XPromptError, xprompt_warn
 from xprompt.sampling import SamplingConfig
-from xprompt.sequence import MODES
+from xprompt.sequence import MODES, build_sample
+
+CFG_REFS = ("empty", "query")  # what classifier-free guidance contrasts with: nothing, or the query alone
+
+
+def check_cfg_ref(cfg_ref: str) -> str:
+    if cfg_ref not in CFG_REFS:
+        raise XPromptError(f"cfg_ref must be one of {', '.join(CFG_REFS)}, got {cfg_ref!r}")
+    return cfg_ref
 
 
 @dataclass
@@ -34,6 +42,7 @@ class _Queries:
     raw_masks: list[np.ndarray] | None = None
     pmasks: list[np.ndarray] | None = None
     tmasks: list[np.ndarray] | None = None
+    dilate: int = 1
 
     def keep(self):
         """``generate_images``' ``keep``: (codes, token mask) per row, or None without masks."""
@@ -75,6 +84,14 @@ class PipelineInputs:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self.image_tok.decode(np.asarray(codes)[None])[0]
 
+    def _refs(self, cfg_ref: str, query_codes) -> list | None:
+        """``generate_images``' ``uncond``: None (``"empty"``: guidance against the image prior alone) or, for
+        ``"query"``, each query alone without instruction or example, so guidance amplifies what they add
+        (InstructPix2Pix's text guidance; it matters only with ``cfg_scale != 1``)."""
+        if check_cfg_ref(cfg_ref) == "empty":
+            return None
+        return [build_sample(self.vocab, self.text_tok, mode="none", query=c) for c in query_codes]
+
     # ------------------------------------------------------------------ masks (mask-guided editing)
     def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1) -> _Queries:
         """Fitted queries, their code grids and placements, and the masks (None without mask/box)."""
@@ -83,7 +100,7 @@ class PipelineInputs:
 
         placed = [self.place(im) for im in raw]
         fitted, places = [p[0] for p in placed], [p[1] for p in placed]
-        q = _Queries(raw, fitted, [self.image_tok.encode(f[None])[0] for f in fitted], places)
+        q = _Queries(raw, fitted, [self.image_tok.encode(f[None])[0] for f in fitted], places, dilate=dilate)
         q.raw_masks = masks_for([im.shape[:2] for im in raw], mask, box)
         if q.raw_masks is not None:
             q.pmasks = [place_mask(m, pl) for m, pl in zip(q.raw_masks, places, strict=True)]
@@ -91,24 +108,37 @@ class PipelineInputs:
         return q
 
     def _finish(
-        self, out_codes, q: _Queries, feather: int, keep_model_size: bool = False
+        self, out_codes, q: _Queries, feather: int, keep_model_size: bool = False, blend: str = "mask"
     ) -> list[np.ndarray]:
         """Decode generated code grids and return them at the queries' sizes (or the model's with
-        ``keep_model_size``); with masks, blend them into the inputs so every pixel outside is the input's."""
-        from xprompt.edit_mask import blend
+        ``keep_model_size``); with masks, blend them into the inputs so every pixel outside is the input's
+        (``blend="changed"``: only over the tokens the model changed, ``xprompt.edit_mask``)."""
+        from xprompt.edit_mask import blend as composite
+        from xprompt.edit_mask import changed_pixels, check_blend
         from xprompt.placement import restore
 
+        check_blend(blend)
         imgs = [self.decode(c) for c in out_codes]
+        pmasks, raw_masks = q.pmasks, q.raw_masks
+        if pmasks is not None and blend == "changed":
+            f = int(self.image_tok.factor)
+            cms = [
+                changed_pixels(c, o, t, f, q.dilate)
+                for c, o, t in zip(q.codes, out_codes, q.tmasks, strict=True)
+            ]
+            pmasks = [m & c for m, c in zip(pmasks, cms, strict=True)]
+            raw_masks = [m & (restore(c.astype(np.uint8) * 255, pl) > 127)
+                         for m, c, pl in zip(raw_masks, cms, q.places, strict=True)]  # fmt: skip
         if keep_model_size or self.aspect == "bucket":  # bucket: blend at the model's size, then restore
-            if q.pmasks is not None:
-                imgs = [blend(f, im, m, feather) for f, im, m in zip(q.fitted, imgs, q.pmasks, strict=True)]
+            if pmasks is not None:
+                imgs = [composite(f, im, m, feather) for f, im, m in zip(q.fitted, imgs, pmasks, strict=True)]
             return (
                 imgs if keep_model_size else [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
             )
         imgs = [restore(im, pl) for im, pl in zip(imgs, q.places, strict=True)]
-        if q.raw_masks is None:
+        if raw_masks is None:
             return imgs
-        return [blend(r, im, m, feather) for r, im, m in zip(q.raw, imgs, q.raw_masks, strict=True)]
+        return [composite(r, im, m, feather) for r, im, m in zip(q.raw, imgs, raw_masks, strict=True)]
 
     def _out_masks(self, q: _Queries, keep_model_size: bool) -> list[np.ndarray] | None:
         """The pixel masks at the size of ``_finish``'s outputs."""

@@ -280,6 +280,13 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
                 label="mask from the instruction's object (procedural scenes)",
                 elem_id="edit-automask",
             )
+            ref = gr.Radio(
+                ["empty", "query"],
+                value="empty",
+                label="CFG guides against (query: only what the instruction and example add; with a mask, "
+                "try CFG 3)",
+                elem_id="edit-cfg-ref",
+            )
             sampling = _sampling_controls()
             go = gr.Button("Edit", variant="primary", elem_id="edit")
         with gr.Column():
@@ -290,8 +297,10 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
             reuse = gr.Button("Edit the result further", size="sm", elem_id="reuse-edit")
 
     @page_errors
-    def run(img, instr, st, kk, bx, greedy, seed, top_k, temp, cfg, auto_=False, progress=PROGRESS):
-        samp = H.sampling_kwargs(greedy, seed, top_k, temp, cfg)
+    def run(
+        img, instr, st, kk, bx, greedy, seed, top_k, temp, cfg, auto_=False, ref_="empty", progress=PROGRESS
+    ):
+        samp = H.sampling_kwargs(greedy, seed, top_k, temp, cfg, cfg_ref=ref_)
         res, msg = H.edit(
             xp, img, instr, stores, st, kk, bx, samp, token_progress(progress), from_instruction=auto_
         )
@@ -299,7 +308,16 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
 
     go.click(
         run,
-        [image, instruction, store, k, box, *sampling, auto],  # the checkbox last: older API calls still fit
+        [
+            image,
+            instruction,
+            store,
+            k,
+            box,
+            *sampling,
+            auto,
+            ref,
+        ],  # new inputs last: older API calls still fit
         [table, pairs, out, status],
         api_name="edit",
         concurrency_id=MODEL,

@@ -101,8 +101,9 @@ def example_pairs(slots) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def sampling_kwargs(greedy=True, seed=0, top_k=0, temperature=1.0, cfg=1.0) -> dict:
-    """The page's decoding settings -> ``XPrompt`` keyword arguments (``top_k`` 0 = the task's default)."""
+def sampling_kwargs(greedy=True, seed=0, top_k=0, temperature=1.0, cfg=1.0, cfg_ref=None) -> dict:
+    """The page's decoding settings -> ``XPrompt`` keyword arguments (``top_k`` 0 = the task's default;
+    ``cfg_ref``, for the image-to-image tabs: what CFG guides against, ``XPrompt.generate``'s)."""
     try:
         seed, top_k = int(seed or 0), int(top_k or 0)
         temperature, cfg = float(temperature), float(cfg)
@@ -112,13 +113,18 @@ def sampling_kwargs(greedy=True, seed=0, top_k=0, temperature=1.0, cfg=1.0) -> d
         raise XPromptError(
             f"need top-k >= 0 (0 = default), temperature > 0 and CFG >= 0; got {top_k}, {temperature}, {cfg}"
         )
-    return {
+    kw = {
         "greedy": bool(greedy),
         "seed": seed,
         "top_k": top_k or None,
         "temperature": temperature,
         "cfg_scale": cfg,
     }
+    if cfg_ref is not None:
+        from xprompt.pipeline_inputs import check_cfg_ref
+
+        kw["cfg_ref"] = check_cfg_ref(cfg_ref or "empty")
+    return kw
 
 
 def parse_box_text(text) -> tuple[int, int, int, int] | None:
