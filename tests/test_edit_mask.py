@@ -248,3 +248,25 @@ def test_cfg_ref_query_guides_against_the_query_alone(xp):
     ):
         with pytest.raises(XPromptError, match="cfg_ref must be one of empty, query"):
             call()
+
+
+def test_guided_changed_blend_on_a_non_square_query_and_a_compiled_task(xp):
+    """The changed blend is restored to the input's size like the image (non-square query: padded, then cut
+    back), and the query reference works with a compiled task's context too; outside the mask, the input."""
+    rng = np.random.default_rng(4)
+    query = rng.integers(0, 256, (20, 36, 3), dtype=np.uint8)  # placed (padded) into the 32 px square
+    ex = [
+        (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    ]
+    m = np.zeros((20, 36), bool)
+    m[4:16, 6:30] = True
+    for blend_ in ("mask", "changed"):
+        out = xp.generate(ex, query=query, greedy=True, cfg_scale=2.0, cfg_ref="query", mask=m, blend=blend_)
+        assert out.shape == query.shape
+        np.testing.assert_array_equal(out[~m], query[~m])
+    task = xp.compile_prompt(ex, instruction="swap")
+    comp = xp.generate_from(task, query, mask=m, greedy=True, cfg_scale=2.0, cfg_ref="query", blend="changed")
+    np.testing.assert_array_equal(comp[~m], query[~m])
+    plain = xp.generate_from(task, query, greedy=True)
+    guided = xp.generate_from(task, query, greedy=True, cfg_scale=2.0, cfg_ref="query")
+    assert plain.shape == guided.shape == query.shape
