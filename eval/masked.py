@@ -152,29 +152,21 @@ def masked_batch(
     ``paste``: decode without the constraint, then blend (the regenerate-and-paste comparison); ``auto``: the
     instruction masks (``xp-automask``) instead of the change boxes; ``blend``, ``cfg_scale``, ``cfg_ref``: as
     ``XPrompt.generate``'s."""
-    from xprompt.edit_mask import blend as composite
-    from xprompt.edit_mask import changed_pixels, token_mask
-    from xprompt.eval.rows import build_prompts, query_refs
+    from xprompt.eval.rows import build_prompts
     from xprompt.generation import generate_images
 
     seqs, sizes = build_prompts(pipe, items, mode, examples)
-    fitted = [pipe.fit(it.query) for it in items]
     masks = auto_masks(items) if auto else [item_mask(it) for it in items]
-    for f, m in zip(fitted, masks, strict=True):
+    q = pipe._queries([it.query for it in items], masks)  # the pipeline's own masks, keep and blend
+    for f, m in zip(q.fitted, masks, strict=True):
         if f.shape[:2] != m.shape:
             raise XPromptError(
                 f"the masked row needs items at the model's image size ({f.shape[:2]}, {m.shape})"
             )
-    f = int(pipe.image_tok.factor)
-    keep = [
-        (pipe.image_tok.encode(im[None])[0], token_mask(m, f)) for im, m in zip(fitted, masks, strict=True)
-    ]
     sampling = pipe.sampling_config(seed, greedy, None, 1.0, cfg_scale, 200)
     codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False,
-                            keep=None if paste else keep, uncond=query_refs(pipe, items, cfg_ref))  # fmt: skip
-    if blend == "changed":
-        masks = [m & changed_pixels(qc, c, tm, f) for m, c, (qc, tm) in zip(masks, codes, keep, strict=True)]
-    return [composite(im, pipe.decode(c), m) for im, c, m in zip(fitted, codes, masks, strict=True)]
+                            keep=None if paste else q.keep(), uncond=pipe._refs(cfg_ref, q.codes))  # fmt: skip
+    return pipe._finish(codes, q, 2, keep_model_size=True, blend=blend)
 
 
 def masked_raie(
