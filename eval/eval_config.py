@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from xprompt.errors import XPromptError
 from xprompt.eval.masked import AUTO_ROW, CHANGED_ROW, MASK_ROW, MASK_ROWS, PASTE_ROW
+from xprompt.pipeline_inputs import CFG_REFS
 
 BENCHMARKS = ("unseen", "seen", "raie", "t2i")
 
@@ -137,7 +138,8 @@ class EvalConfig:
     greedy: bool | None = None  # None: greedy except t2i
     batch_size: int = 8
     cfg_scale: float = 1.0  # classifier-free guidance of the generated rows (1 = off)
-    cfg_ref: str = "empty"  # what it guides against: "empty" (the image prior) or "query" (the query alone)
+    cfg_ref: str = "empty"  # what it guides against: "empty" (the image prior), "query" (the query alone) or
+    # "instruction" (the prompt without its examples)
     train_mode: str = ""  # "xp" / "full": the mode the example rows of raie/oracle use (default: xp)
     clip_weights: str = ""
     clip_model: str = "ViT-B-32"
@@ -172,9 +174,10 @@ class EvalConfig:
             raise XPromptError("--magicbrush only applies to the raie benchmark")
         if not 0 <= self.cfg_scale <= 100:
             raise XPromptError(f"--cfg must be in [0, 100] (1 = off), got {self.cfg_scale}")
-        if self.cfg_ref not in ("empty", "query") or (self.cfg_ref == "query" and self.benchmark == "t2i"):
+        if self.cfg_ref not in CFG_REFS or (self.cfg_ref != "empty" and self.benchmark == "t2i"):
             raise XPromptError(
-                f"--cfg-ref must be 'empty' or 'query' ('empty' for t2i, which has no query), got {self.cfg_ref!r}"
+                f"--cfg-ref must be one of {', '.join(CFG_REFS)} ('empty' for t2i, which has no query), "
+                f"got {self.cfg_ref!r}"
             )
         if self.real:
             self._check_real()

@@ -165,7 +165,7 @@ def masked_batch(
             )
     sampling = pipe.sampling_config(seed, greedy, None, 1.0, cfg_scale, 200)
     codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False,
-                            keep=None if paste else q.keep(), uncond=pipe._refs(cfg_ref, q.codes))  # fmt: skip
+                            keep=None if paste else q.keep(), uncond=pipe._refs(cfg_ref, q.codes, [it.instruction for it in items]))  # fmt: skip
     return pipe._finish(codes, q, 2, keep_model_size=True, blend=blend)
 
 

@@ -57,7 +57,9 @@ def guidance(cfg: EvalConfig) -> dict:
 
 def query_refs(pipe, items: list[Item], cfg_ref: str) -> list | None:
     """``generate_images``' ``uncond`` for ``cfg_ref`` (``XPrompt._refs``) from the items' queries."""
-    return pipe._refs(cfg_ref, [pipe.encode(it.query) for it in items]) if cfg_ref != "empty" else None
+    if cfg_ref == "empty":
+        return None
+    return pipe._refs(cfg_ref, [pipe.encode(it.query) for it in items], [it.instruction for it in items])
 
 
 def generate_batch(pipe, items: list[Item], row_mode: str, examples: list, *, seed: int, greedy: bool,

@@ -233,6 +233,18 @@ def test_cfg_ref_query_guides_against_the_query_alone(xp):
         xp.generate(query=query, mode="none", greedy=True, cfg_scale=5.0, cfg_ref="query"), plain
     )
     assert not np.array_equal(xp.generate(query=query, mode="none", greedy=True, cfg_scale=5.0), plain)
+    # "instruction": the prompt without its examples; with none, the reference is the prompt itself
+    said = xp.generate(query=query, mode="none", instruction="swap", greedy=True)
+    np.testing.assert_array_equal(
+        xp.generate(
+            query=query, mode="none", instruction="swap", greedy=True, cfg_scale=5.0, cfg_ref="instruction"
+        ),
+        said,
+    )
+    with_ex = xp.generate(
+        ex, query=query, instruction="swap", greedy=True, cfg_scale=5.0, cfg_ref="instruction"
+    )
+    assert with_ex.shape == query.shape
     m = np.zeros((32, 32), bool)
     m[8:24, 8:24] = True
     out = xp.generate(ex, query=query, greedy=True, cfg_scale=3.0, cfg_ref="query", mask=m)

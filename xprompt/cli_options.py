@@ -173,9 +173,10 @@ def add_guidance_args(p: argparse.ArgumentParser, scale: bool = False) -> None:
         p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument(
         "--cfg-ref",
-        choices=("empty", "query"),
+        choices=("empty", "query", "instruction"),
         default="empty",
-        help="what --cfg guides against: the image prior alone (default), or the query image alone, so "
+        help="what --cfg guides against: the image prior alone (default); the query image alone, so "
         "guidance amplifies only what the instruction and example add (with --mask/--box, --cfg 3 "
-        "--cfg-ref query; docs/editing.md)",
+        "--cfg-ref query; docs/editing.md); or the query and instruction without the examples, so it "
+        "amplifies what the examples add",
     )

@@ -209,7 +209,7 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),
-            uncond=self._refs(cfg_ref, q.codes),
+            uncond=self._refs(cfg_ref, q.codes, [instruction] * len(q.codes)),
         )
         imgs = self._finish(out, q, feather, keep_model_size, blend)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]
@@ -303,7 +303,7 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),
-            uncond=self._refs(cfg_ref, q.codes),
+            uncond=self._refs(cfg_ref, q.codes, texts),
         )
         imgs = self._finish(out, q, feather, keep_model_size, blend)
         pms = self._out_masks(q, keep_model_size) or [None] * len(imgs)
@@ -369,7 +369,7 @@ class XPrompt(PipelineInputs):
             self._sampling(seed, greedy, top_k, temperature, cfg_scale),
             progress=progress,
             keep=q.keep(),  # the image's own tokens outside the hole
-            uncond=self._refs(cfg_ref, holed_codes),
+            uncond=self._refs(cfg_ref, holed_codes, [instruction] * len(holed_codes)),
         )
         imgs = self._finish(out, q, feather, keep_model_size)
         return imgs if isinstance(image, (list, tuple)) else imgs[0]
@@ -534,7 +534,7 @@ class XPrompt(PipelineInputs):
             context_segs=task.segs,
             progress=progress,
             keep=q.keep(),
-            uncond=self._refs(cfg_ref, q.codes),
+            uncond=self._refs(cfg_ref, q.codes, [task.info.get("instruction") or None] * len(q.codes)),
         )
         imgs = self._finish(out, q, feather, keep_model_size, blend)
         return imgs if isinstance(query, (list, tuple)) else imgs[0]

@@ -21,7 +21,8 @@ from xprompt.errors import XPromptError, xprompt_warn
 from xprompt.sampling import SamplingConfig
 from xprompt.sequence import MODES, build_sample
 
-CFG_REFS = ("empty", "query")  # what classifier-free guidance contrasts with: nothing, or the query alone
+# what classifier-free guidance contrasts with: nothing, the query alone, or the prompt without its examples
+CFG_REFS = ("empty", "query", "instruction")
 
 
 def check_cfg_ref(cfg_ref: str) -> str:
@@ -84,13 +85,27 @@ class PipelineInputs:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self.image_tok.decode(np.asarray(codes)[None])[0]
 
-    def _refs(self, cfg_ref: str, query_codes) -> list | None:
-        """``generate_images``' ``uncond``: None (``"empty"``: guidance against the image prior alone) or, for
-        ``"query"``, each query alone without instruction or example, so guidance amplifies what they add
-        (InstructPix2Pix's text guidance; it matters only with ``cfg_scale != 1``)."""
+    def _refs(self, cfg_ref: str, query_codes, instructions=None) -> list | None:
+        """``generate_images``' ``uncond`` (it matters only with ``cfg_scale != 1``): None for ``"empty"``
+        (guidance against the image prior alone); for ``"query"`` each query alone, so guidance amplifies what
+        the instruction and examples add (InstructPix2Pix's text guidance); for ``"instruction"`` each query
+        with its instruction (``instructions``, one per query, None for none) but no example, so guidance
+        amplifies what the examples add."""
         if check_cfg_ref(cfg_ref) == "empty":
             return None
-        return [build_sample(self.vocab, self.text_tok, mode="none", query=c) for c in query_codes]
+        texts = (
+            instructions
+            if cfg_ref == "instruction" and instructions is not None
+            else [None] * len(query_codes)
+        )
+        if len(texts) != len(query_codes):
+            raise XPromptError(
+                f"one instruction per query for the guidance reference ({len(texts)} for {len(query_codes)})"
+            )
+        return [
+            build_sample(self.vocab, self.text_tok, mode="none", instruction=t, query=c)
+            for t, c in zip(texts, query_codes, strict=True)
+        ]
 
     # ------------------------------------------------------------------ masks (mask-guided editing)
     def _queries(self, raw: list[np.ndarray], mask=None, box=None, dilate: int = 1) -> _Queries:

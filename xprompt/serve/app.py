@@ -281,7 +281,7 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
                 elem_id="edit-automask",
             )
             ref = gr.Radio(
-                ["empty", "query"],
+                ["empty", "query", "instruction"],
                 value="empty",
                 label="CFG guides against (query: only what the instruction and example add; with a mask, "
                 "try CFG 3)",
