@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xprompt.cli_options import add_pipeline_options, emit, pipeline_from_args, progress_on
+from xprompt.cli_options import add_guidance_args, add_pipeline_options, emit, pipeline_from_args, progress_on
 from xprompt.errors import XPromptError
 
 DEFAULT_TASKS = ("invert", "derain", "low_light_enhance")
@@ -46,6 +46,7 @@ def register(root, groups) -> None:
     p.add_argument("--modes", nargs="+", default=["xp"], choices=["xp", "full", "none"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", action="store_true", help="sample (top-k) instead of greedy decoding")
+    add_guidance_args(p, scale=True)
     p.set_defaults(func=run)
 
 
@@ -93,6 +94,8 @@ def run(args) -> int:
                 mode=mode,
                 seed=args.seed,
                 greedy=not args.sample,
+                cfg_scale=args.cfg,
+                cfg_ref=args.cfg_ref,
                 progress=progress_on(args) and sys.stderr.isatty(),
             )
             for q, vc, vq, out in zip(queries, vqcopy, ceiling, outs, strict=True):

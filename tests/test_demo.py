@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -44,6 +45,16 @@ def test_demo_writes_grid_and_page(tmp_path, capsys):
     assert page.count("<tr>") == 9 and "(held out)" in page and "copy" in page and "VQ-copy" in page
     assert page.count("beats copy") + page.count("does not beat copy") >= 8  # a verdict on every row
     assert "rows beat the copy baseline's MSE" in page and "VQ ceiling" in page
+
+
+def test_demo_takes_guidance(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", image_size=32)
+    args = ["demo", "--checkpoint", str(ckpt), "--tasks", "invert", "--queries", "1", "--modes", "full"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--cfg", "2", "--cfg-ref", "instruction"]) == 0
+    assert "/1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # argparse: exit 2 with the choices named
+        main([*args, "--out", str(tmp_path / "b"), "--cfg-ref", "examples"])
+    assert e.value.code == 2 and "invalid choice: 'examples'" in capsys.readouterr().err
 
 
 def test_demo_row_meta_judges_against_copy():
