@@ -130,7 +130,7 @@ class PipelineInputs:
         (``blend="changed"``: only over the tokens the model changed, ``xprompt.edit_mask``)."""
         from xprompt.edit_mask import blend as composite
         from xprompt.edit_mask import changed_pixels, check_blend
-        from xprompt.placement import restore
+        from xprompt.placement import restore, restore_mask
 
         check_blend(blend)
         imgs = [self.decode(c) for c in out_codes]
@@ -142,8 +142,7 @@ class PipelineInputs:
                 for c, o, t in zip(q.codes, out_codes, q.tmasks, strict=True)
             ]
             pmasks = [m & c for m, c in zip(pmasks, cms, strict=True)]
-            raw_masks = [m & (restore(c.astype(np.uint8) * 255, pl) > 127)
-                         for m, c, pl in zip(raw_masks, cms, q.places, strict=True)]  # fmt: skip
+            raw_masks = [m & restore_mask(c, pl) for m, c, pl in zip(raw_masks, cms, q.places, strict=True)]
         if keep_model_size or self.aspect == "bucket":  # bucket: blend at the model's size, then restore
             if pmasks is not None:
                 imgs = [composite(f, im, m, feather) for f, im, m in zip(q.fitted, imgs, pmasks, strict=True)]
@@ -157,13 +156,13 @@ class PipelineInputs:
 
     def _out_masks(self, q: _Queries, keep_model_size: bool) -> list[np.ndarray] | None:
         """The pixel masks at the size of ``_finish``'s outputs."""
-        from xprompt.placement import restore
+        from xprompt.placement import restore_mask
 
         if q.pmasks is None or keep_model_size:
             return q.pmasks
         if self.aspect == "pad":
             return q.raw_masks
-        return [restore(m.astype(np.uint8) * 255, pl) > 127 for m, pl in zip(q.pmasks, q.places, strict=True)]
+        return [restore_mask(m, pl) for m, pl in zip(q.pmasks, q.places, strict=True)]
 
     def _examples(self, examples, text_outputs: bool = False) -> list[tuple]:
         """``[(input or [inputs], output), ...]`` -> code grids. Inputs are images (a ``str`` is a path); outputs

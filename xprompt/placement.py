@@ -92,3 +92,8 @@ def restore(img: np.ndarray, pl: Placement) -> np.ndarray:
     """An output at the fitted size -> the input's size and aspect (the padding cut off)."""
     top, left, ch, cw = pl.box
     return _resize(img[top : top + ch, left : left + cw], pl.restore_hw)
+
+
+def restore_mask(mask: np.ndarray, pl: Placement) -> np.ndarray:
+    """A bool mask at the fitted size -> bool at the input's size (``restore``, thresholded at half)."""
+    return restore(mask.astype(np.uint8) * 255, pl) > 127
