@@ -164,8 +164,9 @@ def masked_batch(
                 f"the masked row needs items at the model's image size ({f.shape[:2]}, {m.shape})"
             )
     sampling = pipe.sampling_config(seed, greedy, None, 1.0, cfg_scale, 200)
+    refs = pipe._refs(cfg_ref, q.codes, [it.instruction for it in items])
     codes = generate_images(pipe.model, pipe.vocab, seqs, sizes, sampling, progress=False,
-                            keep=None if paste else q.keep(), uncond=pipe._refs(cfg_ref, q.codes, [it.instruction for it in items]))  # fmt: skip
+                            keep=None if paste else q.keep(), uncond=refs)  # fmt: skip
     return pipe._finish(codes, q, 2, keep_model_size=True, blend=blend)
 
 
@@ -176,8 +177,9 @@ def masked_raie(
     """The RAIE flow (k=1 retrieval) with each item's change-box mask (``paste``: decoded without the
     constraint, then blended with the mask; ``auto``: with the instruction masks; ``blend``, ``cfg_scale``,
     ``cfg_ref``: as ``edit``'s)."""
-    guide = {"cfg_scale": cfg_scale, "cfg_ref": cfg_ref}
     from xprompt.edit_mask import blend as composite
+
+    guide = {"cfg_scale": cfg_scale, "cfg_ref": cfg_ref}
 
     if paste:
         res = pipe.edit([it.query for it in items], [it.instruction for it in items], store=store, k=1,

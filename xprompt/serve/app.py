@@ -308,16 +308,8 @@ def _edit_tab(xp, stores: H.StoreCache) -> None:
 
     go.click(
         run,
-        [
-            image,
-            instruction,
-            store,
-            k,
-            box,
-            *sampling,
-            auto,
-            ref,
-        ],  # new inputs last: older API calls still fit
+        # new inputs go last, so older API calls still fit
+        [image, instruction, store, k, box, *sampling, auto, ref],
         [table, pairs, out, status],
         api_name="edit",
         concurrency_id=MODEL,
