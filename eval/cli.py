@@ -210,10 +210,7 @@ def _benchmark_args(p, name: str) -> None:
     g.add_argument("--greedy", action="store_true", help="greedy decoding everywhere (default: except t2i)")
     g.add_argument("--sample", action="store_true", help="seeded sampling everywhere")
     p.add_argument("--batch-size", type=int, default=8, help="instances decoded together (default 8)")
-    if name == "t2i":
-        p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
-    else:
-        add_guidance_args(p, scale=True)
+    add_guidance_args(p, scale=True, ref=name != "t2i")
     p.add_argument("--clip-weights", default=None, help="local open_clip weights for CLIP-I/T/dir")
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture of --clip-weights")
     p.add_argument("--dino-weights", default=None, help="DINO ViT-S/16 state dict or a transformers dir")

@@ -36,7 +36,7 @@ def _common(p: argparse.ArgumentParser, sampling: bool = True, image_out: bool =
             "--top-k", type=int, help="top-k (default: 200 for image tasks, 2000 for t2i, 10 for text)"
         )
         p.add_argument("--temperature", type=float, default=1.0)
-        p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+        add_guidance_args(p, scale=True, ref=False)
 
 
 def register(root, groups) -> None:

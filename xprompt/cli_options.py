@@ -167,10 +167,13 @@ def emit(args, payload: dict) -> None:
     print(json.dumps(payload, default=str))
 
 
-def add_guidance_args(p: argparse.ArgumentParser, scale: bool = False) -> None:
-    """``--cfg-ref`` (what guidance contrasts with; ``XPrompt.generate``'s ``cfg_ref``); ``scale``: also ``--cfg``."""
+def add_guidance_args(p: argparse.ArgumentParser, scale: bool = False, ref: bool = True) -> None:
+    """``scale``: ``--cfg`` (the guidance scale); ``ref``: ``--cfg-ref`` (what guidance contrasts with,
+    ``XPrompt.generate``'s ``cfg_ref``; not for text-to-image, which has no query)."""
     if scale:
         p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    if not ref:
+        return
     p.add_argument(
         "--cfg-ref",
         choices=("empty", "query", "instruction"),
